@@ -1,0 +1,256 @@
+"""Baselines for path methods (``baseline=`` of Integrated Gradients and friends).
+
+Each constructor returns a :class:`Baseline`: an object that, given the explicands ``x``
+(``[B, *S]``), draws ``n`` baselines ``[n, B, *S]`` (or ``[n, 1, *S]`` when shared by all
+examples). Several baselines are averaged by the methods: ``IG = mean_k IG(x; x'_k)``.
+Random draws use stateless RNG keyed by ``(seed, k)``, so the same seed gives the same draws and
+draw ``k`` does not depend on ``n``.
+
+``preprocess`` (every constructor) maps baselines drawn in *raw* input space (pixels in
+[0, 255], say) into the model's input space, with the same function the user applies to ``x``.
+
+References
+----------
+P. Sturmfels, S. Lundberg, S.-I. Lee, "Visualizing the Impact of Feature Attribution Baselines",
+Distill 2020 (uniform, Gaussian, blurred and data baselines, averaged over draws).
+H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023, arXiv 2204.05948.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from .engine.gradients import as_numpy_seed
+from .engine.shapes import check_positive_int
+
+__all__ = [
+    "Baseline",
+    "zeros",
+    "constant",
+    "uniform",
+    "maximum_entropy",
+    "gaussian_noise",
+    "blurred",
+    "from_data",
+]
+
+
+class Baseline:
+    """A recipe for ``n`` baselines, drawn per call from the explicands.
+
+    Subclasses implement :meth:`_draw` returning ``[n, B or 1, *S]`` float32.
+    """
+
+    name = "baseline"
+
+    def __init__(self, n: int = 1, seed: Optional[int] = None, preprocess: Optional[Callable] = None):
+        self.n = check_positive_int(n, "n")
+        self.seed = as_numpy_seed(seed)
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError("preprocess must be a callable mapping raw-space baselines to model inputs")
+        self.preprocess = preprocess
+
+    def draw(self, x, seed: Optional[int] = None, input_index: int = 0) -> tf.Tensor:
+        """Baselines for explicands ``x`` (``[B, *S]``): a float32 tensor ``[n, B or 1, *S]``."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        s = self.seed if seed is None else as_numpy_seed(seed)
+        out = tf.cast(self._draw(x, s + 1000003 * input_index), tf.float32)
+        if self.preprocess is not None:
+            n, rows = out.shape[0], out.shape[1]
+            flat = tf.reshape(out, [n * rows] + out.shape[2:].as_list())
+            flat = tf.cast(tf.convert_to_tensor(self.preprocess(flat)), tf.float32)
+            out = tf.reshape(flat, [n, rows] + flat.shape[1:].as_list())
+        return out
+
+    __call__ = draw
+
+    def _draw(self, x, seed):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(n={self.n}, seed={self.seed})"
+
+
+class _Constant(Baseline):
+    name = "constant"
+
+    def __init__(self, value=0.0, preprocess=None):
+        super().__init__(1, None, preprocess)
+        self.value = value
+
+    def _draw(self, x, seed):
+        v = tf.cast(tf.convert_to_tensor(self.value), tf.float32)
+        return tf.broadcast_to(v, [1, 1] + x.shape[1:].as_list())
+
+
+def zeros() -> Baseline:
+    """The all-zeros baseline (in model input space: after normalisation this is often the mean colour)."""
+    return _Constant(0.0)
+
+
+def constant(value, preprocess: Optional[Callable] = None) -> Baseline:
+    """A constant baseline: a scalar or an array broadcastable to one example."""
+    return _Constant(value, preprocess)
+
+
+class _Uniform(Baseline):
+    name = "uniform"
+
+    def __init__(self, low, high, n, seed, preprocess, discrete):
+        super().__init__(n, seed, preprocess)
+        lo = np.asarray(low, np.float32)
+        hi = np.asarray(high, np.float32)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError("uniform baseline: low and high must be finite")
+        if np.any(hi <= lo):
+            raise ValueError(f"uniform baseline: need high > low everywhere, got low={low!r}, high={high!r}")
+        self.low, self.high, self.discrete = lo, hi, bool(discrete)
+
+    def _draw(self, x, seed):
+        shape = x.shape[1:].as_list()
+        lo = tf.broadcast_to(tf.constant(self.low), shape)
+        hi = tf.broadcast_to(tf.constant(self.high), shape)
+        draws = []
+        for k in range(self.n):
+            u = tf.random.stateless_uniform([x.shape[0]] + shape, seed=[seed, k], dtype=tf.float32)
+            if self.discrete:  # uniform over the integers low..high (8-bit pixels: 0..255)
+                d = lo + tf.floor(u * (hi - lo + 1.0))
+                draws.append(tf.minimum(d, hi))
+            else:
+                draws.append(lo + u * (hi - lo))
+        return tf.stack(draws)
+
+
+def uniform(low=0.0, high=1.0, n: int = 1, seed: Optional[int] = None, preprocess: Optional[Callable] = None,
+            discrete: bool = False) -> Baseline:
+    """Uniform noise on the box ``[low, high]`` (per feature): the Maximum Entropy Baseline.
+
+    Among all distributions on a box the product of uniforms has the largest entropy, so this is
+    the "uninformative" baseline of Tan (2023). Draw it in *raw* input space (``low``/``high`` the
+    valid raw range, e.g. 0 and 255, or per-feature min/max of tabular training data) and pass the
+    model's preprocessing as ``preprocess``. Each example gets its own draws; ``n`` draws are
+    averaged by the method. ``discrete=True`` draws integers (8-bit data).
+
+    The construction is a reconstruction from the paper's abstract (no code was released).
+    """
+    return _Uniform(low, high, n, seed, preprocess, discrete)
+
+
+maximum_entropy = uniform
+
+
+class _Gaussian(Baseline):
+    name = "gaussian_noise"
+
+    def __init__(self, stddev, n, seed, clip, preprocess):
+        super().__init__(n, seed, preprocess)
+        if not np.isfinite(stddev) or stddev < 0:
+            raise ValueError(f"gaussian_noise: stddev must be a finite number >= 0, got {stddev!r}")
+        self.stddev, self.clip = float(stddev), clip
+
+    def _draw(self, x, seed):
+        draws = []
+        for k in range(self.n):
+            e = tf.random.stateless_normal(tf.shape(x), seed=[seed, k], dtype=tf.float32)
+            b = x + self.stddev * e
+            if self.clip is not None:
+                b = tf.clip_by_value(b, self.clip[0], self.clip[1])
+            draws.append(b)
+        return tf.stack(draws)
+
+
+def gaussian_noise(stddev: float, n: int = 1, seed: Optional[int] = None, clip=None,
+                   preprocess: Optional[Callable] = None) -> Baseline:
+    """The explicand plus Gaussian noise, ``x + stddev * eps`` (Sturmfels et al.'s Gaussian baseline),
+    optionally clipped to ``clip = (low, high)``."""
+    return _Gaussian(stddev, n, seed, clip, preprocess)
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Normalised 1-D Gaussian weights with scipy's radius rule ``int(truncate * sigma + 0.5)``."""
+    radius = int(truncate * sigma + 0.5)
+    if sigma <= 0 or radius == 0:
+        return np.ones(1)
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (k / sigma) ** 2)
+    return w / w.sum()
+
+
+def gaussian_blur(images, sigma: float) -> tf.Tensor:
+    """Separable Gaussian blur of ``[B, H, W, C]`` (or ``[B, H, W]``) images, reflect-padded.
+
+    Used for blurred baselines; Blur IG has its own scipy-compatible, zero-padded operator.
+    """
+    x = tf.convert_to_tensor(images, tf.float32)
+    squeeze = False
+    if x.shape.rank == 3:
+        x, squeeze = x[..., None], True
+    if x.shape.rank != 4:
+        raise ValueError(f"blurring needs image inputs [B, H, W, C] or [B, H, W], got shape {tuple(x.shape)}")
+    w = gaussian_kernel_1d(float(sigma))
+    r = (len(w) - 1) // 2
+    if r == 0:
+        return x[..., 0] if squeeze else x
+    c = x.shape[-1]
+    h, wd = x.shape[1], x.shape[2]
+    if r >= h or r >= wd:
+        raise ValueError(f"blur sigma={sigma} is too large for {h}x{wd} images (kernel radius {r})")
+    k = tf.constant(w, tf.float32)
+    kh = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, c, 1])
+    kw = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, c, 1])
+    y = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
+    y = tf.nn.depthwise_conv2d(y, kh, [1, 1, 1, 1], "VALID")
+    y = tf.nn.depthwise_conv2d(y, kw, [1, 1, 1, 1], "VALID")
+    return y[..., 0] if squeeze else y
+
+
+class _Blurred(Baseline):
+    name = "blurred"
+
+    def __init__(self, sigma, preprocess):
+        super().__init__(1, None, preprocess)
+        if not np.isfinite(sigma) or sigma < 0:
+            raise ValueError(f"blurred: sigma must be a finite number >= 0, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def _draw(self, x, seed):
+        return gaussian_blur(x, self.sigma)[None]
+
+
+def blurred(sigma: float, preprocess: Optional[Callable] = None) -> Baseline:
+    """A Gaussian-blurred copy of each explicand (image inputs ``[B, H, W, C]``)."""
+    return _Blurred(sigma, preprocess)
+
+
+class _FromData(Baseline):
+    name = "from_data"
+
+    def __init__(self, background, n, seed, preprocess):
+        bg = np.asarray(background, np.float32) if not isinstance(background, tf.Tensor) else background.numpy()
+        if bg.ndim < 1 or bg.shape[0] == 0:
+            raise ValueError("from_data: background must be a non-empty array [M, ...]")
+        if not np.all(np.isfinite(bg)):
+            raise ValueError("from_data: background contains NaN or infinite values")
+        super().__init__(bg.shape[0] if n is None else n, seed, preprocess)
+        self.background = bg
+        self.sample = n is not None
+
+    def _draw(self, x, seed):
+        if tuple(self.background.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"from_data: background examples have shape {self.background.shape[1:]}, inputs {tuple(x.shape[1:])}"
+            )
+        bg = tf.constant(self.background)
+        if not self.sample:
+            return bg[:, None]
+        idx = tf.random.stateless_uniform([self.n], seed=[seed, 0], maxval=bg.shape[0], dtype=tf.int32)
+        return tf.gather(bg, idx)[:, None]
+
+
+def from_data(background, n: Optional[int] = None, seed: Optional[int] = None,
+              preprocess: Optional[Callable] = None) -> Baseline:
+    """Baselines taken from reference data ``[M, *S]``: all ``M`` of them (``n=None``), or ``n``
+    drawn with replacement (seeded). Each baseline is shared by every explicand."""
+    return _FromData(background, n, seed, preprocess)

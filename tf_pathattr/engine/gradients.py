@@ -1,0 +1,257 @@
+"""The compiled gradient kernel and the per-call set-up every method shares.
+
+``prepare(model, inputs, target)`` checks the inputs, resolves the target against the model's
+output shape and returns a :class:`Problem`. Inside a method's traced function,
+:func:`score_and_gradients` maps a chunk of path points (``c * B`` rows, point-major) to the
+explained scalar per row and its gradient with respect to exactly those points, in one forward and
+one backward pass. :func:`chunked_loop` runs a body over the chunks of a static number of path
+points as a ``tf.while_loop`` with ``parallel_iterations=1`` (one chunk alive at a time), so
+memory is bounded by ``internal_batch_size`` and does not grow with ``n_steps``.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import shapes as _shapes
+from . import targets as _targets
+
+DEFAULT_INTERNAL_BATCH_SIZE = 256
+
+
+# --------------------------------------------------------------------------------------------
+# model calls
+
+
+def make_forward(model, structure: _shapes.Structure) -> Callable[[List[tf.Tensor]], Any]:
+    """A function ``flat_points -> outputs`` that calls ``model`` in inference mode.
+
+    Keras models and layers (``keras.layers.TFSMLayer`` too) get ``training=False``; other
+    callables (``tf.saved_model.load(path).serve``, plain functions, ``tf.function``s) are called
+    with the inputs alone. Single-entry dict outputs (SavedModel signatures) are unwrapped.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be a keras.Model or a callable mapping a batch to outputs, got {type(model).__name__}")
+    is_keras = isinstance(model, keras.layers.Layer)
+
+    def forward(flat_points):
+        packed = structure.pack(flat_points)
+        out = model(packed, training=False) if is_keras else model(packed)
+        if isinstance(out, dict) and len(out) == 1:
+            out = next(iter(out.values()))
+        if isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        return out
+
+    return forward
+
+
+def _model_key(model):
+    return id(model)
+
+
+_OUTPUT_SHAPES: "OrderedDict[tuple, Any]" = OrderedDict()
+
+
+def output_shape(model, forward, flat_x) -> Optional[tuple]:
+    """Per-example output shape (``None`` for list/dict outputs), from one cached probe call."""
+    key = (_model_key(model), tuple(tuple(x.shape[1:]) for x in flat_x), tuple(x.dtype.name for x in flat_x))
+    if key in _OUTPUT_SHAPES:
+        ref, shape = _OUTPUT_SHAPES[key]
+        if ref() is model:
+            return shape
+    out = forward([x[:1] for x in flat_x])
+    if isinstance(out, (dict, list, tuple)):
+        shape = None
+    else:
+        shape = tuple(tf.convert_to_tensor(out).shape[1:])
+    try:
+        ref = weakref.ref(model)
+    except TypeError:  # objects without weakref support: keep a strong reference
+        ref = (lambda m: (lambda: m))(model)
+    _OUTPUT_SHAPES[key] = (ref, shape)
+    while len(_OUTPUT_SHAPES) > 256:
+        _OUTPUT_SHAPES.popitem(last=False)
+    return shape
+
+
+# --------------------------------------------------------------------------------------------
+# the problem every method solves
+
+
+@dataclass
+class Problem:
+    """Checked inputs, model call and target of one attribution request."""
+
+    model: Any
+    forward: Callable
+    flat_x: List[tf.Tensor]
+    structure: _shapes.Structure
+    batch_size: int
+    target: _targets.TargetSpec
+    scorer: Callable
+
+    def pack(self, flat):
+        return self.structure.pack(flat)
+
+    @property
+    def example_shapes(self):
+        return [tuple(x.shape[1:]) for x in self.flat_x]
+
+
+def prepare(model, inputs, target, name_inputs: str = "inputs") -> Problem:
+    flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+    forward = make_forward(model, structure)
+    out_shape = output_shape(model, forward, flat_x)
+    spec = _targets.resolve_target(target, batch, out_shape)
+    return Problem(model, forward, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
+
+
+# --------------------------------------------------------------------------------------------
+# kernels used inside traced functions
+
+
+def scores(problem: Problem, flat_points, indices) -> tf.Tensor:
+    """Forward only: the explained scalar for each row of ``flat_points`` (``g * B`` rows)."""
+    return problem.scorer(problem.forward(list(flat_points)), indices)
+
+
+def resolve_indices(problem: Problem, flat_x, indices):
+    """Replace the placeholder indices with the predicted classes when ``target=None``.
+
+    Returns ``(indices, outputs_at_x or None)`` so callers that need ``F(x)`` can reuse the pass.
+    """
+    if problem.target.kind != _targets.PREDICTED:
+        return indices, None
+    out = problem.forward(list(flat_x))
+    return _targets.predicted_indices(out, problem.target), out
+
+
+def score_and_gradients(problem: Problem, flat_points, indices):
+    """Scores ``[rows]`` and gradients (one per input, shaped like the points) for a chunk of points."""
+    flat_points = list(flat_points)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for p in flat_points:
+            tape.watch(p)
+        s = problem.scorer(problem.forward(flat_points), indices)
+    grads = tape.gradient(s, flat_points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return s, grads
+
+
+def chunk_size(n_points: int, batch_size: int, internal_batch_size) -> int:
+    """Path points per model call: ``internal_batch_size // B`` (at least 1, at most ``n_points``)."""
+    ibs = DEFAULT_INTERNAL_BATCH_SIZE if internal_batch_size is None else _shapes.check_positive_int(
+        internal_batch_size, "internal_batch_size"
+    )
+    if ibs < batch_size:
+        warnings.warn(
+            f"internal_batch_size={ibs} is smaller than the number of explicands ({batch_size}); "
+            f"each model call will still carry {batch_size} rows (one path point for every example)",
+            stacklevel=3,
+        )
+    return int(max(1, min(n_points, ibs // batch_size)))
+
+
+def chunked_loop(n_points: int, chunk: int, body: Callable, carry):
+    """Run ``carry = body(start, size, carry)`` over ``[0, n_points)`` in chunks of ``chunk``.
+
+    ``start`` is an int32 scalar tensor, ``size`` a static Python int (``chunk``, or the remainder
+    for the final partial chunk, which is run once after the loop so no padded work is done).
+    """
+    n_full, rem = divmod(int(n_points), int(chunk))
+    if n_full == 1:
+        carry = body(tf.constant(0, tf.int32), chunk, carry)
+    elif n_full > 1:
+        def cond(i, *c):
+            return i < n_full
+
+        def loop_body(i, *c):
+            out = body(i * chunk, chunk, tf.nest.pack_sequence_as(carry, list(c)))
+            return [i + 1] + tf.nest.flatten(out)
+
+        flat = tf.nest.flatten(carry)
+        res = tf.while_loop(cond, loop_body, [tf.constant(0, tf.int32)] + flat, parallel_iterations=1)
+        carry = tf.nest.pack_sequence_as(carry, res[1:])
+    if rem:
+        carry = body(tf.constant(n_full * chunk, tf.int32), rem, carry)
+    return carry
+
+
+def expand_like(v, x):
+    """Reshape a ``[..., B]``-indexed vector so it broadcasts against ``x`` of shape ``[..., B, *S]``."""
+    extra = x.shape.rank - v.shape.rank
+    return tf.reshape(v, tf.concat([tf.shape(v), tf.ones((extra,), tf.int32)], 0)) if extra > 0 else v
+
+
+def rows(t, size, batch):
+    """``[size, B, *S] -> [size * B, *S]`` (point-major rows)."""
+    return tf.reshape(t, [size * batch] + t.shape[2:].as_list())
+
+
+def unrows(t, size, batch):
+    """``[size * B, *S] -> [size, B, *S]``."""
+    return tf.reshape(t, [size, batch] + t.shape[1:].as_list())
+
+
+# --------------------------------------------------------------------------------------------
+# compiled-function cache
+
+
+class _Cache:
+    """Traced methods cached per (method, model, static options); evicted when the model is freed."""
+
+    def __init__(self, maxsize: int = 64):
+        self._items: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self.maxsize = maxsize
+
+    def get(self, model, key, build: Callable[[], Callable]):
+        full = (_model_key(model),) + tuple(key)
+        hit = self._items.get(full)
+        if hit is not None and hit[0]() is model:
+            self._items.move_to_end(full)
+            return hit[1]
+        fn = build()
+        try:
+            ref = weakref.ref(model)
+        except TypeError:
+            ref = (lambda m: (lambda: m))(model)
+        self._items[full] = (ref, fn)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+        return fn
+
+    def clear(self):
+        self._items.clear()
+
+
+CACHE = _Cache()
+
+
+def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Callable], jit_compile: bool = False):
+    """The cached ``tf.function`` for ``key``; ``python_fn_builder()`` builds the Python body once.
+
+    The traced function must take tensors only (inputs, baselines, target indices, seeds), so new
+    inputs of the same shape and new targets reuse the same trace.
+    """
+    full_key = tuple(key) + (problem.structure, problem.target.cache_token, bool(jit_compile))
+
+    def build():
+        return tf.function(python_fn_builder(), jit_compile=bool(jit_compile), reduce_retracing=False)
+
+    return CACHE.get(problem.model, full_key, build)
+
+
+def as_numpy_seed(seed, name: str = "seed") -> int:
+    """Seeds are ints (``None`` -> 0, documented per method)."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an int or None, got {type(seed).__name__}")
+    return int(seed)

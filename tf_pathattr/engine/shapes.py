@@ -1,0 +1,212 @@
+"""Input checking and structure handling shared by every method.
+
+Methods work on a *flat list* of float32 tensors, one per model input, each ``[B, *S_i]``. This
+module turns what users pass (numpy arrays, tensors, lists/tuples or dicts of them for multi-input
+models) into that list, checks it, and packs results back into the user's structure. Errors name
+the argument and say what was expected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Structure:
+    """How the user's inputs were nested: ``"single"``, ``"list"``, ``"tuple"`` or ``"dict"``."""
+
+    kind: str
+    keys: tuple = ()
+
+    def pack(self, flat: Sequence[Any]):
+        if self.kind == "single":
+            return flat[0]
+        if self.kind == "dict":
+            return dict(zip(self.keys, flat))
+        if self.kind == "tuple":
+            return tuple(flat)
+        return list(flat)
+
+    def flatten(self, value, name: str):
+        """Flatten a value that must mirror this structure (baselines, noise, attributions)."""
+        if self.kind == "single":
+            if isinstance(value, (list, tuple, dict)) and not _is_numeric_sequence(value):
+                raise ValueError(f"{name}: the model has a single input, so {name} must be one array, got a {type(value).__name__}")
+            return [value]
+        if self.kind == "dict":
+            if not isinstance(value, dict):
+                return [value] * len(self.keys)  # a scalar / shared value applies to every input
+            missing = [k for k in self.keys if k not in value]
+            if missing:
+                raise ValueError(f"{name}: missing entries for inputs {missing}; expected keys {list(self.keys)}")
+            return [value[k] for k in self.keys]
+        if isinstance(value, (list, tuple)) and not _is_numeric_sequence(value):
+            if len(value) != len(self.keys):
+                raise ValueError(f"{name}: expected {len(self.keys)} entries (one per model input), got {len(value)}")
+            return list(value)
+        return [value] * len(self.keys)
+
+
+def _is_numeric_sequence(value) -> bool:
+    """True for nested Python lists of numbers (an array written as a list), not lists of arrays."""
+    if not isinstance(value, (list, tuple)) or len(value) == 0:
+        return False
+    first = value[0]
+    return isinstance(first, (int, float, np.number, bool)) or (
+        isinstance(first, (list, tuple)) and _is_numeric_sequence(first)
+    )
+
+
+def _to_tensor(value, name: str) -> tf.Tensor:
+    if isinstance(value, tf.Tensor):
+        return value
+    if isinstance(value, tf.Variable):
+        return tf.convert_to_tensor(value)
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"{name} must be array-like (numpy array or tf.Tensor), got {type(value).__name__}") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array (ragged or mixed content?)")
+    return tf.convert_to_tensor(arr)
+
+
+def structure_of(inputs) -> Structure:
+    if isinstance(inputs, dict):
+        if not inputs:
+            raise ValueError("inputs: got an empty dict")
+        return Structure("dict", tuple(inputs.keys()))
+    if isinstance(inputs, (list, tuple)) and not _is_numeric_sequence(inputs):
+        if not inputs:
+            raise ValueError("inputs: got an empty list")
+        return Structure("tuple" if isinstance(inputs, tuple) else "list", tuple(range(len(inputs))))
+    return Structure("single")
+
+
+def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
+    """Convert user inputs to a flat list of float32 tensors and check them.
+
+    Parameters
+    ----------
+    inputs : array-like, or list/tuple/dict of array-likes
+        A batch ``[B, ...]`` per model input.
+    allow_integer : bool
+        Integer inputs are token ids; gradients do not exist for them, so methods refuse them
+        unless an embedding ``layer=`` is given (then they are passed to the model unchanged).
+
+    Returns
+    -------
+    flat : list of tf.Tensor
+    structure : Structure
+    batch_size : int
+    """
+    structure = structure_of(inputs)
+    values = inputs.values() if structure.kind == "dict" else (inputs if structure.kind in ("list", "tuple") else [inputs])
+    flat = []
+    batch = None
+    for key, value in zip(structure.keys or (None,), values):
+        label = name if structure.kind == "single" else f"{name}[{key!r}]"
+        t = _to_tensor(value, label)
+        if t.shape.rank is None or t.shape.rank < 1:
+            raise ValueError(f"{label} must have a batch dimension, i.e. shape [B, ...]; got a scalar")
+        if t.dtype.is_integer or t.dtype == tf.bool:
+            if not allow_integer:
+                raise TypeError(
+                    f"{label} has integer dtype {t.dtype.name}: gradients do not exist for integer inputs such as "
+                    "token ids. Pass layer=<the Embedding layer or its name> to attribute to the embedding output, "
+                    "or cast the inputs to float if they are really continuous."
+                )
+        elif t.dtype.is_floating:
+            t = tf.cast(t, tf.float32)
+            if not bool(tf.reduce_all(tf.math.is_finite(t))):
+                raise ValueError(f"{label} contains NaN or infinite values")
+        else:
+            raise TypeError(f"{label} must be a float array, got dtype {t.dtype.name}")
+        b = t.shape[0]
+        if b == 0:
+            raise ValueError(f"{label} is an empty batch (shape {tuple(t.shape)})")
+        if batch is None:
+            batch = b
+        elif b != batch:
+            raise ValueError(f"{label} has batch size {b} but the other inputs have {batch}; all inputs need the same B")
+        flat.append(t)
+    return flat, structure, int(batch)
+
+
+def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline"):
+    """Bring baselines to ``[K, B, *S]`` per input (``K`` baselines that get averaged).
+
+    Accepted per input (``S`` = per-example shape, ``B`` = batch size):
+
+    * ``None`` -> zeros; a Python/numpy scalar -> a constant image;
+    * ``S`` -> one baseline shared by all examples;
+    * ``[B, *S]`` -> one baseline per example (``[1, *S]`` broadcasts);
+    * ``[K, *S]`` with ``K != B`` -> K shared baselines, averaged;
+    * ``[K, B, *S]`` or ``[K, 1, *S]`` -> K baselines per example, averaged.
+
+    A ``[B, *S]`` array is always read as per-example; to pass ``K == B`` shared baselines use
+    ``[K, 1, *S]``. All inputs must agree on ``K``.
+    """
+    if baseline is None:
+        baseline = 0.0
+    per_input = structure.flatten(baseline, name)
+    out = []
+    ks = set()
+    for i, (b, x) in enumerate(zip(per_input, flat_x)):
+        label = name if structure.kind == "single" else f"{name}[{structure.keys[i]!r}]"
+        if b is None:
+            b = 0.0
+        if hasattr(b, "draw") and callable(b.draw):  # a tpa.baselines recipe
+            b = b.draw(x, input_index=i)
+        t = tf.cast(_to_tensor(b, label), tf.float32)
+        if not bool(tf.reduce_all(tf.math.is_finite(t))):
+            raise ValueError(f"{label} contains NaN or infinite values")
+        s = tuple(x.shape[1:])
+        bsz = x.shape[0]
+        shape = tuple(t.shape)
+        if len(shape) == 0:
+            t = tf.fill((1, bsz) + s, t)
+        elif shape == s:
+            t = tf.broadcast_to(t[None, None], (1, bsz) + s)
+        elif len(shape) == len(s) + 1 and shape[1:] == s:
+            if shape[0] == bsz:
+                t = t[None]
+            elif shape[0] == 1:
+                t = tf.broadcast_to(t[None], (1, bsz) + s)
+            else:  # K shared baselines
+                t = tf.broadcast_to(t[:, None], (shape[0], bsz) + s)
+        elif len(shape) == len(s) + 2 and shape[2:] == s and shape[1] in (1, bsz):
+            t = tf.broadcast_to(t, (shape[0], bsz) + s)
+        else:
+            raise ValueError(
+                f"{label} has shape {shape}, which does not fit inputs of shape {(bsz,) + s}: expected a scalar, "
+                f"{s}, {(bsz,) + s}, (K,) + {s}, or (K, {bsz}) + {s}"
+            )
+        if t.shape[0] == 0:
+            raise ValueError(f"{label}: got zero baselines")
+        ks.add(int(t.shape[0]))
+        out.append(t)
+    if len(ks) > 1:
+        raise ValueError(f"{name}: every input needs the same number of baselines, got {sorted(ks)}")
+    return out
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_optional_positive_int(value, name: str):
+    return None if value is None else check_positive_int(value, name)
+
+
+def check_choice(value, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
