@@ -240,12 +240,64 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     The traced function must take tensors only (inputs, baselines, target indices, seeds), so new
     inputs of the same shape and new targets reuse the same trace.
     """
-    full_key = tuple(key) + (problem.structure, problem.target.cache_token, bool(jit_compile))
+    full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
+                             tuple(problem.example_shapes), bool(jit_compile))
 
     def build():
-        return tf.function(python_fn_builder(), jit_compile=bool(jit_compile), reduce_retracing=False)
+        python_fn = python_fn_builder()
+        fn = tf.function(python_fn, jit_compile=bool(jit_compile), reduce_retracing=False)
+        fn.python_function_body = python_fn
+        return fn
 
     return CACHE.get(problem.model, full_key, build)
+
+
+class _Capture:
+    def __init__(self):
+        self.active = False
+        self.record = None
+
+
+_CAPTURE = _Capture()
+
+
+class capture:
+    """Context manager: the next :func:`run` records its traced body instead of executing it.
+
+    Used by ``tpa.saved_model.export`` and the Keras callback to embed a method in another
+    ``tf.function``. Inside, :func:`run` returns ``None`` and ``capture.record`` holds
+    ``(python_fn, extra_args, problem)``; ``python_fn(flat_x, indices, *extra_args)`` returns the
+    method's outputs (a list of attribution tensors, or a tuple whose first item is that list).
+    """
+
+    def __enter__(self):
+        _CAPTURE.active, _CAPTURE.record = True, None
+        return self
+
+    def __exit__(self, *exc):
+        _CAPTURE.active = False
+        return False
+
+    @property
+    def record(self):
+        return _CAPTURE.record
+
+
+def run(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False):
+    """Build (once, cached) and call a method's traced body ``fn(flat_x, indices, *extra_args)``.
+
+    Convention every method follows: ``flat_x`` and ``indices`` are the only arguments that
+    depend on the explicands; ``extra_args`` are tensors that do not depend on input *values*
+    (quadrature tables, reference sets, seeds, shared baselines...). Anything computed from the
+    input values is computed inside ``fn``. That is what lets the same body be exported into a
+    SavedModel and run on new inputs.
+    """
+    fn = compiled(problem, key, builder, jit_compile)
+    if _CAPTURE.active:
+        _CAPTURE.record = (fn.python_function_body, tuple(extra_args), problem)
+        _CAPTURE.active = False
+        return None
+    return fn(problem.flat_x, problem.target.indices, *extra_args)
 
 
 def as_numpy_seed(seed, name: str = "seed") -> int:

@@ -141,7 +141,7 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
            bool(return_convergence_delta), problem.batch_size)
 
     def builder():
-        def fn(flat_x, flat_base, indices):
+        def fn(flat_x, indices, flat_base):
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
             attr = straight_path_sum(problem, flat_x, flat_base, indices, alphas, weights, chunk, multiply_by_inputs)
             if return_convergence_delta:
@@ -150,8 +150,10 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
 
         return fn
 
-    fn = eng.compiled(problem, key, builder, jit_compile)
-    attr, delta = fn(problem.flat_x, flat_base, problem.target.indices)
+    result = eng.run(problem, key, builder, (flat_base,), jit_compile)
+    if result is None:  # captured for export
+        return None
+    attr, delta = result
     attr = problem.pack(attr)
     if return_convergence_delta:
         return attr, delta
