@@ -1,6 +1,15 @@
-"""tf_pathattr: path attribution (Integrated Gradients and its successors) for Keras 3 / TensorFlow."""
+"""tf_pathattr: path attribution (Integrated Gradients and its successors) for Keras 3 / TensorFlow.
+
+Every method is a function ``method(model, inputs, target=None, **options) -> attributions``
+compiled as one ``tf.function`` (path loop included); ``attribute(..., method=NAME)`` dispatches
+by name and :data:`METHODS` lists the names.
+"""
 from . import baselines  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
+from .methods.expected_gradients import expected_gradients  # noqa: F401
+from .methods.gradients import gradients  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
+from .methods.noise_tunnel import noise_tunnel  # noqa: F401
+from .methods.split_ig import split_integrated_gradients  # noqa: F401
 
 __version__ = "0.1.0"

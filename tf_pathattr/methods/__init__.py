@@ -1,13 +1,32 @@
 """One module per method; :func:`attribute` dispatches by name."""
+from .expected_gradients import expected_gradients
+from .gradients import gradients
 from .integrated_gradients import integrated_gradients
+from .noise_tunnel import noise_tunnel
+from .split_ig import split_integrated_gradients
+
+
+def _noise_tunnel_by_name(model, inputs, target=None, base_method="integrated_gradients", **options):
+    """``attribute(..., method="noise_tunnel", base_method=NAME, nt_type=...)``."""
+    return noise_tunnel(base_method, model, inputs, target, **options)
+
 
 _REGISTRY = {
     "integrated_gradients": integrated_gradients,
+    "expected_gradients": expected_gradients,
+    "gradients": gradients,
+    "noise_tunnel": _noise_tunnel_by_name,
 }
 _ALIASES = {
     "ig": "integrated_gradients",
+    "eg": "expected_gradients",
+    "saliency": "gradients",
+    "vanilla_gradients": "gradients",
+    "smoothgrad": "noise_tunnel",
 }
 
+# Methods whose result is not a single attribution map (split IG returns a pair) are public
+# functions but not in the registry that `attribute`, the callback and the exporter iterate over.
 METHODS = tuple(sorted(_REGISTRY))
 
 

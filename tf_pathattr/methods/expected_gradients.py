@@ -1,0 +1,118 @@
+"""Expected Gradients: Integrated Gradients averaged over baselines drawn from data.
+
+.. math::
+
+    EG_i(x) = E_{x' \\sim D,\\ \\alpha \\sim U(0,1)}
+              \\big[(x_i - x'_i)\\, \\partial_i F(x' + \\alpha (x - x'))\\big]
+            \\approx \\frac{1}{K} \\sum_k (x_i - x'_{k,i})\\, \\partial_i F(x'_k + \\alpha_k (x - x'_k))
+
+Each Monte-Carlo sample draws one background example (with replacement) and one alpha, per
+explicand. Completeness holds in expectation: ``sum_i EG_i = F(x) - E_D[F(x')]``; the convergence
+delta compares with the mean of ``F`` over the baselines actually drawn.
+
+Reference: G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, "Improving performance of deep
+learning models with axiomatic attribution priors and expected gradients", Nature Machine
+Intelligence 2021, arXiv 1906.10670.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ..engine import gradients as eng
+from ..engine.shapes import check_positive_int, prepare_inputs
+
+__all__ = ["expected_gradients", "draw_samples"]
+
+
+def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
+    """Stateless draws: background indices ``[n_samples, B]`` and alphas ``[n_samples, B]``."""
+    idx = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 0], maxval=n_background, dtype=tf.int32)
+    alpha = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 1], dtype=tf.float32)
+    return idx, alpha
+
+
+def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
+                       internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
+                       sample_indices=None, sample_alphas=None):
+    """Expected Gradients (IG with baselines and alphas sampled from a background set).
+
+    Parameters
+    ----------
+    model, inputs, target, internal_batch_size, jit_compile
+        As in :func:`tf_pathattr.integrated_gradients`.
+    background : array-like ``[M, *S]`` (list / dict of them for multi-input models)
+        Reference samples, typically training data.
+    n_samples : int
+        Monte-Carlo samples per explicand (default 100), each one baseline and one alpha.
+    seed : int, optional
+        Seed of the stateless draws (``None`` -> 0): same seed, same result.
+    return_convergence_delta : bool
+        Also return ``sum(attr) - (F(x) - mean_k F(x'_k))`` over the drawn baselines.
+    sample_indices, sample_alphas : array-like ``[n_samples, B]``, optional
+        Inject the draws (tests, or reproducing another implementation).
+
+    Returns
+    -------
+    attributions (and delta ``[B]``)
+    """
+    if background is None:
+        raise ValueError("background is required: an array [M, ...] of reference samples (e.g. training data)")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    problem = eng.prepare(model, inputs, target)
+    flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
+    if bg_structure.kind != problem.structure.kind or len(flat_bg) != len(problem.flat_x):
+        raise ValueError("background must have the same structure as inputs (one array per model input)")
+    for b, x in zip(flat_bg, problem.flat_x):
+        if tuple(b.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(f"background examples have shape {tuple(b.shape[1:])}, inputs {tuple(x.shape[1:])}")
+    batch = problem.batch_size
+    idx, alpha = draw_samples(n_samples, batch, n_bg, eng.as_numpy_seed(seed))
+    if sample_indices is not None:
+        idx = tf.convert_to_tensor(np.asarray(sample_indices), tf.int32)
+        if tuple(idx.shape) != (n_samples, batch):
+            raise ValueError(f"sample_indices must have shape ({n_samples}, {batch}), got {tuple(idx.shape)}")
+        if bool(tf.reduce_any((idx < 0) | (idx >= n_bg))):
+            raise ValueError(f"sample_indices must lie in 0..{n_bg - 1}")
+    if sample_alphas is not None:
+        alpha = tf.convert_to_tensor(np.asarray(sample_alphas), tf.float32)
+        if tuple(alpha.shape) != (n_samples, batch):
+            raise ValueError(f"sample_alphas must have shape ({n_samples}, {batch}), got {tuple(alpha.shape)}")
+    chunk = eng.chunk_size(n_samples, batch, internal_batch_size)
+    key = ("expected_gradients", n_samples, chunk, bool(return_convergence_delta), batch, n_bg)
+
+    def builder():
+        def fn(flat_x, indices, flat_bg, idx, alpha):
+            indices, out_x = eng.resolve_indices(problem, flat_x, indices)
+
+            def body(start, size, carry):
+                acc, f_sum = carry
+                ii = tf.slice(idx, [start, 0], [size, batch])
+                aa = tf.slice(alpha, [start, 0], [size, batch])
+                bases = [tf.gather(b, ii) for b in flat_bg]  # [size, B, *S]
+                dxs = [x[None] - b for x, b in zip(flat_x, bases)]
+                pts = [eng.rows(b + eng.expand_like(aa, d) * d, size, batch) for b, d in zip(bases, dxs)]
+                _, grads = eng.score_and_gradients(problem, pts, indices)
+                acc = [a + tf.reduce_sum(eng.unrows(g, size, batch) * d, axis=0) for a, g, d in zip(acc, grads, dxs)]
+                if return_convergence_delta:
+                    fb = eng.scores(problem, [eng.rows(b, size, batch) for b in bases], indices)
+                    f_sum = f_sum + tf.reduce_sum(tf.reshape(fb, [size, batch]), axis=0)
+                return acc, f_sum
+
+            acc, f_sum = eng.chunked_loop(n_samples, chunk, body,
+                                          ([tf.zeros_like(x) for x in flat_x], tf.zeros((batch,), tf.float32)))
+            attr = [a / n_samples for a in acc]
+            if not return_convergence_delta:
+                return attr, tf.zeros((batch,), tf.float32)
+            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            total = tf.add_n([tf.reduce_sum(tf.reshape(a, [batch, -1]), axis=1) for a in attr])
+            return attr, total - (f_x - f_sum / n_samples)
+
+        return fn
+
+    result = eng.run(problem, key, builder, (flat_bg, idx, alpha), jit_compile)
+    if result is None:
+        return None
+    attr, delta = result
+    attr = problem.pack(attr)
+    return (attr, delta) if return_convergence_delta else attr

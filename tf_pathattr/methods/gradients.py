@@ -1,0 +1,29 @@
+"""Plain input gradients (saliency) and gradient x input, the floor every path method builds on.
+
+``gradient(x)_i = dF/dx_i`` at the explicand; ``multiply_by_inputs=True`` gives gradient x input.
+Wrapped in :func:`tf_pathattr.noise_tunnel` this is the original SmoothGrad / VarGrad.
+
+Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks", 2014.
+"""
+from __future__ import annotations
+
+from ..engine import gradients as eng
+
+__all__ = ["gradients"]
+
+
+def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_compile: bool = False):
+    """Gradient of the explained scalar with respect to the inputs (optionally times the inputs)."""
+    problem = eng.prepare(model, inputs, target)
+    key = ("gradients", bool(multiply_by_inputs), problem.batch_size)
+
+    def builder():
+        def fn(flat_x, indices):
+            indices, _ = eng.resolve_indices(problem, flat_x, indices)
+            _, grads = eng.score_and_gradients(problem, flat_x, indices)
+            return [g * x for g, x in zip(grads, flat_x)] if multiply_by_inputs else list(grads)
+
+        return fn
+
+    result = eng.run(problem, key, builder, (), jit_compile)
+    return None if result is None else problem.pack(result)

@@ -1,0 +1,166 @@
+"""SmoothGrad, SmoothGrad-squared and VarGrad over any attribution method (a noise tunnel).
+
+With ``eps_j ~ N(0, sigma^2 I)`` and any method ``A``:
+
+.. math::
+
+    SG(x) = \\frac1n \\sum_j A(x + \\epsilon_j), \\quad
+    SG^2(x) = \\frac1n \\sum_j A(x + \\epsilon_j)^2, \\quad
+    VarGrad(x) = SG^2(x) - SG(x)^2 .
+
+The noise goes on the inputs only (baselines are not perturbed). ``stdevs`` is a *fraction of each
+example's value range*, ``sigma_b = stdevs * (max x_b - min x_b)`` (PAIR's ``stdev_spread``
+semantics; captum's ``stdevs`` is an absolute standard deviation). Noise samples are batched: the
+wrapped method runs once on ``nt_samples_batch_size * B`` noisy rows instead of once per sample.
+VarGrad is accumulated with a pairwise (Chan) update, so it is non-negative element-wise.
+
+References: D. Smilkov, N. Thorat, B. Kim, F. Viegas, M. Wattenberg, "SmoothGrad: removing noise by
+adding noise", arXiv 1706.03825 (2017); J. Adebayo et al., "Local explanation methods for deep
+neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ..engine import gradients as eng
+from ..engine import targets as tgt
+from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
+
+__all__ = ["noise_tunnel", "NT_TYPES"]
+
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def _noise_scales(flat_x, stdevs):
+    """Per-example sigma ``[B]`` for each input: ``stdevs * (max - min)`` over the example."""
+    out = []
+    for x in flat_x:
+        flat = tf.reshape(x, [x.shape[0], -1])
+        out.append(float(stdevs) * (tf.reduce_max(flat, axis=1) - tf.reduce_min(flat, axis=1)))
+    return out
+
+
+def _tile_option(value, batch, reps, example_rank):
+    """Tile a per-example option ``[B, *S]`` to ``[reps * B, *S]`` (point-major); leave others alone."""
+    if isinstance(value, (np.ndarray, tf.Tensor)) and value.ndim == example_rank and value.shape[0] == batch and batch > 1:
+        t = tf.convert_to_tensor(value)
+        return tf.reshape(tf.tile(t[None], [reps] + [1] * t.shape.rank), [reps * batch] + t.shape[1:].as_list())
+    return value
+
+
+def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,
+                 stdevs: float = 0.15, nt_samples_batch_size=None, seed=None, noise=None,
+                 return_convergence_delta: bool = False, **method_options):
+    """Average an attribution method over Gaussian-perturbed copies of the inputs.
+
+    Parameters
+    ----------
+    method : str or callable
+        The wrapped method: a name from ``tpa.METHODS`` or an attribution function.
+    model, inputs, target
+        As for every method. ``target=None`` is resolved once on the *clean* inputs, so every noisy
+        copy explains the same class.
+    nt_type : {"smoothgrad", "smoothgrad_sq", "vargrad"}
+    nt_samples : int
+        Noise samples ``n`` (default 25).
+    stdevs : float
+        Noise standard deviation as a fraction of each example's value range (default 0.15).
+    nt_samples_batch_size : int, optional
+        Noise samples per call of the wrapped method (default: all). A callable target forces 1,
+        because a score written for ``B`` rows cannot be tiled.
+    seed : int, optional
+        Stateless noise seed; sample ``j`` uses ``(seed, j)``, so results do not depend on the
+        batching of samples.
+    noise : array ``[n, B, *S]`` (structure for multi-input), optional
+        Standard-normal noise to use instead of drawing (scaled by the per-example sigma).
+    return_convergence_delta : bool
+        ``smoothgrad`` only: the mean of the wrapped method's deltas, i.e.
+        ``sum(SG) - (mean_j F(x + eps_j) - F(x'))`` for IG.
+    **method_options
+        Passed to the wrapped method (``n_steps``, ``baseline``...). A per-example ``baseline``
+        ``[B, *S]`` is tiled along with the inputs.
+    """
+    from . import resolve_method  # late import: the registry imports this module
+
+    fn = resolve_method(method)
+    check_choice(nt_type, "nt_type", NT_TYPES)
+    n = check_positive_int(nt_samples, "nt_samples")
+    if not np.isfinite(stdevs) or stdevs < 0:
+        raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
+    group = check_optional_positive_int(nt_samples_batch_size, "nt_samples_batch_size") or n
+    if return_convergence_delta and nt_type != "smoothgrad":
+        raise ValueError("return_convergence_delta is only defined for nt_type='smoothgrad'")
+
+    problem = eng.prepare(model, inputs, target)
+    batch = problem.batch_size
+    spec = problem.target
+    if spec.kind == tgt.CALLABLE:
+        group = 1
+        target_rows = lambda reps: spec.fn  # noqa: E731
+    else:
+        if spec.kind == tgt.PREDICTED:
+            out = problem.forward(problem.flat_x)
+            idx = tgt.predicted_indices(out, spec).numpy()
+        else:
+            idx = spec.indices.numpy()
+        target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
+    group = min(group, n)
+
+    sigmas = _noise_scales(problem.flat_x, stdevs)
+    if noise is not None:
+        flat_noise = problem.structure.flatten(noise, "noise")
+        flat_noise = [tf.convert_to_tensor(np.asarray(e), tf.float32) for e in flat_noise]
+        for e, x in zip(flat_noise, problem.flat_x):
+            if tuple(e.shape) != (n,) + tuple(x.shape):
+                raise ValueError(f"noise must have shape {(n,) + tuple(x.shape)} (nt_samples, *inputs.shape), got {tuple(e.shape)}")
+    else:
+        s = eng.as_numpy_seed(seed)
+        flat_noise = None
+
+    def noise_for(i, start, stop):
+        if flat_noise is not None:
+            return flat_noise[i][start:stop]
+        x = problem.flat_x[i]
+        return tf.stack([tf.random.stateless_normal(tf.shape(x), seed=[s + 1000003 * i, j]) for j in range(start, stop)])
+
+    mean = count = m2 = None
+    delta_sum = tf.zeros((batch,), tf.float32)
+    for start in range(0, n, group):
+        stop = min(n, start + group)
+        g = stop - start
+        noisy = []
+        for i, x in enumerate(problem.flat_x):
+            eps = noise_for(i, start, stop) * eng.expand_like(sigmas[i], x)[None]
+            noisy.append(eng.rows(x[None] + eps, g, batch))
+        options = {k: _tile_option(v, batch, g, problem.flat_x[0].shape.rank) for k, v in method_options.items()}
+        if return_convergence_delta:
+            options["return_convergence_delta"] = True
+        res = fn(model, problem.pack(noisy), target_rows(g), **options)
+        if return_convergence_delta:
+            res, delta = res
+            delta_sum = delta_sum + tf.reduce_sum(tf.reshape(delta, [g, batch]), axis=0)
+        flat_attr = problem.structure.flatten(res, "attributions") if problem.structure.kind != "single" else [res]
+        flat_attr = [eng.unrows(tf.convert_to_tensor(a, tf.float32), g, batch) for a in flat_attr]
+        # pairwise (Chan et al.) merge of group mean / sum of squared deviations
+        g_mean = [tf.reduce_mean(a, axis=0) for a in flat_attr]
+        g_m2 = [tf.reduce_sum(tf.square(a - gm[None]), axis=0) for a, gm in zip(flat_attr, g_mean)]
+        if mean is None:
+            mean, m2, count = g_mean, g_m2, g
+        else:
+            tot = count + g
+            d = [gm - m for gm, m in zip(g_mean, mean)]
+            mean = [m + dd * (g / tot) for m, dd in zip(mean, d)]
+            m2 = [a + b + tf.square(dd) * (count * g / tot) for a, b, dd in zip(m2, g_m2, d)]
+            count = tot
+
+    if nt_type == "smoothgrad":
+        out = mean
+    elif nt_type == "vargrad":
+        out = [v / n for v in m2]
+    else:  # smoothgrad_sq = E[A^2] = Var + mean^2
+        out = [v / n + tf.square(m) for v, m in zip(m2, mean)]
+    out = problem.pack(out)
+    if return_convergence_delta:
+        return out, delta_sum / n
+    return out
