@@ -54,10 +54,9 @@ def _is_numeric_sequence(value) -> bool:
     """True for nested Python lists of numbers (an array written as a list), not lists of arrays."""
     if not isinstance(value, (list, tuple)) or len(value) == 0:
         return False
-    first = value[0]
-    return isinstance(first, (int, float, np.number, bool)) or (
-        isinstance(first, (list, tuple)) and _is_numeric_sequence(first)
-    )
+    if all(isinstance(v, (int, float, np.number, bool)) for v in value):
+        return True
+    return all(isinstance(v, (list, tuple)) and _is_numeric_sequence(v) for v in value)
 
 
 def _to_tensor(value, name: str) -> tf.Tensor:
