@@ -88,7 +88,11 @@ def output_shape(model, forward, flat_x) -> Optional[tuple]:
 
 @dataclass
 class Problem:
-    """Checked inputs, model call and target of one attribution request."""
+    """Checked inputs, model call and target of one attribution request.
+
+    With ``layer=``, ``flat_x`` holds the layer's activations for the explicands (the space the
+    attributions live in) and ``context`` the raw model inputs, fed unchanged to every model call.
+    """
 
     model: Any
     forward: Callable
@@ -97,6 +101,8 @@ class Problem:
     batch_size: int
     target: _targets.TargetSpec
     scorer: Callable
+    context: List[tf.Tensor] = None
+    layer: Any = None
 
     def pack(self, flat):
         return self.structure.pack(flat)
@@ -106,12 +112,43 @@ class Problem:
         return [tuple(x.shape[1:]) for x in self.flat_x]
 
 
-def prepare(model, inputs, target, name_inputs: str = "inputs") -> Problem:
-    flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
-    forward = make_forward(model, structure)
-    out_shape = output_shape(model, forward, flat_x)
+def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> Problem:
+    """Check inputs, probe the model's output shape, resolve the target.
+
+    ``layer`` (a Keras layer, its name, or ``callable(model) -> layer``) moves the attribution to
+    that layer's output; the raw inputs may then be integers (token ids).
+    """
+    if layer is None:
+        flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+        forward = make_forward(model, structure)
+        out_shape = output_shape(model, forward, flat_x)
+        spec = _targets.resolve_target(target, batch, out_shape)
+        return Problem(model, forward, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
+
+    from . import layers as _layers
+
+    raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
+    lay = _layers.find_layer(model, layer)
+    acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
+    if not acts.dtype.is_floating:
+        raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
+    acts = tf.cast(acts, tf.float32)
+    raw_forward = make_forward(model, raw_structure)
+    holder = {"context": raw}
+
+    def forward(flat_points):
+        (points,) = flat_points
+        groups = points.shape[0] // batch
+        ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in holder["context"]]
+        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32)):
+            return raw_forward(ctx)
+
+    out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
-    return Problem(model, forward, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
+    problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
+                      _targets.make_scorer(spec, batch), context=raw, layer=lay)
+    problem._context_holder = holder
+    return problem
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,12 +277,24 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     The traced function must take tensors only (inputs, baselines, target indices, seeds), so new
     inputs of the same shape and new targets reuse the same trace.
     """
+    layer_key = None
+    if problem.layer is not None:
+        layer_key = (id(problem.layer), tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
     full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
-                             tuple(problem.example_shapes), bool(jit_compile))
+                             tuple(problem.example_shapes), bool(jit_compile), layer_key)
 
     def build():
         python_fn = python_fn_builder()
-        fn = tf.function(python_fn, jit_compile=bool(jit_compile), reduce_retracing=False)
+        if problem.layer is None:
+            body = python_fn
+        else:
+            holder = problem._context_holder
+
+            def body(flat_x, indices, context, *extra):
+                holder["context"] = list(context)  # the traced raw inputs feed every model call
+                return python_fn(flat_x, indices, *extra)
+
+        fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False)
         fn.python_function_body = python_fn
         return fn
 
@@ -294,9 +343,14 @@ def run(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_arg
     """
     fn = compiled(problem, key, builder, jit_compile)
     if _CAPTURE.active:
+        if problem.layer is not None:
+            _CAPTURE.active = False
+            raise NotImplementedError("layer= attribution cannot be captured for export; export the method without layer=")
         _CAPTURE.record = (fn.python_function_body, tuple(extra_args), problem)
         _CAPTURE.active = False
         return None
+    if problem.layer is not None:
+        return fn(problem.flat_x, problem.target.indices, problem.context, *extra_args)
     return fn(problem.flat_x, problem.target.indices, *extra_args)
 
 

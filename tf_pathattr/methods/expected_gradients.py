@@ -34,7 +34,7 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
 
 def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
-                       sample_indices=None, sample_alphas=None):
+                       sample_indices=None, sample_alphas=None, layer=None):
     """Expected Gradients (IG with baselines and alphas sampled from a background set).
 
     Parameters
@@ -51,6 +51,9 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
         Also return ``sum(attr) - (F(x) - mean_k F(x'_k))`` over the drawn baselines.
     sample_indices, sample_alphas : array-like ``[n_samples, B]``, optional
         Inject the draws (tests, or reproducing another implementation).
+    layer : optional
+        Attribute to a layer's output (see :func:`tf_pathattr.integrated_gradients`); the
+        background is then given in that layer's output space.
 
     Returns
     -------
@@ -59,7 +62,7 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
     if background is None:
         raise ValueError("background is required: an array [M, ...] of reference samples (e.g. training data)")
     n_samples = check_positive_int(n_samples, "n_samples")
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, layer=layer)
     flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
     if bg_structure.kind != problem.structure.kind or len(flat_bg) != len(problem.flat_x):
         raise ValueError("background must have the same structure as inputs (one array per model input)")

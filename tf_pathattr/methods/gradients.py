@@ -12,9 +12,11 @@ from ..engine import gradients as eng
 __all__ = ["gradients"]
 
 
-def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_compile: bool = False):
-    """Gradient of the explained scalar with respect to the inputs (optionally times the inputs)."""
-    problem = eng.prepare(model, inputs, target)
+def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_compile: bool = False, layer=None):
+    """Gradient of the explained scalar with respect to the inputs (optionally times the inputs).
+
+    With ``layer=`` the gradient is taken with respect to that layer's output."""
+    problem = eng.prepare(model, inputs, target, layer=layer)
     key = ("gradients", bool(multiply_by_inputs), problem.batch_size)
 
     def builder():

@@ -90,7 +90,7 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
 
 def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 64, method: str = "gausslegendre",
                          internal_batch_size=None, multiply_by_inputs: bool = True,
-                         return_convergence_delta: bool = False, jit_compile: bool = False):
+                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
     """Integrated Gradients along the straight line from ``baseline`` to ``inputs``.
 
     Parameters
@@ -118,6 +118,11 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         Also return ``delta = sum(attr) - (F(x) - mean_k F(x'_k))`` per example.
     jit_compile : bool
         Compile the whole method, path loop included, with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output instead of the inputs (e.g. the ``Embedding`` of a text
+        model, whose integer inputs have no gradient). ``baseline`` then lives in the layer's output
+        space (default zeros; ``tpa.layer_activations(model, layer, pad_ids)`` gives padding
+        embeddings) and the attributions have the layer output's shape.
 
     Returns
     -------
@@ -133,7 +138,7 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
     if return_convergence_delta and not multiply_by_inputs:
         raise ValueError("return_convergence_delta needs multiply_by_inputs=True (local attributions are not complete)")
     alphas, weights = quadrature(method, n_steps)
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, layer=layer)
     flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
     k_count = int(flat_base[0].shape[0])
     chunk = eng.chunk_size(n_steps * k_count, problem.batch_size, internal_batch_size)

@@ -83,6 +83,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
     """
     from . import resolve_method  # late import: the registry imports this module
 
+    if method_options.get("layer") is not None:
+        raise NotImplementedError("noise_tunnel perturbs the inputs; it does not support layer= attribution yet")
+
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
     n = check_positive_int(nt_samples, "nt_samples")

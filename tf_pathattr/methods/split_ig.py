@@ -29,7 +29,7 @@ __all__ = ["split_integrated_gradients"]
 
 def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: float = 0.5, n_steps: int = 64,
                                method: str = "gausslegendre", internal_batch_size=None, jit_compile: bool = False,
-                               return_split_alpha: bool = False):
+                               return_split_alpha: bool = False, layer=None):
     """Left and right parts of Integrated Gradients, split where ``F`` first exceeds the threshold.
 
     Parameters
@@ -49,7 +49,7 @@ def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: 
         raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
     check_choice(method, "method", RULES)
     alphas, weights = quadrature(method, n_steps)
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, layer=layer)
     flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
     if flat_base[0].shape[0] != 1:
         raise ValueError("split_integrated_gradients takes a single baseline (got several)")
