@@ -11,6 +11,7 @@ from .methods.gradients import gradients  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 from .methods.noise_tunnel import noise_tunnel  # noqa: F401
 from .methods.split_ig import split_integrated_gradients  # noqa: F401
+from .methods.xrai import xrai  # noqa: F401
 
 __version__ = "0.1.0"
 from .engine.layers import layer_activations  # noqa: F401,E402

@@ -4,6 +4,7 @@ from .gradients import gradients
 from .integrated_gradients import integrated_gradients
 from .noise_tunnel import noise_tunnel
 from .split_ig import split_integrated_gradients
+from .xrai import xrai
 
 
 def _noise_tunnel_by_name(model, inputs, target=None, base_method="integrated_gradients", **options):
@@ -25,8 +26,14 @@ _ALIASES = {
     "smoothgrad": "noise_tunnel",
 }
 
-# Methods whose result is not a single attribution map (split IG returns a pair) are public
-# functions but not in the registry that `attribute`, the callback and the exporter iterate over.
+# Methods whose result is not an input-shaped map computed in one traced function (split IG returns
+# a pair; XRAI ranks regions on the host) are reachable through `attribute` but not listed in
+# METHODS, which the callback, the exporter and the demo iterate over.
+_HOST_METHODS = {
+    "xrai": xrai,
+    "split_integrated_gradients": lambda model, inputs, target=None, **kw: split_integrated_gradients(
+        model, inputs, target, **kw)[0],
+}
 METHODS = tuple(sorted(_REGISTRY))
 
 
@@ -35,8 +42,10 @@ def resolve_method(method):
     if callable(method):
         return method
     name = _ALIASES.get(method, method)
+    if name in _HOST_METHODS:
+        return _HOST_METHODS[name]
     if name not in _REGISTRY:
-        known = sorted(set(_REGISTRY) | set(_ALIASES))
+        known = sorted(set(_REGISTRY) | set(_ALIASES) | set(_HOST_METHODS))
         raise ValueError(f"method: unknown method {method!r}; known methods are {known}")
     return _REGISTRY[name]
 
