@@ -3,5 +3,6 @@ from . import baselines  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 from .methods.blur_ig import blur_integrated_gradients  # noqa: F401
+from .methods.idg import integrated_decision_gradients  # noqa: F401
 
 __version__ = "0.1.0"

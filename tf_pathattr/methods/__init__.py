@@ -1,14 +1,17 @@
 """One module per method; :func:`attribute` dispatches by name."""
 from .blur_ig import blur_integrated_gradients
+from .idg import integrated_decision_gradients
 from .integrated_gradients import integrated_gradients
 
 _REGISTRY = {
     "integrated_gradients": integrated_gradients,
     "blur_integrated_gradients": blur_integrated_gradients,
+    "integrated_decision_gradients": integrated_decision_gradients,
 }
 _ALIASES = {
     "ig": "integrated_gradients",
     "blur_ig": "blur_integrated_gradients",
+    "idg": "integrated_decision_gradients",
 }
 
 METHODS = tuple(sorted(_REGISTRY))
