@@ -112,7 +112,7 @@ def gaussian_blur(images, sigma: float):
     return out[0] if squeeze else out
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: float, sqrt: bool):
     """Float32 tensors for the whole path (cached per image size and schedule).
 
@@ -186,8 +186,8 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
     Notes
     -----
-    Memory for the precomputed matrices is ``5 * n_steps * (H^2 + W^2) / 2`` floats
-    (about 100 MB for 224 x 224 and 100 steps); they are cached per size and schedule.
+    Memory for the precomputed matrices is ``n_steps * (2 H^2 + 3 W^2)`` float32 values
+    (about 100 MB for 224 x 224 and 100 steps); the last 4 sets are cached per size and schedule.
     Zero padding darkens the borders of strongly blurred images, so the path starts from a dim
     blob, not from a mean-colour image. With ``grad_step < 0.125`` the first step contributes
     exactly 0 (both blurs are the identity).

@@ -33,7 +33,8 @@ rescales each example so that ``sum_i IDG_i = F(x) - F(x')`` (third-party conven
 ``specs/idg.md``): a sentinel entry ``S_0 = 0`` kept in the allocation (it can win a remainder
 slot), the released remainder fill (descending ``f`` among zero-count entries, ties broken from the
 highest index, as ``flip(sort(.))`` does), reference placement, finite-difference importance,
-left points and an extra ``1 / M`` factor; it requires ``n_coarse == n_steps``.
+left points and an extra ``1 / M`` factor; it requires ``n_coarse == n_steps``. The degenerate-path
+guard (uniform allocation over the real entries) replaces the released code's 0/0 (NaN) in that mode too.
 
 References
 ----------
