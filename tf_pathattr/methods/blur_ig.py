@@ -114,7 +114,7 @@ def gaussian_blur(images, sigma: float):
 
 @functools.lru_cache(maxsize=4)
 def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: float, sqrt: bool):
-    """Float32 tensors for the whole path (cached per image size and schedule).
+    """Float32 arrays for the whole path (numpy, cached per image size and schedule).
 
     ``bh, bw``: blur at ``sigma_i``; ``dh = c_i (B_H^+ - B_H)``, ``dw = c_i (B_W^+ - B_W)`` with
     ``c_i = -d_i / h`` (width, forward difference and the final sign folded in, float64 before the
@@ -132,7 +132,7 @@ def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: floa
         dh.append(c * (mhp - mh))
         dw.append(c * (mwp - mw))
         bwp.append(mwp)
-    f32 = lambda a: tf.constant(np.asarray(a), tf.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     return dict(
         bh=f32(bh), bw=f32(bw), dh=f32(dh), dw=f32(dw), bwp=f32(bwp),
         end_h=f32(blur_matrix(h, sig[-1])[None]), end_w=f32(blur_matrix(w, sig[-1])[None]),
@@ -237,7 +237,7 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
         return fn
 
-    result = eng.run(problem, key, builder, tuple(tables[k] for k in names), jit_compile)
+    result = eng.run(problem, key, builder, tuple(tf.constant(tables[k]) for k in names), jit_compile)
     if result is None:  # captured for export
         return None
     attr, delta = result
