@@ -5,13 +5,15 @@ compiled as one ``tf.function`` (path loop included); ``attribute(..., method=NA
 by name and :data:`METHODS` lists the names.
 """
 from . import baselines  # noqa: F401
+from .engine.layers import layer_activations  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
+from .methods.blur_ig import blur_integrated_gradients  # noqa: F401
 from .methods.expected_gradients import expected_gradients  # noqa: F401
 from .methods.gradients import gradients  # noqa: F401
+from .methods.idg import integrated_decision_gradients  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 from .methods.noise_tunnel import noise_tunnel  # noqa: F401
 from .methods.split_ig import split_integrated_gradients  # noqa: F401
 from .methods.xrai import xrai  # noqa: F401
 
 __version__ = "0.1.0"
-from .engine.layers import layer_activations  # noqa: F401,E402

@@ -1,6 +1,8 @@
 """One module per method; :func:`attribute` dispatches by name."""
+from .blur_ig import blur_integrated_gradients
 from .expected_gradients import expected_gradients
 from .gradients import gradients
+from .idg import integrated_decision_gradients
 from .integrated_gradients import integrated_gradients
 from .noise_tunnel import noise_tunnel
 from .split_ig import split_integrated_gradients
@@ -12,19 +14,17 @@ def _noise_tunnel_by_name(model, inputs, target=None, base_method="integrated_gr
     return noise_tunnel(base_method, model, inputs, target, **options)
 
 
-_REGISTRY = {
-    "integrated_gradients": integrated_gradients,
-    "expected_gradients": expected_gradients,
-    "gradients": gradients,
-    "noise_tunnel": _noise_tunnel_by_name,
+# name -> (function, aliases). One entry per method.
+_TABLE = {
+    "integrated_gradients": (integrated_gradients, ("ig",)),
+    "expected_gradients": (expected_gradients, ("eg",)),
+    "gradients": (gradients, ("saliency", "vanilla_gradients")),
+    "noise_tunnel": (_noise_tunnel_by_name, ("smoothgrad",)),
+    "blur_integrated_gradients": (blur_integrated_gradients, ("blur_ig",)),
+    "integrated_decision_gradients": (integrated_decision_gradients, ("idg",)),
 }
-_ALIASES = {
-    "ig": "integrated_gradients",
-    "eg": "expected_gradients",
-    "saliency": "gradients",
-    "vanilla_gradients": "gradients",
-    "smoothgrad": "noise_tunnel",
-}
+_REGISTRY = {name: fn for name, (fn, _) in _TABLE.items()}
+_ALIASES = {alias: name for name, (_, aliases) in _TABLE.items() for alias in aliases}
 
 # Methods whose result is not an input-shaped map computed in one traced function (split IG returns
 # a pair; XRAI ranks regions on the host) are reachable through `attribute` but not listed in
