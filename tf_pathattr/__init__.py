@@ -2,5 +2,7 @@
 from . import baselines  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
+from .methods.smooth_taylor import smooth_taylor  # noqa: F401
+from . import metrics  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,8 +1,10 @@
 """One module per method; :func:`attribute` dispatches by name."""
 from .integrated_gradients import integrated_gradients
+from .smooth_taylor import smooth_taylor
 
 _REGISTRY = {
     "integrated_gradients": integrated_gradients,
+    "smooth_taylor": smooth_taylor,
 }
 _ALIASES = {
     "ig": "integrated_gradients",
