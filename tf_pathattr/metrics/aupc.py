@@ -12,7 +12,9 @@ style of Samek et al., IEEE TNNLS 2017), per example:
    per channel ``N(mean_c, std_c)`` of the original image, clipped to ``value_range``), paste each
    into the *current* image, run the model (through ``preprocess``) and take the explained score
    (the logit of the explained class); record the **mean** over the candidates and **permanently
-   apply** the candidate whose score is closest to the **median** (first one on ties).
+   apply** the candidate whose score is closest to the **median** (first one on ties; with an even
+   number of candidates the two middle scores are exactly tied, computed in float64, so the one with
+   the lower candidate index wins; the released script leaves this to float rounding).
 4. Curve = ``[s_0, mean_1, ..., mean_R] / |s_0|`` (``R + 1`` points).
 5. AUPC = Simpson's rule with ``dx = 1`` (:func:`tf_pathattr.metrics._integrate.simpson`; 31 points
    by default, an odd count, so the rule is SciPy's). Lower is better.
@@ -218,9 +220,12 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
                 pert = tf.where(m, full, img[None])
                 s = eng.scores(problem, [eng.rows(pert, K, B)], indices)
                 s = tf.ensure_shape(tf.reshape(s, [K, B]), [K, B])
-                srt = tf.sort(s, axis=0)
+                # closest to the median, in float64 so that the exact tie of the two middle values
+                # (even K) is seen as a tie and resolved to the lower candidate index
+                s64 = tf.cast(s, tf.float64)
+                srt = tf.sort(s64, axis=0)
                 med = 0.5 * (srt[(K - 1) // 2] + srt[K // 2])
-                pick = tf.argmin(tf.abs(s - med[None]), axis=0, output_type=tf.int32)  # first on ties
+                pick = tf.argmin(tf.abs(s64 - med[None]), axis=0, output_type=tf.int32)  # first on ties
                 chosen = tf.gather(tf.transpose(full, [1, 0, 2, 3, 4]), pick, axis=1, batch_dims=1)  # [B, H, W, C]
                 img = tf.where(inside[..., None], chosen, img)
                 return r + 1, img, ta.write(r, tf.reduce_mean(s, axis=0))
