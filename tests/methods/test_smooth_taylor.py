@@ -143,6 +143,18 @@ def test_seed_determinism_and_chunk_independence(cnn16, rng):
     np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-6 * np.abs(a).max())
 
 
+def test_jit_compile(cnn16, rng):
+    """Same maps with injected noise; seeded XLA runs are deterministic (XLA's RNG draws other numbers)."""
+    x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    eps = rng.standard_normal((6, 2, 16, 16, 3)).astype(np.float32)
+    a = smooth_taylor(cnn16, x, noise=eps).numpy()
+    b = smooth_taylor(cnn16, x, noise=eps, jit_compile=True).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+    c = smooth_taylor(cnn16, x, n_roots=6, seed=3, jit_compile=True).numpy()
+    d = smooth_taylor(cnn16, x, n_roots=6, seed=3, jit_compile=True, internal_batch_size=4).numpy()
+    np.testing.assert_allclose(c, d, rtol=1e-4, atol=1e-5 * np.abs(c).max())
+
+
 def _tracing_counts():
     return sum(fn.experimental_get_tracing_count() for _, fn in eng.CACHE._items.values())
 

@@ -159,8 +159,11 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
         Explicit standard-normal draws ``eps_n`` (for tests and reproducibility across libraries).
     seed : int, optional
         Seed of the stateless noise (``None`` = 0). Root ``n`` uses
-        ``stateless_normal(seed=[seed, n])`` (``[seed, n * n_inputs + i]`` for input ``i`` of a
-        multi-input model), so the result does not depend on ``internal_batch_size``.
+        ``stateless_normal([B, *S], seed=[seed, n])`` (``[seed, n * n_inputs + i]`` for input ``i``
+        of a multi-input model), so the result does not depend on ``internal_batch_size``. Under
+        ``jit_compile=True`` XLA's stateless generator draws *different* (equally valid, equally
+        seed-deterministic) numbers, so seeded results differ from the non-XLA ones; pass
+        ``noise`` to get identical results.
     adaptive : bool
         Choose ``sigma`` per example with the adaptive-noising search (see
         :func:`adaptive_noise_search`); ``noise_scale`` is then unused (the search starts at
