@@ -291,3 +291,16 @@ def test_adaptive_callable_objective_and_aupc(cnn16, rng):
                             objective_options={"window": 4, "n_regions": 4, "n_candidates": 6},
                             search_options={"max_iteration": 2}, return_details=True)
     assert det3["sigma"].shape == (2,) and np.all(det3["objective"] <= det3["initial_objective"])
+
+
+def test_adaptive_aupc_with_raw_inputs_and_preprocess(rng):
+    """The model explained sees normalised inputs; AUPC perturbs the raw images through ``preprocess``."""
+    model = make_smooth_cnn(16)
+    raw = rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    pre = lambda u: (u - 0.5) / 0.25  # noqa: E731
+    opts = {"window": 4, "n_regions": 3, "n_candidates": 4, "raw_inputs": raw, "preprocess": pre}
+    attr, det = smooth_taylor(model, pre(raw), n_roots=4, seed=2, adaptive=True, objective="aupc",
+                              objective_options=opts, search_options={"max_iteration": 2}, return_details=True)
+    assert attr.shape == (1, 16, 16, 3) and np.all(np.isfinite(attr.numpy()))
+    np.testing.assert_allclose(det["initial_sigma"], np.abs(pre(raw)).mean(), rtol=1e-6)
+    assert det["objective"][0] <= det["initial_objective"][0]

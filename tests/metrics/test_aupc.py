@@ -164,3 +164,20 @@ def test_aupc_errors(rng):
     with pytest.raises(ValueError, match="draw"):
         aupc(model, x, np.zeros((1, 8, 8)), window=2, draw="poisson")
     assert tpa.metrics.aupc is aupc
+
+
+def test_aupc_is_traced_once_per_model_and_preprocess(rng):
+    from tf_pathattr.engine import gradients as eng
+
+    model = make_smooth_cnn(16)
+    attr = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
+    opts = dict(window=4, n_regions=3, n_candidates=4, preprocess=_pre)
+    aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), attr, seed=0, **opts)
+    count = lambda: sum(fn.experimental_get_tracing_count() for _, fn in eng.CACHE._items.values())  # noqa: E731
+    before = count()
+    aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), -attr, seed=1, **opts)
+    aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), attr, target=[0, 1], seed=2, **opts)
+    assert count() <= before + 1  # at most the integer-target variant is new
+    n_after = count()
+    aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), attr, target=[3, 3], seed=3, **opts)
+    assert count() == n_after
