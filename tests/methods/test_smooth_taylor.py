@@ -281,10 +281,12 @@ def test_adaptive_callable_objective_and_aupc(cnn16, rng):
     assert det["sigma"].shape == (2,)
     assert np.all(det["objective"] <= det["initial_objective"])
     np.testing.assert_allclose(objective(attr.numpy(), x), det["objective"], rtol=1e-5)
-    # same seed -> same search; 1 + at most 2 evaluations per iteration
+    # same seed -> same search; 1 + at most 2 evaluations per iteration; sigma is a tensor: no retrace
+    before = _tracing_counts()
     _, det2 = smooth_taylor(cnn16, x, n_roots=8, seed=4, adaptive=True, objective=objective,
                             search_options={"max_iteration": 5}, return_details=True)
     np.testing.assert_array_equal(det["sigma"], det2["sigma"])
+    assert _tracing_counts() == before
     assert 1 + 5 <= det["n_evaluations"] <= 1 + 2 * 5
     # AUPC objective (stochastic): runs, gives per-example sigma and a best objective <= the start
     _, det3 = smooth_taylor(cnn16, x, n_roots=4, seed=1, adaptive=True, objective="aupc",
