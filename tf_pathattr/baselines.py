@@ -104,12 +104,29 @@ class _Uniform(Baseline):
         hi = np.asarray(high, np.float32)
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise ValueError("uniform baseline: low and high must be finite")
+        try:
+            np.broadcast_shapes(lo.shape, hi.shape)
+        except ValueError:
+            raise ValueError(f"uniform baseline: low (shape {lo.shape}) and high (shape {hi.shape}) do not broadcast "
+                             "against each other") from None
         if np.any(hi <= lo):
             raise ValueError(f"uniform baseline: need high > low everywhere, got low={low!r}, high={high!r}")
-        self.low, self.high, self.discrete = lo, hi, bool(discrete)
+        self.discrete = bool(discrete)
+        if self.discrete and not (np.all(lo == np.round(lo)) and np.all(hi == np.round(hi))):
+            raise ValueError(f"uniform baseline: discrete=True draws integers low..high, so low and high must be "
+                             f"integers, got low={low!r}, high={high!r}")
+        self.low, self.high = lo, hi
 
     def _draw(self, x, seed):
         shape = x.shape[1:].as_list()
+        try:
+            np.broadcast_shapes(self.low.shape, tuple(shape))
+            np.broadcast_shapes(self.high.shape, tuple(shape))
+            if len(np.broadcast_shapes(self.low.shape, self.high.shape, tuple(shape))) != len(shape):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"uniform baseline: low {self.low.shape} / high {self.high.shape} must broadcast to one "
+                             f"example of shape {tuple(shape)} (a scalar, per-channel or per-feature bounds)") from None
         lo = tf.broadcast_to(tf.constant(self.low), shape)
         hi = tf.broadcast_to(tf.constant(self.high), shape)
         draws = []
@@ -119,21 +136,36 @@ class _Uniform(Baseline):
                 d = lo + tf.floor(u * (hi - lo + 1.0))
                 draws.append(tf.minimum(d, hi))
             else:
-                draws.append(lo + u * (hi - lo))
+                # lo + u (hi - lo) can round up to hi for u < 1; keep draws in the box
+                draws.append(tf.clip_by_value(lo + u * (hi - lo), lo, hi))
         return tf.stack(draws)
 
 
 def uniform(low=0.0, high=1.0, n: int = 1, seed: Optional[int] = None, preprocess: Optional[Callable] = None,
             discrete: bool = False) -> Baseline:
-    """Uniform noise on the box ``[low, high]`` (per feature): the Maximum Entropy Baseline.
+    """Uniform noise on the box ``[low, high]`` (per feature): the Maximum Entropy Baseline (MEB).
 
-    Among all distributions on a box the product of uniforms has the largest entropy, so this is
-    the "uninformative" baseline of Tan (2023). Draw it in *raw* input space (``low``/``high`` the
-    valid raw range, e.g. 0 and 255, or per-feature min/max of tabular training data) and pass the
-    model's preprocessing as ``preprocess``. Each example gets its own draws; ``n`` draws are
-    averaged by the method. ``discrete=True`` draws integers (8-bit data).
+    Among all distributions on a box the product of uniforms has the largest differential entropy
+    (the discrete uniform for 8-bit data), so this is the "uninformative" baseline of Tan (2023).
+    Draw it in *raw* input space (``low``/``high`` the valid raw range, e.g. 0 and 255, or
+    per-feature min/max of tabular training data; scalars, per-channel ``[C]`` or per-feature
+    arrays that broadcast to one example) and pass the model's preprocessing as ``preprocess``.
 
-    The construction is a reconstruction from the paper's abstract (no code was released).
+    Draw ``k`` (``k = 0..n-1``) is ``low + (high - low) * stateless_uniform([B, *S], seed=[seed, k])``
+    (``seed=None`` means 0): each example gets its own draw, the same seed gives the same draws
+    and draw ``k`` does not depend on ``n``. The ``n`` draws are averaged by the method, so IG
+    with ``n`` draws satisfies ``sum IG = F(x) - mean_k F(x'_k)`` (up to the quadrature error).
+    ``discrete=True`` draws integers uniformly from ``low..high`` (bounds must be integers).
+
+    Because every per-feature affine preprocessing ``T(u) = (u - mu) / s`` maps this box
+    distribution to the uniform distribution on the transformed box, IG with MEB is the same
+    object in raw and preprocessed space: ``IG(F o T, p, p') == IG(F, T(p), T(p'))``.
+
+    **Reconstruction:** built from the paper's abstract (no code was released); whether the paper
+    averages several draws (``n > 1``) or uses one is not known (default ``n=1``).
+
+    References: H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
+    arXiv 2204.05948.
     """
     return _Uniform(low, high, n, seed, preprocess, discrete)
 

@@ -5,6 +5,7 @@ from .gradients import gradients
 from .idg import integrated_decision_gradients
 from .integrated_gradients import integrated_gradients
 from .noise_tunnel import noise_tunnel
+from .smooth_taylor import smooth_taylor
 from .split_ig import split_integrated_gradients
 from .xrai import xrai
 
@@ -22,6 +23,7 @@ _TABLE = {
     "noise_tunnel": (_noise_tunnel_by_name, ("smoothgrad",)),
     "blur_integrated_gradients": (blur_integrated_gradients, ("blur_ig",)),
     "integrated_decision_gradients": (integrated_decision_gradients, ("idg",)),
+    "smooth_taylor": (smooth_taylor, ()),
 }
 _REGISTRY = {name: fn for name, (fn, _) in _TABLE.items()}
 _ALIASES = {alias: name for name, (_, aliases) in _TABLE.items() for alias in aliases}

@@ -1,0 +1,3 @@
+"""Evaluation metrics for attributions (``tpa.metrics``)."""
+from .aupc import aupc  # noqa: F401
+from .smoothness import total_variation  # noqa: F401
