@@ -1,8 +1,10 @@
 """One module per method; :func:`attribute` dispatches by name."""
+from .ig2 import ig2
 from .integrated_gradients import integrated_gradients
 
 _REGISTRY = {
     "integrated_gradients": integrated_gradients,
+    "ig2": ig2,
 }
 _ALIASES = {
     "ig": "integrated_gradients",
