@@ -338,3 +338,25 @@ def test_errors(mlp, data):
     with pytest.raises(ValueError, match="Dense"):
         tpa.ig2(conv, np.zeros((1, 4, 4, 1), np.float32), 0, references=np.ones((1, 4, 4, 1), np.float32),
                 step_size=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. tracing and capture (export) protocol
+
+
+def test_no_retrace_for_new_inputs_targets_step_size_and_capture(mlp, data):
+    from tf_pathattr.engine import gradients as eng
+
+    x, refs = data
+    eng.CACHE.clear()
+    a1 = tpa.ig2(mlp, x, [0, 1], references=refs, step_size=0.05, n_steps=5)
+    a2 = tpa.ig2(mlp, x + 0.5, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5)
+    assert len(eng.CACHE._items) == 1
+    fn = next(iter(eng.CACHE._items.values()))[1]
+    assert fn.experimental_get_tracing_count() == 1
+    assert np.abs(a1.numpy() - a2.numpy()).max() > 1e-4
+    with eng.capture() as cap:
+        assert tpa.ig2(mlp, x, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5) is None
+    body, extra, problem = cap.record
+    out = tf.function(body)([tf.constant(x + 0.5)], tf.constant([2, 0], tf.int32), *extra)
+    np.testing.assert_allclose(out[0][0].numpy(), a2.numpy(), atol=1e-6)
