@@ -145,7 +145,7 @@ def make_floor(model, rep_model, n_points, batch, n_refs, target):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: few steps, one repeat, no RESULTS.md update")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=201)
     p.add_argument("--xla", action="store_true", help="also time the fused loop under XLA (slow to run on CPU)")
     args = p.parse_args(argv)

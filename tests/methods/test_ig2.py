@@ -245,6 +245,9 @@ def test_representation_options_nested_name_and_callable(data):
     opts = dict(references=refs, step_size=0.05, n_steps=15)
     base = tpa.ig2(flat, x, 1, **opts).numpy()
     np.testing.assert_allclose(tpa.ig2(nested, x, 1, **opts).numpy(), base, atol=1e-6)  # last Dense found inside
+    inp = keras.Input((20,))  # functional model wrapping the nested Sequential head
+    functional = keras.Model(inp, nested.layers[1](nested.layers[0](inp)))
+    np.testing.assert_allclose(tpa.ig2(functional, x, 1, **opts).numpy(), base, atol=1e-6)
     name = flat.layers[0].name
     np.testing.assert_allclose(tpa.ig2(flat, x, 1, representation=name, **opts).numpy(), base, atol=1e-6)
     np.testing.assert_allclose(tpa.ig2(flat, x, 1, representation=flat.layers[0], **opts).numpy(), base, atol=1e-6)
