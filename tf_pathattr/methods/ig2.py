@@ -83,7 +83,9 @@ def _resolve_representation(model, representation):
         layer = find_layer(model, representation) if is_keras else None
         if layer is None:
             names = [l.name for l in getattr(model, "layers", [])] if is_keras else []
-            raise ValueError(f"representation: no layer named {representation!r} in the model (top-level layers: {names})")
+            raise ValueError(
+                f"representation: no layer named {representation!r} in the model (top-level layers: {names})"
+            )
         return "output", layer
     if isinstance(representation, keras.layers.Layer) and is_keras:
         layer = find_layer(model, representation)
@@ -100,7 +102,9 @@ def _resolve_representation(model, representation):
 def _prepare_references(references, x):
     """``references`` -> float32 tensor ``[R, *S]`` (shared) or ``[B, R, *S]`` (per explicand)."""
     if references is None:
-        raise TypeError("ig2() needs references=: an array [R, *S] shared by all explicands or [B, R, *S] per explicand")
+        raise TypeError(
+            "ig2() needs references=: an array [R, *S] shared by all explicands or [B, R, *S] per explicand"
+        )
     try:
         arr = tf.cast(tf.convert_to_tensor(references), tf.float32)
     except (TypeError, ValueError) as exc:
