@@ -3,6 +3,7 @@ from .blur_ig import blur_integrated_gradients
 from .expected_gradients import expected_gradients
 from .gradients import gradients
 from .idg import integrated_decision_gradients
+from .ig2 import ig2
 from .integrated_gradients import integrated_gradients
 from .noise_tunnel import noise_tunnel
 from .smooth_taylor import smooth_taylor
@@ -24,6 +25,7 @@ _TABLE = {
     "blur_integrated_gradients": (blur_integrated_gradients, ("blur_ig",)),
     "integrated_decision_gradients": (integrated_decision_gradients, ("idg",)),
     "smooth_taylor": (smooth_taylor, ()),
+    "ig2": (ig2, ()),
 }
 _REGISTRY = {name: fn for name, (fn, _) in _TABLE.items()}
 _ALIASES = {alias: name for name, (_, aliases) in _TABLE.items() for alias in aliases}
