@@ -102,6 +102,7 @@ def test_explain_image_input_is_converted_and_resized(files, tmp_path, capsys):
     ("method", "unknown method"),
     ("options", "--options: not valid JSON"),
     ("target", "target out of range"),
+    ("unsafe", "safe_mode"),
 ])
 def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
     root, _, _ = files
@@ -124,6 +125,11 @@ def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
         extra = ["--options", "{n_steps: 3"]
     elif case == "target":
         extra = ["--target", "7"]
+    elif case == "unsafe":  # safe mode is on: a Python lambda inside the model file is refused
+        m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda t: t * 2.0),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+        m.save(tmp_path / "lam.keras")
+        args["--model"] = tmp_path / "lam.keras"
     argv = ["explain", *[v for kv in args.items() for v in kv], *extra]
     # two cases through the real command in a fresh process, the rest through the same main() in-process
     res = cli(*argv) if case in ("missing_model", "shape") else cli_inprocess(capsys, *argv)
