@@ -49,10 +49,19 @@ def keras_export(tmp_path_factory):
     return model, str(path)
 
 
+def _identity(z):
+    return z
+
+
+# A reloaded SavedModel has no layers to look into: IG2's default representation (the input of the
+# last Dense layer) needs a Keras model, so these tests give it an explicit one (the same on both sides).
+RELOADED_OPTIONS = {"ig2": {"representation": _identity}}
+
+
 @pytest.mark.parametrize("name", tpa.METHODS)
 def test_reloaded_serve_and_tfsmlayer_explain_like_the_keras_model(keras_export, name):
     model, path = keras_export
-    opts = options_for(name, X)
+    opts = dict(options_for(name, X), **RELOADED_OPTIONS.get(name, {}))
     ref = tpa.attribute(model, X, [0, 1, 2], method=name, **opts).numpy()
     loaded = tf.saved_model.load(path)
     layer = keras.layers.TFSMLayer(path, call_endpoint="serve")

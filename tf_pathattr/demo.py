@@ -109,6 +109,13 @@ def _progress(iterable, **kw):
     return tqdm(iterable, file=sys.stderr, **kw)
 
 
+def _short_name(name: str) -> str:
+    """The shortest alias of a method (column titles), e.g. ``guided_ig`` for ``guided_integrated_gradients``."""
+    from .methods import _ALIASES
+
+    return min([a for a, n in _ALIASES.items() if n == name] + [name], key=len)
+
+
 def _first_array(attr):
     if isinstance(attr, dict):
         attr = next(iter(attr.values()))
@@ -163,7 +170,8 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
         rows.append(row)
     if not maps:
         raise RuntimeError("no method could run in the demo")
-    viz.plot_attributions(x, maps, kind="signed", path=out / "attributions.png", cell_inches=1.2, dpi=100)
+    viz.plot_attributions(x, maps, kind="signed", path=out / "attributions.png", cell_inches=1.2, dpi=100,
+                          titles=["input"] + [_short_name(n) for n in maps])
     info = {"model": str(model_path), "test_accuracy": acc, "examples": picks, "quick": bool(quick), "rows": rows}
     (out / "metrics.json").write_text(json.dumps(info, indent=2))
     has_del = any("deletion_auc" in r for r in rows)
