@@ -161,6 +161,28 @@ def test_deletion_auc_is_logged_when_the_metric_exists(tmp_path, monkeypatch):
         assert float(np.load(tmp_path / "arrays" / "epoch_0000.npz")["deletion_auc"]) == pytest.approx(0.5)
 
 
+def test_multi_input_model_logs_each_input(tmp_path):
+    keras.utils.set_random_seed(0)
+    img = keras.Input((8, 8, 1), name="img")
+    vec = keras.Input((3,), name="vec")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, activation="tanh")(img))
+    out = keras.layers.Dense(3)(keras.layers.Concatenate()([h, vec]))
+    model = keras.Model({"img": img, "vec": vec}, out)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data(16)
+    v = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
+    probe = {"img": x[:2], "vec": v[:2]}
+    logger = AttributionLogger(probe, target=0, method_options={"n_steps": 8}, log_dir=tmp_path)
+    model.fit({"img": x, "vec": v}, y, epochs=1, batch_size=8, verbose=0, callbacks=[logger])
+    tags = set(read_events(tmp_path))
+    assert {"attributions/histogram/img", "attributions/histogram/vec", "attributions/overlay/img"} <= tags
+    assert "attributions/overlay/vec" not in tags  # not an image
+    arrays = np.load(tmp_path / "arrays" / "epoch_0000.npz")
+    ref = tpa.integrated_gradients(model, probe, 0, n_steps=8)
+    np.testing.assert_allclose(arrays["attributions_img"], ref["img"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(arrays["attributions_vec"], ref["vec"].numpy(), atol=1e-6)
+
+
 def test_argument_errors_and_missing_tensorboard(tmp_path, monkeypatch):
     x, _ = data(4)
     with pytest.raises(ValueError, match="metrics"):
