@@ -111,16 +111,22 @@ def test_explain_function_traced_once_and_batch_logging(tmp_path):
 def test_every_method_logs_and_training_is_unchanged(tmp_path, name):
     x, y = data()
 
+    models = {}
+
     def train(with_logger):
         model = make_model(seed=3, dropout=True)
         cbs = [AttributionLogger(x[:2], method=name, method_options=options_for(name, x[:2]),
                                  log_dir=tmp_path / name)] if with_logger else []
         keras.utils.set_random_seed(7)
         model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=True, callbacks=cbs)
+        models[with_logger] = model
         return model.get_weights()
 
     plain = train(False)
     logged = train(True)
+    # the method's compiled function(s) were traced once, not once per epoch
+    fns = [item[1] for item in eng.CACHE._items.values() if item[0]() is models[True]]
+    assert fns and all(f.experimental_get_tracing_count() == 1 for f in fns)
     for a, b in zip(plain, logged):
         np.testing.assert_array_equal(a, b)
     arrays = np.load(tmp_path / name / "arrays" / "epoch_0001.npz")
