@@ -167,6 +167,21 @@ def test_deletion_auc_is_logged_when_the_metric_exists(tmp_path, monkeypatch):
         assert float(np.load(tmp_path / "arrays" / "epoch_0000.npz")["deletion_auc"]) == pytest.approx(0.5)
 
 
+@pytest.mark.skipif("ig2" not in tpa.METHODS, reason="ig2 not registered on this branch")
+def test_completeness_gap_from_details_residual(tmp_path):
+    """Methods without a convergence delta but with details (IG2): the gap is the mean per-reference residual."""
+    x, y = data()
+    model = make_model()
+    opts = options_for("ig2", x[:2])
+    logger = AttributionLogger(x[:2], target=1, method="ig2", method_options=opts, log_dir=tmp_path)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[logger])
+    logged = np.load(tmp_path / "arrays" / "epoch_0000.npz")["completeness_gap"]
+    attr, det = tpa.attribute(model, x[:2], 1, method="ig2", return_details=True, **opts)
+    a = attr.numpy().astype(np.float64).reshape(2, -1)
+    direct = a.sum(1) - (det["f_x"].numpy() - det["f_gradcf"].numpy().mean(1))
+    np.testing.assert_allclose(logged, direct, rtol=0, atol=1e-4 * np.abs(a).sum(1).max())
+
+
 def test_multi_input_model_logs_each_input(tmp_path):
     keras.utils.set_random_seed(0)
     img = keras.Input((8, 8, 1), name="img")

@@ -13,7 +13,8 @@ when set; batch-level tags start with ``batch/``), under ``log_dir``:
   ``max_images`` probes, for image inputs (``[B, H, W]`` or ``[B, H, W, C]`` with C in 1, 3, 4);
 * ``attributions/histogram`` (``attributions/histogram/<input>`` for several inputs);
 * scalars: ``completeness_gap`` (mean over probes of ``|sum(attr) - (F(x) - F(path start))|``, the
-  method's convergence delta; methods without ``return_convergence_delta`` skip it with one warning)
+  method's convergence delta, or the mean ``completeness_residual`` from ``return_details`` for
+  methods that report one (IG2); other methods skip it with one warning)
   and ``deletion_auc`` (mean deletion AUC from :func:`tf_pathattr.metrics.deletion`, when that
   function exists);
 * ``arrays/epoch_XXXX.npz`` (or ``arrays/batch_XXXXXXX.npz``) with ``inputs``, ``attributions``
@@ -105,7 +106,7 @@ class AttributionLogger(keras.callbacks.Callback):
         self._method = resolve_method(method)
         self.method_name = method if isinstance(method, str) else getattr(method, "__name__", "method")
         self.method_options = dict(method_options or {})
-        for k in ("return_convergence_delta", "return_details"):
+        for k in ("return_convergence_delta", "return_details"):  # set by the logger where it uses them
             if k in self.method_options:
                 raise ValueError(f"method_options: {k!r} is set by the logger itself; remove it")
         self.every_n_epochs = None if every_n_epochs is None else check_positive_int(every_n_epochs, "every_n_epochs")
@@ -129,7 +130,9 @@ class AttributionLogger(keras.callbacks.Callback):
         self.target = target
         params = inspect.signature(self._method).parameters
         self._has_delta = "return_convergence_delta" in params
-        if "completeness_gap" in metrics and not self._has_delta:
+        # methods without a convergence delta may report a completeness residual in their details (IG2)
+        self._has_details = not self._has_delta and "return_details" in params
+        if "completeness_gap" in metrics and not (self._has_delta or self._has_details):
             warnings.warn(f"{self.method_name} has no completeness target (no return_convergence_delta); "
                           "the completeness_gap scalar is not logged", stacklevel=2)
         self._writer = None
@@ -177,14 +180,24 @@ class AttributionLogger(keras.callbacks.Callback):
     def explain(self):
         """Explain the probes with the current weights: ``(attributions, delta or None)``."""
         opts = dict(self.method_options)
-        want_delta = "completeness_gap" in self.metrics and self._has_delta
-        if want_delta:
+        want = "completeness_gap" in self.metrics
+        if want and self._has_delta:
             opts["return_convergence_delta"] = True
+        elif want and self._has_details:
+            opts["return_details"] = True
         out = self._method(self.model, self.inputs, self.target, **opts)
         self.n_explanations += 1
-        if want_delta:
+        if want and self._has_delta:
             attr, delta = out
             return attr, _numpy(delta)
+        if want and self._has_details:
+            attr, details = out
+            residual = details.get("completeness_residual") if isinstance(details, dict) else None
+            if residual is None:
+                return attr, None
+            residual = _numpy(residual).astype(np.float64)
+            # per example: the residual of the mean attribution is the mean of the per-reference residuals
+            return attr, residual.reshape(residual.shape[0], -1).mean(axis=1)
         return out, None
 
     def _log(self, step: int, prefix: str, array_name: str):
