@@ -73,6 +73,41 @@ def _is_image(shape) -> bool:
     return len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))
 
 
+def completeness_mode(method) -> str:
+    """How a method reports completeness: ``"delta"`` (``return_convergence_delta``), ``"details"``
+    (a ``completeness_residual`` in ``return_details``, e.g. IG2) or ``"none"``."""
+    params = inspect.signature(method).parameters
+    if "return_convergence_delta" in params:
+        return "delta"
+    if "return_details" in params:
+        return "details"
+    return "none"
+
+
+def explain_with_gap(method, model, inputs, target, options, want_gap=True):
+    """Run ``method`` and return ``(attributions, delta)``; ``delta`` is the per-example completeness
+    residual ``sum(attr) - (F(x) - F(path start))`` when the method reports one, else ``None``."""
+    opts = dict(options or {})
+    mode = completeness_mode(method) if want_gap else "none"
+    if mode == "delta":
+        opts["return_convergence_delta"] = True
+    elif mode == "details":
+        opts["return_details"] = True
+    out = method(model, inputs, target, **opts)
+    if mode == "delta":
+        attr, delta = out
+        return attr, _numpy(delta)
+    if mode == "details":
+        attr, details = out
+        residual = details.get("completeness_residual") if isinstance(details, dict) else None
+        if residual is None:
+            return attr, None
+        residual = _numpy(residual).astype(np.float64)
+        # per example: the residual of the mean attribution is the mean of the per-reference residuals
+        return attr, residual.reshape(residual.shape[0], -1).mean(axis=1)
+    return out, None
+
+
 class AttributionLogger(keras.callbacks.Callback):
     """Explain fixed probe inputs during training and log pictures, histograms, metrics and arrays.
 
@@ -128,11 +163,7 @@ class AttributionLogger(keras.callbacks.Callback):
         self.log_dir = Path(log_dir if log_dir is not None else os.path.join("logs", "attributions"))
         self.inputs = self._copy_inputs(inputs)
         self.target = target
-        params = inspect.signature(self._method).parameters
-        self._has_delta = "return_convergence_delta" in params
-        # methods without a convergence delta may report a completeness residual in their details (IG2)
-        self._has_details = not self._has_delta and "return_details" in params
-        if "completeness_gap" in metrics and not (self._has_delta or self._has_details):
+        if "completeness_gap" in metrics and completeness_mode(self._method) == "none":
             warnings.warn(f"{self.method_name} has no completeness target (no return_convergence_delta); "
                           "the completeness_gap scalar is not logged", stacklevel=2)
         self._writer = None
@@ -178,27 +209,11 @@ class AttributionLogger(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------------------------------
     def explain(self):
-        """Explain the probes with the current weights: ``(attributions, delta or None)``."""
-        opts = dict(self.method_options)
+        """Explain the probes with the current weights: ``(attributions, per-example delta or None)``."""
         want = "completeness_gap" in self.metrics
-        if want and self._has_delta:
-            opts["return_convergence_delta"] = True
-        elif want and self._has_details:
-            opts["return_details"] = True
-        out = self._method(self.model, self.inputs, self.target, **opts)
+        out = explain_with_gap(self._method, self.model, self.inputs, self.target, self.method_options, want)
         self.n_explanations += 1
-        if want and self._has_delta:
-            attr, delta = out
-            return attr, _numpy(delta)
-        if want and self._has_details:
-            attr, details = out
-            residual = details.get("completeness_residual") if isinstance(details, dict) else None
-            if residual is None:
-                return attr, None
-            residual = _numpy(residual).astype(np.float64)
-            # per example: the residual of the mean attribution is the mean of the per-reference residuals
-            return attr, residual.reshape(residual.shape[0], -1).mean(axis=1)
-        return out, None
+        return out
 
     def _log(self, step: int, prefix: str, array_name: str):
         tf_summary = self.summary

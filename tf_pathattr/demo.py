@@ -9,7 +9,6 @@ of test digits with every method in ``tpa.METHODS`` (options from :func:`demo_op
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -127,7 +126,9 @@ def _first_array(attr):
 def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, warn=print):
     """Explain a few digits with every method; write the picture and the metrics table into ``out``."""
     import tf_pathattr as tpa
+
     from . import viz
+    from .callbacks import explain_with_gap
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,20 +143,16 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
     for name in _progress(names, desc="methods", unit="method"):
         fn = tpa.methods.resolve_method(name)
         opts = demo_options(name, x, x_tr, y_tr, quick=quick)
-        has_delta = "return_convergence_delta" in inspect.signature(fn).parameters
-        if has_delta:
-            opts["return_convergence_delta"] = True
         try:
             t0 = time.perf_counter()
-            res = fn(model, x, None, **opts)
+            explain_with_gap(fn, model, x, None, opts)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            res = fn(model, x, None, **opts)
+            attr, delta = explain_with_gap(fn, model, x, None, opts)
             warm = time.perf_counter() - t0
         except Exception as exc:  # a method the demo cannot feed: one warning line, go on
             warn(f"warning: skipped {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
-        attr, delta = (res if has_delta else (res, None))
         a = _first_array(attr)
         maps[name] = a
         row = {"method": name, "first_call_s": first, "warm_call_s": warm,
