@@ -167,3 +167,13 @@ def test_export_refuses_what_cannot_be_baked(tmp_path):
         saved_model.export(lambda x: x, tmp_path / "d")
     with pytest.raises(ValueError, match="input_shape"):
         saved_model.export(keras.layers.Dense(2), tmp_path / "e")
+
+
+def test_export_a_tfsmlayer_wrapped_savedmodel(keras_export, tmp_path):
+    """Re-export a reloaded SavedModel (as TFSMLayer, input_shape given) with an explain endpoint."""
+    model, path = keras_export
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serve")
+    saved_model.export(layer, tmp_path / "re", methods=("ig",), options={"ig": {"n_steps": 8}}, input_shape=SHAPE)
+    loaded = tf.saved_model.load(str(tmp_path / "re"))
+    got = loaded.explain_integrated_gradients(X, tf.constant([2, 2, 2], tf.int32)).numpy()
+    close(got, tpa.integrated_gradients(model, X, 2, n_steps=8).numpy())
