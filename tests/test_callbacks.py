@@ -81,6 +81,10 @@ def test_event_files_arrays_and_images(tmp_path):
     np.testing.assert_allclose(arrays["attributions"], attr.numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(arrays["completeness_gap"], delta.numpy(), atol=1e-6)
     assert ev["completeness_gap"][1][1] == pytest.approx(float(np.mean(np.abs(delta.numpy()))), abs=1e-6)
+    hist = ev["attributions/histogram"][1][1]  # [buckets, 3]: left edge, right edge, count
+    assert hist.shape[1] == 3 and hist[:, 2].sum() == probe.size
+    assert hist[0, 0] == pytest.approx(arrays["attributions"].min()) and hist[-1, 1] == pytest.approx(
+        arrays["attributions"].max())
     # the image summary holds exactly the overlays of the first max_images probes
     step, pics = ev["attributions/overlay"][1]
     assert step == 1 and len(pics) == 2

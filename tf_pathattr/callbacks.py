@@ -69,6 +69,17 @@ def _numpy(t):
     return np.asarray(t.numpy() if hasattr(t, "numpy") else t)
 
 
+def _write_histogram(tf_summary, tag, values, step):
+    """A TensorBoard histogram with the buckets counted in numpy (one write op instead of ~100 eager ops)."""
+    try:
+        from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+    except ImportError:  # pragma: no cover - older tensorboard: the regular (slower) summary op
+        tf_summary.histogram(tag, values)
+        return
+    pb = histogram_pb(tag, np.asarray(values, np.float64).reshape(-1))
+    tf_summary.experimental.write_raw_pb(pb.SerializeToString(), step=step)
+
+
 def _is_image(shape) -> bool:
     return len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))
 
@@ -230,7 +241,7 @@ class AttributionLogger(keras.callbacks.Callback):
             named = self._flat_inputs()
             for (key, x), a in zip(named, flat_attr):
                 suffix = "" if key is None else f"/{key}"
-                tf_summary.histogram(prefix + "attributions/histogram" + suffix, a)
+                _write_histogram(tf_summary, prefix + "attributions/histogram" + suffix, a, int(step))
                 if _is_image(x.shape):
                     from . import viz
 
