@@ -220,6 +220,10 @@ def test_argument_errors_and_missing_tensorboard(tmp_path, monkeypatch):
         AttributionLogger(x, method="no_such_method")
     with pytest.raises(TypeError, match="every_n_batches"):
         AttributionLogger(x, every_n_batches=1.5)
+    # no batch hook unless asked for: Keras keeps asynchronous batch dispatch for default hooks
+    assert type(AttributionLogger(x)).on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+    assert "on_train_batch_end" not in vars(AttributionLogger(x))
+    assert "on_train_batch_end" in vars(AttributionLogger(x, every_n_batches=3))
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     logger = AttributionLogger(x, log_dir=tmp_path)
     with pytest.raises(ImportError, match=r"tf_pathattr\[tensorboard\]"):

@@ -179,6 +179,8 @@ class AttributionLogger(keras.callbacks.Callback):
                           "the completeness_gap scalar is not logged", stacklevel=2)
         self._writer = None
         self._global_batch = 0
+        if self.every_n_batches is not None:
+            self.on_train_batch_end = self._batch_end
         self.n_explanations = 0  # how many times the probes were explained (for tests and users)
 
     # ----------------------------------------------------------------------------------------
@@ -273,7 +275,9 @@ class AttributionLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.summary  # fail early, before the first epoch, if tensorboard is missing
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _batch_end(self, batch, logs=None):
+        # installed as on_train_batch_end only when every_n_batches is set: Keras turns off asynchronous
+        # batch dispatch for callbacks that override the batch hooks, which would slow every fit
         self._global_batch += 1
         if self.every_n_batches is not None and self._global_batch % self.every_n_batches == 0:
             self._log(self._global_batch, "batch/", f"batch_{self._global_batch:07d}")
