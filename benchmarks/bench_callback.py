@@ -92,8 +92,9 @@ def main(argv=None):
                      "extra ms / epoch", "repeats"]),
         "",
         f"One-time trace of the explain function (first call): {first_explain:.2f} s; each later explanation of "
-        f"the 16 probes: {steady * 1000:.0f} ms (median of 5). The fresh-run ratio is dominated by that one-time "
-        "trace on this tiny training; the steady-state ratio is what longer trainings see.",
+        f"the 16 probes: {steady * 1000:.0f} ms (median of 5). The fresh-run overhead is mostly one-time costs "
+        "(the trace, the writer and the first summary ops) on a training that lasts about a second; the "
+        "steady-state row is what longer trainings see. Wall times on a shared, loaded machine are noisy.",
         "",
         f"Machine: {machine()}.",
     ])
