@@ -4,6 +4,10 @@ Values may be callables ``f(x) -> value`` of the probe batch ``x`` (numpy ``[B, 
 that need arrays shaped like the inputs (references, background sets). Names not registered in
 ``tpa.METHODS`` are simply not exercised; methods merged later pick up their entry automatically.
 A registered name missing here runs with ``{}`` (its defaults).
+
+The entries for expected_gradients, noise_tunnel and split_integrated_gradients follow api.md's option
+names; those modules did not exist when this was written, so check them when they are merged
+(noise_tunnel wraps another method, and split_integrated_gradients returns two parts).
 """
 import numpy as np
 
