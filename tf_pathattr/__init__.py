@@ -19,5 +19,8 @@ from .methods.split_ig import split_integrated_gradients  # noqa: F401
 from .methods.xrai import xrai  # noqa: F401
 """tf_pathattr: path attribution (Integrated Gradients and its successors) for Keras 3 / TensorFlow."""
 from . import baselines  # noqa: F401
+from . import callbacks, saved_model, viz  # noqa: F401
+from .methods import METHODS, attribute  # noqa: F401
+from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 
 __version__ = "0.1.0"
