@@ -332,6 +332,17 @@ class capture:
         return _CAPTURE.record
 
 
+def capturing() -> bool:
+    """True inside :class:`capture` before the method body has been recorded."""
+    return _CAPTURE.active
+
+
+def set_capture_record(python_fn, extra_args, problem) -> None:
+    """Record a composite body (methods that wrap other methods, e.g. the noise tunnel)."""
+    _CAPTURE.record = (python_fn, tuple(extra_args), problem)
+    _CAPTURE.active = False
+
+
 def run(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False):
     """Build (once, cached) and call a method's traced body ``fn(flat_x, indices, *extra_args)``.
 

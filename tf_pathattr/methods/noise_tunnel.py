@@ -110,6 +110,13 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
     group = min(group, n)
 
+    if eng.capturing():
+        if noise is not None or spec.kind == tgt.CALLABLE or return_convergence_delta:
+            raise NotImplementedError("export of noise_tunnel needs seeded noise (no noise=), an index target "
+                                      "and no convergence delta")
+        return _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, eng.as_numpy_seed(seed),
+                                   method_options)
+
     sigmas = _noise_scales(problem.flat_x, stdevs)
     if noise is not None:
         flat_noise = problem.structure.flatten(noise, "noise")
@@ -167,3 +174,41 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
     if return_convergence_delta:
         return out, delta_sum / n
     return out
+
+
+def _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, seed, method_options):
+    """Record a traced body that draws the noise in-graph and runs the wrapped method's body once
+    on all ``n * B`` noisy rows (the same stateless draws as the eager path)."""
+    batch = problem.batch_size
+    tiled = [eng.rows(tf.tile(x[None], [n] + [1] * x.shape.rank), n, batch) for x in problem.flat_x]
+    options = {k: _tile_option(v, batch, n, problem.flat_x[0].shape.rank) for k, v in method_options.items()}
+    with eng.capture() as inner:
+        fn(model, problem.pack(tiled), target_rows(n), **options)
+    if inner.record is None:
+        raise NotImplementedError("the wrapped method cannot be captured for export")
+    inner_fn, inner_extra, _ = inner.record
+
+    def body(flat_x, indices, seed_t, *extra):
+        noisy = []
+        for i, x in enumerate(flat_x):
+            flat = tf.reshape(x, [batch, -1])
+            sigma = float(stdevs) * (tf.reduce_max(flat, axis=1) - tf.reduce_min(flat, axis=1))
+            eps = tf.stack([tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed_t + 1000003 * i, j]))
+                            for j in range(n)])
+            noisy.append(eng.rows(x[None] + eps * eng.expand_like(sigma, x)[None], n, batch))
+        res = inner_fn(noisy, tf.tile(indices, [n]), *extra)
+        attr = res[0] if isinstance(res, tuple) else res
+        out = []
+        for a in attr:
+            a = eng.unrows(a, n, batch)
+            mean = tf.reduce_mean(a, axis=0)
+            if nt_type == "smoothgrad":
+                out.append(mean)
+            elif nt_type == "vargrad":
+                out.append(tf.reduce_mean(tf.square(a - mean[None]), axis=0))
+            else:
+                out.append(tf.reduce_mean(tf.square(a), axis=0))
+        return out
+
+    eng.set_capture_record(body, (tf.constant(seed, tf.int32),) + tuple(inner_extra), problem)
+    return None
