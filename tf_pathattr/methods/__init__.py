@@ -1,11 +1,14 @@
 """One module per method; :func:`attribute` dispatches by name."""
+from .guided_ig import guided_integrated_gradients
 from .integrated_gradients import integrated_gradients
 
 _REGISTRY = {
     "integrated_gradients": integrated_gradients,
+    "guided_integrated_gradients": guided_integrated_gradients,
 }
 _ALIASES = {
     "ig": "integrated_gradients",
+    "guided_ig": "guided_integrated_gradients",
 }
 
 METHODS = tuple(sorted(_REGISTRY))
