@@ -414,3 +414,19 @@ def test_jit_compile_matches(smooth, images):
     a = gig(smooth, images[:2], 0, n_steps=10).numpy()
     b = gig(smooth, images[:2], 0, n_steps=10, jit_compile=True).numpy()
     np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(a).max())
+
+
+@pytest.mark.parametrize("k_frac", [0.0, 0.1, 0.25, 0.5, 1.0])
+def test_order_statistic_helpers(k_frac):
+    rng = np.random.default_rng(4)
+    mag = np.abs(rng.normal(size=(5, 300))).astype(np.float32)
+    mag[0, :200] = 0.0  # many ties (ReLU / max-pool zeros)
+    mag[1, ::3] = np.inf  # retired features
+    mag[2, :] = np.inf
+    mag[3, 10:40] = mag[3, 0]  # ties at a non-zero value
+    mag[4, 5] = 1e-42  # subnormal
+    k = int(np.floor((300 - 1) * k_frac))
+    expected = np.quantile(mag.astype(np.float64), k_frac, axis=1, method="lower")
+    np.testing.assert_array_equal(np.sort(mag, axis=1)[:, k], expected.astype(np.float32))
+    np.testing.assert_array_equal(gig_mod._kth_smallest_bisect(tf.constant(mag), k).numpy(), expected.astype(np.float32))
+    np.testing.assert_array_equal(gig_mod._kth_smallest_topk(tf.constant(mag.astype(np.float64)), k).numpy(), expected)

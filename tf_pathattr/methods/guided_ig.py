@@ -117,6 +117,34 @@ def _check_args(n_steps, fraction, max_dist, anchors, parity):
     return n_steps, fraction, max_dist, anchors, bool(parity)
 
 
+def _kth_smallest_topk(mag, k):
+    """Per row, the ``(k+1)``-th smallest entry of ``mag`` ``[B, N]`` (any float dtype), via ``top_k``."""
+    return -tf.reduce_min(tf.math.top_k(-mag, k=k + 1, sorted=False).values, axis=1)
+
+
+def _kth_smallest_bisect(mag, k):
+    """Per row, the ``(k+1)``-th smallest entry of a non-negative float32 ``mag`` ``[B, N]`` (``+inf`` allowed).
+
+    Exact: non-negative IEEE floats order like their int32 bit patterns, so a bisection over the bit
+    patterns (at most 31 rounds of one compare-and-count pass) finds the smallest pattern ``v`` with
+    ``count(mag <= v) >= k + 1``, which is the wanted order statistic. About 3x faster on CPU than
+    ``top_k`` with ``k ~ N / 4``.
+    """
+    bits = tf.bitcast(mag, tf.int32)
+    rows = tf.shape(mag)[0]
+    lo = tf.zeros([rows], tf.int32)
+    hi = tf.fill([rows], tf.constant(0x7F800000, tf.int32))  # +inf: count(mag <= inf) = N >= k + 1
+
+    def body(lo, hi):
+        mid = lo + (hi - lo) // 2
+        count = tf.reduce_sum(tf.cast(bits <= mid[:, None], tf.int32), axis=1)
+        ok = count >= k + 1
+        return [tf.where(ok, lo, mid + 1), tf.where(ok, mid, hi)]
+
+    lo, hi = tf.while_loop(lambda lo, hi: tf.reduce_any(lo < hi), body, [lo, hi], maximum_iterations=32)
+    return tf.bitcast(hi, tf.float32)
+
+
 def _build(problem, n_steps, fraction, parity, anchored, return_delta):
     """The traced body ``fn(flat_x, indices, tables, flat_base)``."""
     dtype = tf.float64 if parity else tf.float32
@@ -129,6 +157,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
     kth = int(np.floor((n_feat - 1) * fraction))  # numpy 'lower' quantile index over all N features
     bound = max_rounds_per_step(fraction)
     inf = tf.constant(np.inf, dtype)
+    kth_smallest = _kth_smallest_bisect if dtype == tf.float32 else _kth_smallest_topk
 
     def flatten(flat):
         return tf.concat([tf.reshape(tf.cast(t, dtype), [batch, n]) for t, n in zip(flat, sizes)], axis=1)
@@ -180,8 +209,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 close = tf.abs(l_cur - goal) <= tf.maximum(rel_tol * tf.maximum(tf.abs(l_cur), tf.abs(goal)), abs_tol)
                 s1 = tf.where(tf.equal(z1, hi), inf, s)
                 mag = tf.abs(s1)
-                tau = -tf.math.top_k(-mag, k=kth + 1, sorted=False).values
-                tau = tf.reduce_max(tau, axis=1, keepdims=True)  # the (kth+1)-th smallest |s|
+                tau = kth_smallest(mag, kth)[:, None]  # numpy 'lower' quantile of |s| per example
                 sel = tf.logical_and(mag <= tau, tf.not_equal(s1, inf))
                 l_sel = tf.reduce_sum(tf.where(sel, tf.abs(z1 - hi), tf.zeros_like(z1)), axis=1)
                 gamma = tf.where(l_sel > 0, (l_cur - goal) / tf.where(l_sel > 0, l_sel, tf.ones_like(l_sel)), inf)
@@ -268,8 +296,9 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     -----
     One cached ``tf.function``: an outer ``tf.while_loop`` over the ``T`` steps (one batched
     gradient each) and an inner ``tf.while_loop`` over selection rounds, bounded by
-    ``ceil(1 / fraction) + 2`` (:func:`max_rounds_per_step`); the per-example quantile is a
-    ``top_k`` along the flattened feature axis. Examples whose step is finished are masked, and
+    ``ceil(1 / fraction) + 2`` (:func:`max_rounds_per_step`); the per-example quantile is an
+    exact order statistic along the flattened feature axis (``top_k`` in parity mode, a bisection
+    over float32 bit patterns in fast mode). Examples whose step is finished are masked, and
     examples with ``x == baseline`` return zeros. Round statistics of the last call are in
     :data:`LAST_DIAGNOSTICS`. Features with ``x_i == b_i`` get exactly zero.
     """
