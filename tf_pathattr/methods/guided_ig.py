@@ -51,7 +51,10 @@ __all__ = ["guided_integrated_gradients", "guided_ig_tables", "max_rounds_per_st
 LAST_DIAGNOSTICS: dict = {}
 
 _PARITY_TOL = 1e-9  # math.isclose(rel_tol=1e-9, abs_tol=1e-9) as in the released code
-_FAST_REL_TOL = 1e-5  # float32 sums of N terms are only good to ~1e-6 relative
+_FAST_REL_TOL = 1e-5
+#: Compile each step's selection rounds (fast mode only) with XLA, which fuses their ~30 small
+#: element-wise ops per round; parity mode keeps plain TF kernels (no FMA contraction).
+XLA_ROUNDS = True  # float32 sums of N terms are only good to ~1e-6 relative
 
 
 def max_rounds_per_step(fraction: float) -> int:
@@ -158,6 +161,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
     bound = max_rounds_per_step(fraction)
     inf = tf.constant(np.inf, dtype)
     kth_smallest = _kth_smallest_bisect if dtype == tf.float32 else _kth_smallest_topk
+    xla_rounds = XLA_ROUNDS and not parity
 
     def flatten(flat):
         return tf.concat([tf.reshape(tf.cast(t, dtype), [batch, n]) for t, n in zip(flat, sizes)], axis=1)
@@ -181,25 +185,14 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 return None
             return tf.where(tf.equal(c, 0.0), b, tf.where(tf.equal(c, 1.0), x, b + d_full * c))
 
-        def step(t, z, attr, max_r, sum_r, hit):
-            if anchored:
-                base, end = point(seg_lo[t]), point(seg_hi[t])
-                z = tf.where(start[t] > 0, base, z)  # each segment starts exactly at its anchor
-                delta = end - base
-                seg_len = tf.reduce_sum(tf.abs(delta), axis=1)
-            else:
-                base, end, delta, seg_len = b, x, d_full, total
-            a_min, a_max = a_min_t[t], a_max_t[t]
+        def advance(z, attr, g, base, end, a_min, a_max, goal_frac, active0):
+            """One step's selection rounds (the gradient ``g`` is fixed); returns the new z, attr, rounds, cut-off."""
+            delta = end - base
             lo = base + delta * a_min
             hi = base + delta * a_max
-            goal = seg_len * goal_t[t]
+            goal = tf.reduce_sum(tf.abs(delta), axis=1) * goal_frac
             moving = tf.not_equal(delta, 0.0)
             safe = tf.where(moving, delta, tf.ones_like(delta))
-
-            pts = unflatten(z, tf.float32)
-            pts = [tf.ensure_shape(p, (batch,) + s) for p, s in zip(pts, shapes)]
-            _, grads = eng.score_and_gradients(problem, pts, indices)
-            g = flatten(grads)
 
             def round_body(r, z, attr, s, active):
                 z_prev = z
@@ -223,12 +216,27 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 still = tf.logical_and(active, tf.logical_and(tf.logical_not(close), big))
                 return r + 1, z_new, attr, tf.where(act, s1, s), still
 
-            active0 = total > 0
             r, z, attr, _, still = tf.while_loop(
                 lambda r, z, attr, s, active: tf.reduce_any(active),
                 round_body, [tf.constant(0, tf.int32), z, attr, g, active0],
                 maximum_iterations=bound, parallel_iterations=1)
-            return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, tf.reduce_any(still)))
+            return z, attr, r, tf.reduce_any(still)
+
+        if xla_rounds:
+            advance = tf.function(advance, jit_compile=True, autograph=False)
+
+        def step(t, z, attr, max_r, sum_r, hit):
+            if anchored:
+                base, end = point(seg_lo[t]), point(seg_hi[t])
+                z = tf.where(start[t] > 0, base, z)  # each segment starts exactly at its anchor
+            else:
+                base, end = b, x
+            pts = unflatten(z, tf.float32)
+            pts = [tf.ensure_shape(p, (batch,) + s) for p, s in zip(pts, shapes)]
+            _, grads = eng.score_and_gradients(problem, pts, indices)
+            g = flatten(grads)
+            z, attr, r, cut = advance(z, attr, g, base, end, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
+            return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut))
 
         any_moving = tf.reduce_any(total > 0)
         init = [tf.constant(0, tf.int32), b, tf.zeros_like(b), tf.constant(0, tf.int32), tf.constant(0, tf.int32),
