@@ -433,3 +433,13 @@ def test_order_statistic_helpers(k_frac):
     np.testing.assert_array_equal(np.sort(mag, axis=1)[:, k], expected.astype(np.float32))
     np.testing.assert_array_equal(gig_mod._kth_smallest_bisect(tf.constant(mag), k).numpy(), expected.astype(np.float32))
     np.testing.assert_array_equal(gig_mod._kth_smallest_topk(tf.constant(mag.astype(np.float64)), k).numpy(), expected)
+
+
+def test_round_bound_cut_off_is_reported(cnn, images, monkeypatch):
+    # force a bound of one round per step: steps that need a second round are cut off and reported
+    monkeypatch.setattr(gig_mod, "max_rounds_per_step", lambda fraction: 1)
+    eng.CACHE.clear()
+    with pytest.warns(RuntimeWarning, match="selection rounds"):
+        gig(cnn, images[:2], 0, n_steps=10, fraction=0.1, max_dist=0.02)
+    assert gig_mod.LAST_DIAGNOSTICS["bound_hit"] and gig_mod.LAST_DIAGNOSTICS["max_rounds"] == 1
+    eng.CACHE.clear()

@@ -34,6 +34,7 @@ Released algorithm: PAIR-code/saliency 0.2.1, ``saliency.core.GuidedIG``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -337,6 +338,11 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     LAST_DIAGNOSTICS.clear()
     LAST_DIAGNOSTICS.update(max_rounds=int(rounds[0]), mean_rounds=float(rounds[1]) / n_steps,
                             bound=max_rounds_per_step(fraction), bound_hit=bool(hit))
+    if LAST_DIAGNOSTICS["bound_hit"]:
+        warnings.warn(
+            f"guided_integrated_gradients: a step needed more than {LAST_DIAGNOSTICS['bound']} selection rounds "
+            f"(fraction={fraction}) and was cut off; the path catches up at the next step's window floor",
+            RuntimeWarning, stacklevel=2)
     attr = problem.pack(attr)
     if return_convergence_delta:
         return attr, delta
