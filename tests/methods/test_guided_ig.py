@@ -14,6 +14,9 @@ from tf_pathattr.methods import guided_ig as gig_mod
 
 gig = tpa.guided_integrated_gradients
 
+# a selection-round cut-off (RuntimeWarning from guided_ig) fails any test that does not expect it
+pytestmark = pytest.mark.filterwarnings("error:guided_integrated_gradients:RuntimeWarning")
+
 
 # ------------------------------------------------------------------------------------------------
 # models

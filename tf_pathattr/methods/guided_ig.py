@@ -191,7 +191,11 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
             delta = end - base
             lo = base + delta * a_min
             hi = base + delta * a_max
-            goal = tf.reduce_sum(tf.abs(delta), axis=1) * goal_frac
+            seg_len = tf.reduce_sum(tf.abs(delta), axis=1)
+            goal = seg_len * goal_frac
+            # float32: the ceiling line(1) = b + (x - b) * 1 misses x by an ulp per feature, so the
+            # catch-up test needs an absolute tolerance on the scale of the path length L
+            tol = abs_tol if parity else tf.maximum(abs_tol, rel_tol * seg_len)
             moving = tf.not_equal(delta, 0.0)
             safe = tf.where(moving, delta, tf.ones_like(delta))
 
@@ -200,7 +204,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 progress = tf.where(moving, (z - base) / safe, a_max)
                 z1 = tf.where(progress < a_min, lo, z)
                 l_cur = tf.reduce_sum(tf.abs(z1 - end), axis=1)
-                close = tf.abs(l_cur - goal) <= tf.maximum(rel_tol * tf.maximum(tf.abs(l_cur), tf.abs(goal)), abs_tol)
+                close = tf.abs(l_cur - goal) <= tf.maximum(rel_tol * tf.maximum(tf.abs(l_cur), tf.abs(goal)), tol)
                 s1 = tf.where(tf.equal(z1, hi), inf, s)
                 mag = tf.abs(s1)
                 tau = kth_smallest(mag, kth)[:, None]  # numpy 'lower' quantile of |s| per example
@@ -214,7 +218,8 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 act = active[:, None]
                 z_new = tf.where(act, z2, z)
                 attr = attr + tf.where(act, (z_new - z_prev) * g, tf.zeros_like(z))
-                still = tf.logical_and(active, tf.logical_and(tf.logical_not(close), big))
+                # L_S = 0 (nothing left to move; only reachable through float32 rounding) also ends the step
+                still = tf.logical_and(active, tf.logical_and(tf.logical_not(close), tf.logical_and(big, l_sel > 0)))
                 return r + 1, z_new, attr, tf.where(act, s1, s), still
 
             r, z, attr, _, still = tf.while_loop(
