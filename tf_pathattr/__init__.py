@@ -21,6 +21,7 @@ from .methods.xrai import xrai  # noqa: F401
 from . import baselines  # noqa: F401
 from . import callbacks, saved_model, viz  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
+from .methods.guided_ig import guided_ig, guided_integrated_gradients  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 
 __version__ = "0.1.0"

@@ -2,12 +2,13 @@
 from .blur_ig import blur_integrated_gradients
 from .expected_gradients import expected_gradients
 from .gradients import gradients
+from .guided_ig import guided_integrated_gradients
 from .idg import integrated_decision_gradients
 from .ig2 import ig2
 from .integrated_gradients import integrated_gradients
 from .noise_tunnel import noise_tunnel
 from .smooth_taylor import smooth_taylor
-from .split_ig import split_integrated_gradients
+from .split_ig import split_integrated_gradients  # noqa: F401
 from .xrai import xrai
 
 
@@ -26,17 +27,16 @@ _TABLE = {
     "integrated_decision_gradients": (integrated_decision_gradients, ("idg",)),
     "smooth_taylor": (smooth_taylor, ()),
     "ig2": (ig2, ()),
+    "guided_integrated_gradients": (guided_integrated_gradients, ("guided_ig",)),
 }
 _REGISTRY = {name: fn for name, (fn, _) in _TABLE.items()}
 _ALIASES = {alias: name for name, (_, aliases) in _TABLE.items() for alias in aliases}
 
-# Methods whose result is not an input-shaped map computed in one traced function (split IG returns
-# a pair; XRAI ranks regions on the host) are reachable through `attribute` but not listed in
-# METHODS, which the callback, the exporter and the demo iterate over.
+# XRAI ranks regions on the host and returns [B, H, W]: reachable through `attribute` but not listed
+# in METHODS, which the callback, the exporter and the demo iterate over. Split IG returns two maps
+# and is only a function (`tpa.split_integrated_gradients`).
 _HOST_METHODS = {
     "xrai": xrai,
-    "split_integrated_gradients": lambda model, inputs, target=None, **kw: split_integrated_gradients(
-        model, inputs, target, **kw)[0],
 }
 METHODS = tuple(sorted(_REGISTRY))
 
