@@ -294,7 +294,7 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
                 holder["context"] = list(context)  # the traced raw inputs feed every model call
                 return python_fn(flat_x, indices, *extra)
 
-        fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False)
+        fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
         fn.python_function_body = python_fn
         return fn
 
