@@ -76,7 +76,8 @@ def create_blurred_image(full_img: np.ndarray, pixel_mask: np.ndarray, method: s
     Each channel of the unknown pixels is filled by ``scipy.interpolate.griddata`` from the kept
     pixels, with the channel mean as fill value. Integer images are rounded; the dtype is kept.
     """
-    from scipy.interpolate import griddata
+    from scipy.interpolate import LinearNDInterpolator, griddata
+    from scipy.spatial import Delaunay
 
     img = np.asarray(full_img)
     dtype = img.dtype
@@ -92,13 +93,24 @@ def create_blurred_image(full_img: np.ndarray, pixel_mask: np.ndarray, method: s
     keep[0, 0] = keep[0, w - 1] = keep[h - 1, 0] = keep[h - 1, w - 1] = True
     if keep.all():
         return np.asarray(full_img)
-    out = img.astype(np.float64) * keep[:, :, None]
+    # work buffer in the promoted float type (float32 for 8-bit images), as the released code does:
+    # interpolated values are rounded to that precision before the final rounding to integers
+    out = (img * keep[:, :, None].astype(np.float32)).astype(np.result_type(img.dtype, np.float32))
     known = np.argwhere(keep)
     unknown = np.argwhere(~keep)
     fill = img.mean(axis=(0, 1))
-    for c in range(img.shape[2]):
-        vals = img[:, :, c][known[:, 0], known[:, 1]]
-        out[unknown[:, 0], unknown[:, 1], c] = griddata(known, vals, unknown, method=method, fill_value=fill[c])
+    # one Delaunay triangulation of the kept pixels serves every channel (griddata would rebuild it
+    # per channel; the triangulation and the barycentric weights are the same)
+    interp = LinearNDInterpolator(Delaunay(known.astype(np.float64)), img[known[:, 0], known[:, 1], :].astype(np.float64),
+                                  fill_value=np.nan) if method == "linear" else None
+    if interp is not None:
+        vals = interp(unknown.astype(np.float64))
+        vals = np.where(np.isnan(vals), fill[None, :], vals)
+        out[unknown[:, 0], unknown[:, 1], :] = vals
+    else:
+        for c in range(img.shape[2]):
+            vals = img[:, :, c][known[:, 0], known[:, 1]]
+            out[unknown[:, 0], unknown[:, 1], c] = griddata(known, vals, unknown, method=method, fill_value=fill[c])
     if gray:
         out = out[:, :, 0]
     if np.issubdtype(dtype, np.integer):
