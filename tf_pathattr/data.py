@@ -58,7 +58,8 @@ def pattern_images(n: int, size: int = 32, seed: int = 0, n_classes: int = 4, n_
 
     Each image has a dark noisy background (``N(0.1, noise)`` clipped to [0, 1]), one class pattern
     (``PATTERNS[label]``, intensity 1) at a uniformly random position, and ``n_distractors``
-    bars/blocks (intensity 0.6-1) placed at random outside the pattern's footprint (one pixel of
+    distractors (bars, blocks, single pixels and 3x3 fragments of class patterns, intensity 0.6-1)
+    placed at random outside the pattern's footprint (one pixel of
     margin), so only the pattern decides the class.
 
     Parameters
@@ -103,7 +104,14 @@ def pattern_images(n: int, size: int = 32, seed: int = 0, n_classes: int = 4, n_
         placed, tries = 0, 0
         while placed < n_distractors and tries < 50 * n_distractors:
             tries += 1
-            d = _DISTRACTORS[rng.integers(len(_DISTRACTORS))]
+            j = rng.integers(len(_DISTRACTORS) + 2)
+            if j < len(_DISTRACTORS):
+                d = _DISTRACTORS[j]
+            else:  # a 3x3 fragment of a class pattern (so the model has to see the whole pattern)
+                pr, pc = rng.integers(0, 3, size=2)
+                d = PATTERNS[rng.integers(n_classes)][pr:pr + 3, pc:pc + 3]
+                if not d.any():
+                    continue
             h, w = d.shape
             rr, cc = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
             if blocked[rr:rr + h, cc:cc + w].any():
