@@ -102,5 +102,5 @@ def test_quick_training_reaches_stated_accuracy():
     assert acc >= 0.9  # the pattern CNN (stated in QUALITY.md: 1.000 with the full settings)
     _, _, _, dacc = quality.train_digits(epochs=4)
     assert dacc >= 0.9
-    _, _, _, r2 = quality.train_tabular(n_train=2000, epochs=10)
-    assert r2 >= 0.7  # MLP on the additive tabular function
+    _, _, _, r2 = quality.train_tabular(n_train=4000, epochs=10)
+    assert r2 >= 0.75  # MLP on the additive tabular function
