@@ -278,6 +278,7 @@ def eval_pattern(model, train, test, n, methods, log):
         r = {
             "deletion": tmetrics.deletion(model, x, attr, y).auc,
             "insertion": tmetrics.insertion(model, x, attr, y).auc,
+            "insertion_const": tmetrics.insertion(model, x, attr, y, substrate="constant", substrate_value=0.0).auc,
             "mask_mass": np.where(tot > 0, inside / np.maximum(tot, 1e-300), np.nan),
             "pointing": masks.reshape(len(x), -1)[np.arange(len(x)), flat_arg].astype(float),
             "delta": None if delta is None else np.abs(delta),
@@ -387,11 +388,13 @@ def claim_lines(pattern, digits, tabular):
     checks = [
         ("Guided IG", [("pattern", "sic", True, "SIC AUC on pattern images"),
                        ("pattern", "aic", True, "AIC AUC on pattern images")]),
-        ("IDG", [("pattern", "insertion", True, "insertion AUC on pattern images"),
+        ("IDG", [("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                 ("pattern", "insertion_const", True, "insertion AUC (zero start) on pattern images"),
                  ("pattern", "deletion", False, "deletion AUC on pattern images"),
                  ("digits", "insertion", True, "insertion AUC on digits"),
                  ("digits", "deletion", False, "deletion AUC on digits")]),
-        ("IG2", [("tabular", "mlp_gt_path", True, "ground-truth correlation on the tabular MLP"),
+        ("IG2", [("tabular", "mlp_gt_path", True, "correlation with g(x) - g(0) on the tabular MLP"),
+                 ("tabular", "mlp_gt_shap", True, "correlation with marginal Shapley values on the tabular MLP"),
                  ("pattern", "deletion", False, "deletion AUC on pattern images"),
                  ("digits", "deletion", False, "deletion AUC on digits")]),
         ("SmoothTaylor", [("pattern", "aupc", False, "AUPC on pattern images"),
@@ -487,7 +490,8 @@ def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pat
         md += [f"Skipped (not registered on this branch): {', '.join(skipped)}.", ""]
 
     md += [f"## Pattern images ({n_p} explicands; ground-truth mask = the class pattern)", ""]
-    keys = [("deletion", "deletion ↓"), ("insertion", "insertion ↑"), ("sic", "SIC ↑"), ("aic", "AIC ↑"),
+    keys = [("deletion", "deletion ↓"), ("insertion", "insertion (blur) ↑"),
+            ("insertion_const", "insertion (zeros) ↑"), ("sic", "SIC ↑"), ("aic", "AIC ↑"),
             ("mask_mass", "mask mass ↑"), ("pointing", "pointing ↑"), ("delta", "|δ|")]
     extra = [k for k in ("aupc", "autvc") if any(k in r for r in pattern.values())]
     keys += [(k, k.upper() + " ↓") for k in extra]
