@@ -40,8 +40,8 @@ def call_model_function(model, target: int, softmax: bool = False):
             y = model(x, training=False)
             if softmax:
                 y = tf.nn.softmax(y)
-            s = y[:, target]
-        return tape.gradient(tf.reduce_sum(s), x)
+            s = tf.reduce_sum(y[:, target])
+        return tape.gradient(s, x)
 
     def fn(x_value_batch, call_model_args=None, expected_keys=None):
         g = grad(tf.convert_to_tensor(np.asarray(x_value_batch), tf.float32)).numpy()

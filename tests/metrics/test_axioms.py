@@ -1,6 +1,5 @@
 """Completeness gap (metrics.md section 8) on Integrated Gradients and closed forms."""
 import numpy as np
-import pytest
 
 import tf_pathattr as tpa
 from tf_pathattr.metrics import completeness_gap

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
-from ..engine.shapes import check_choice, check_positive_int
+from ..engine.shapes import check_choice
 from . import _common as C
 
 __all__ = [
