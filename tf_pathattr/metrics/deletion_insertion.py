@@ -192,7 +192,8 @@ def deletion(model, inputs, attributions, target=None, *, substrate: str = "cons
         feature for tabular data), or the number of steps.
     score : {"softmax", "logit", "accuracy"}
         Softmax probability of the target (sigmoid for a single-logit model), the raw output, or
-        1/0 for top-1 == target.
+        1/0 for top-1 == target. For a model that already ends in a softmax, use ``"logit"``
+        (the raw output, here the probability).
     batch_size : int
         Most model rows per call (default 256); several curve points go in each call.
 
