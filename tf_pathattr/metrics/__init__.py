@@ -1,3 +1,11 @@
-"""Evaluation metrics for attributions (``tpa.metrics``)."""
+"""Faithfulness and quality metrics for attributions (``metrics.md``).
+
+Every metric takes ``(model, inputs, attributions, target, ...)`` and returns per-example values
+plus the curve where there is one; ``total_variation`` (AUTVC) needs only the attributions.
+"""
+from .ablation import meb_ablation  # noqa: F401
 from .aupc import aupc  # noqa: F401
+from .axioms import completeness_gap  # noqa: F401
+from .deletion_insertion import CurveResult, deletion, insertion  # noqa: F401
+from .pic import ComputePicMetricError, compute_pic_metric, pic  # noqa: F401
 from .smoothness import total_variation  # noqa: F401
