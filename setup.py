@@ -33,6 +33,9 @@ EXTRAS["dev"] = sorted(
             "saliency==0.2.1",  # independent reference implementation (PAIR) for parity tests and benchmarks
             "scikit-learn>=1.3",  # bundled data sets (digits, breast cancer) for the demo and benchmarks
             "tqdm>=4.60",
+            "nbclient>=0.9",  # executes the Colab notebooks in CI
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
         ]
     )
 )
