@@ -332,6 +332,18 @@ class capture:
         return _CAPTURE.record
 
 
+def run_packed(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False,
+               return_convergence_delta: bool = False):
+    """:func:`run` for bodies returning ``(attributions list, delta [B])``: pack the attributions into
+    the user's structure and return them, with the delta when asked (``None`` under capture)."""
+    result = run(problem, key, builder, extra_args, jit_compile)
+    if result is None:  # captured for export
+        return None
+    attr, delta = result
+    attr = problem.pack(attr)
+    return (attr, delta) if return_convergence_delta else attr
+
+
 def capturing() -> bool:
     """True inside :class:`capture` before the method body has been recorded."""
     return _CAPTURE.active

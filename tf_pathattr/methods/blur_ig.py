@@ -237,11 +237,5 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
         return fn
 
-    result = eng.run(problem, key, builder, tuple(tf.constant(tables[k]) for k in names), jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr, delta = result
-    attr = problem.pack(attr)
-    if return_convergence_delta:
-        return attr, delta
-    return attr
+    extra = tuple(tf.constant(tables[k]) for k in names)
+    return eng.run_packed(problem, key, builder, extra, jit_compile, return_convergence_delta)

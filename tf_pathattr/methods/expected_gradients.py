@@ -113,9 +113,4 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
 
         return fn
 
-    result = eng.run(problem, key, builder, (flat_bg, idx, alpha), jit_compile)
-    if result is None:
-        return None
-    attr, delta = result
-    attr = problem.pack(attr)
-    return (attr, delta) if return_convergence_delta else attr
+    return eng.run_packed(problem, key, builder, (flat_bg, idx, alpha), jit_compile, return_convergence_delta)

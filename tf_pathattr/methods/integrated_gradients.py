@@ -155,11 +155,4 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
 
         return fn
 
-    result = eng.run(problem, key, builder, (flat_base,), jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr, delta = result
-    attr = problem.pack(attr)
-    if return_convergence_delta:
-        return attr, delta
-    return attr
+    return eng.run_packed(problem, key, builder, (flat_base,), jit_compile, return_convergence_delta)
