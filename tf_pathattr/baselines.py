@@ -17,6 +17,7 @@ H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023, arXiv 2
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -201,12 +202,19 @@ def gaussian_noise(stddev: float, n: int = 1, seed: Optional[int] = None, clip=N
 
 
 def gaussian_kernel_1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """Normalised 1-D Gaussian weights with scipy's radius rule ``int(truncate * sigma + 0.5)``."""
-    radius = int(truncate * sigma + 0.5)
-    if sigma <= 0 or radius == 0:
-        return np.ones(1)
+    """scipy's truncated 1-D Gaussian: radius ``int(truncate * sigma + 0.5)``, float64, sums to 1.
+
+    ``[1.]`` (the identity) for ``sigma == 0`` or a zero radius (``sigma < 0.125`` at the default
+    truncation). Shared by blurred baselines and Blur IG.
+    """
+    sigma = float(sigma)
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    radius = int(truncate * sigma + 0.5) if sigma > 0 else 0
+    if radius == 0:
+        return np.ones(1, np.float64)
     k = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (k / sigma) ** 2)
+    w = np.exp(-0.5 / (sigma * sigma) * k * k)
     return w / w.sum()
 
 

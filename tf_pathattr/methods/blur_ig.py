@@ -40,6 +40,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from ..baselines import gaussian_kernel_1d
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int
 
@@ -55,18 +56,8 @@ TRUNCATE = 4.0
 
 
 def gaussian_kernel1d(sigma: float) -> np.ndarray:
-    """scipy's truncated 1-D Gaussian (float64, sums to 1); ``[1.]`` for ``sigma == 0`` or radius 0."""
-    sigma = float(sigma)
-    if sigma < 0 or not math.isfinite(sigma):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    if sigma == 0.0:
-        return np.ones(1, np.float64)
-    radius = int(TRUNCATE * sigma + 0.5)
-    if radius == 0:
-        return np.ones(1, np.float64)
-    k = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 / (sigma * sigma) * k * k)
-    return w / w.sum()
+    """scipy's truncated 1-D Gaussian at the default truncation (see :func:`tf_pathattr.baselines.gaussian_kernel_1d`)."""
+    return gaussian_kernel_1d(sigma, TRUNCATE)
 
 
 def blur_matrix(size: int, sigma: float) -> np.ndarray:
