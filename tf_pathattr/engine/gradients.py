@@ -171,6 +171,13 @@ def resolve_indices(problem: Problem, flat_x, indices):
     return _targets.predicted_indices(out, problem.target), out
 
 
+def scores_at_x(problem: Problem, flat_x, indices, outputs_at_x=None) -> tf.Tensor:
+    """``F(x)`` per example, reusing the outputs :func:`resolve_indices` computed when it had to."""
+    if outputs_at_x is not None:
+        return problem.scorer(outputs_at_x, indices)
+    return scores(problem, flat_x, indices)
+
+
 def score_and_gradients(problem: Problem, flat_points, indices):
     """Scores ``[rows]`` and gradients (one per input, shaped like the points) for a chunk of points."""
     flat_points = list(flat_points)

@@ -221,7 +221,7 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
             attr = eng.chunked_loop(n_steps, chunk, body, tf.zeros_like(x))
             if not return_convergence_delta:
                 return [attr], tf.zeros((batch,), tf.float32)
-            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, [x], indices)
+            f_x = eng.scores_at_x(problem, [x], indices, out_x)
             f_end = eng.scores(problem, [_apply(end_h, end_w, x)[0]], indices)
             total = tf.reduce_sum(tf.reshape(attr, [batch, -1]), axis=1)
             return [attr], total - (f_x - f_end)

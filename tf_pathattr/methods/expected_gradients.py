@@ -107,7 +107,7 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
             attr = [a / n_samples for a in acc]
             if not return_convergence_delta:
                 return attr, tf.zeros((batch,), tf.float32)
-            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
             total = tf.add_n([tf.reduce_sum(tf.reshape(a, [batch, -1]), axis=1) for a in attr])
             return attr, total - (f_x - f_sum / n_samples)
 

@@ -78,10 +78,7 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
     """``sum(attr) - (F(x) - mean_k F(x'_k))`` per example (all inputs summed)."""
     batch = problem.batch_size
     k_count = int(flat_base[0].shape[0])
-    if outputs_at_x is not None:
-        f_x = problem.scorer(outputs_at_x, indices)
-    else:
-        f_x = eng.scores(problem, flat_x, indices)
+    f_x = eng.scores_at_x(problem, flat_x, indices, outputs_at_x)
     f_b = eng.scores(problem, [eng.rows(b, k_count, batch) for b in flat_base], indices)
     f_b = tf.reduce_mean(tf.reshape(f_b, [k_count, batch]), axis=0)
     total = tf.add_n([tf.reduce_sum(tf.reshape(a, [batch, -1]), axis=1) for a in attributions])

@@ -190,9 +190,7 @@ def _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, see
 
     def body(flat_x, indices, seed_t, *extra):
         noisy = []
-        for i, x in enumerate(flat_x):
-            flat = tf.reshape(x, [batch, -1])
-            sigma = float(stdevs) * (tf.reduce_max(flat, axis=1) - tf.reduce_min(flat, axis=1))
+        for i, (x, sigma) in enumerate(zip(flat_x, _noise_scales(flat_x, stdevs))):
             eps = tf.stack([tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed_t + 1000003 * i, j]))
                             for j in range(n)])
             noisy.append(eng.rows(x[None] + eps * eng.expand_like(sigma, x)[None], n, batch))

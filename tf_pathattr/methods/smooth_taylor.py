@@ -123,7 +123,7 @@ def _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, inter
             attr = [a / float(n_roots) for a in acc]
             if not with_delta:
                 return attr, tf.zeros([batch], tf.float32)
-            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
             total = tf.add_n([tf.reduce_sum(tf.reshape(a, [batch, -1]), axis=1) for a in attr])
             return attr, total - (f_x - acc_s / float(n_roots))
 

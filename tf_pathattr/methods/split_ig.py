@@ -62,7 +62,7 @@ def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: 
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
             base = [b[0] for b in flat_base]
             dx = [x - b for x, b in zip(flat_x, base)]
-            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
             f_b = eng.scores(problem, base, indices)
             tau = f_b + ratio_t * (f_x - f_b)
             direction = tf.where(f_x >= f_b, 1.0, -1.0)

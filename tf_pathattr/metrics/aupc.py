@@ -190,7 +190,7 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
         def fn(flat_x, indices, pos, valid, seed, cands):
             x0 = flat_x[0]
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
-            s0 = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            s0 = eng.scores_at_x(problem, flat_x, indices, out_x)
             if draw == "gaussian":
                 mean_c = tf.reduce_mean(x0, axis=[1, 2])  # [B, C]
                 std_c = tf.math.reduce_std(x0, axis=[1, 2])

@@ -80,7 +80,7 @@ def completeness_gap(model, inputs, attributions, target=None, *, baseline=0.0, 
     def builder():
         def fn(flat_x, indices, *base):
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
-            f_x = problem.scorer(out_x, indices) if out_x is not None else eng.scores(problem, flat_x, indices)
+            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
             if not base:
                 return f_x, tf.zeros_like(f_x)
             f_b = eng.scores(problem, [eng.rows(tf.broadcast_to(b, [k_count, batch] + b.shape[2:].as_list()),
