@@ -28,15 +28,11 @@ def cache_dir() -> Path:
 
 def load_digits_data(seed: int = 0):
     """Digits as ``x [N, 8, 8, 1]`` float32 in [0, 1], ``y [N]``, split 80/20 by a fixed permutation."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev extra
-        raise ImportError("the demo needs scikit-learn: pip install scikit-learn") from exc
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[..., None]
-    y = d.target.astype(np.int64)
+    from .data import load_digits_images
+
+    x, y = load_digits_images()
     order = np.random.default_rng(seed).permutation(len(y))
-    x, y = x[order], y[order]
+    x, y = x[order], y[order].astype(np.int64)
     n_train = int(0.8 * len(y))
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
