@@ -13,7 +13,6 @@ papers' claims (Guided IG, IDG, IG2, SmoothTaylor better than IG on their metric
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import data as tdata  # noqa: E402
 from tf_pathattr import metrics as tmetrics  # noqa: E402
-from tf_pathattr.methods import resolve_method  # noqa: E402
+from tf_pathattr.methods import registry, resolve_method  # noqa: E402
 
 OUT = Path(__file__).with_name("QUALITY.md")
 
@@ -59,10 +58,10 @@ IG2_REFS = 4
 
 def registered(name: str) -> bool:
     try:
-        resolve_method(name)
+        registry.get(name)
     except ValueError:
         return False
-    return name in tpa.METHODS
+    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,17 +179,9 @@ def run_method(model, x, target, opts, ctx):
     name = opts["method"]
     fn = resolve_method(name)
     kw = resolve_options(opts, ctx)
-    params = inspect.signature(fn).parameters
-    want_delta = "return_convergence_delta" in params or name == "noise_tunnel"
-    if name == "noise_tunnel":
-        base = kw.pop("base_method")
-        from tf_pathattr.methods.noise_tunnel import noise_tunnel
-
-        t0 = time.perf_counter()
-        out = noise_tunnel(base, model, x, target, return_convergence_delta=True, **kw)
-    else:
-        t0 = time.perf_counter()
-        out = fn(model, x, target, return_convergence_delta=True, **kw) if want_delta else fn(model, x, target, **kw)
+    want_delta = registry.get(name).completeness is not None
+    t0 = time.perf_counter()
+    out = fn(model, x, target, return_convergence_delta=True, **kw) if want_delta else fn(model, x, target, **kw)
     if want_delta:
         attr, delta = out
         delta = np.asarray(delta)

@@ -12,8 +12,11 @@ import tensorflow as tf
 
 import tf_pathattr as tpa
 from tf_pathattr import saved_model
+from tf_pathattr.methods import registry
 
 from fast_options import options_for
+
+EXPORTABLE = [s.name for s in registry.specs() if s.exportable is True]
 
 SHAPE = (8, 8, 1)
 
@@ -59,7 +62,7 @@ def _identity(z):
 RELOADED_OPTIONS = {"ig2": {"representation": _identity}}
 
 
-@pytest.mark.parametrize("name", tpa.METHODS)
+@pytest.mark.parametrize("name", [s.name for s in registry.specs() if s.output == "inputs"])
 def test_reloaded_serve_and_tfsmlayer_explain_like_the_keras_model(keras_export, name):
     model, path = keras_export
     opts = dict(options_for(name, X), **RELOADED_OPTIONS.get(name, {}))
@@ -105,7 +108,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     model = make_model()
     paths, errors = {}, {}
-    for name in tpa.METHODS:
+    for name in EXPORTABLE:
         try:
             saved_model.export(model, root / name, methods=(name,), options={name: options_for(name, X[:1])})
             paths[name] = str(root / name)
@@ -123,7 +126,7 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", tpa.METHODS)
+@pytest.mark.parametrize("name", EXPORTABLE)
 def test_exported_endpoint_matches_in_process(exported, name):
     model, out, errors = exported
     assert name not in errors, errors.get(name)
@@ -177,3 +180,9 @@ def test_export_a_tfsmlayer_wrapped_savedmodel(keras_export, tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "re"))
     got = loaded.explain_integrated_gradients(X, tf.constant([2, 2, 2], tf.int32)).numpy()
     close(got, tpa.integrated_gradients(model, X, 2, n_steps=8).numpy())
+
+
+@pytest.mark.parametrize("name", [s.name for s in registry.specs() if s.exportable is not True])
+def test_export_refuses_methods_the_registry_declares_not_exportable(tmp_path, name):
+    with pytest.raises(ValueError, match=f"methods: '{name}' cannot be exported"):
+        saved_model.export(make_model(), tmp_path / name, methods=(name,))

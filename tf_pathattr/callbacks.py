@@ -28,7 +28,6 @@ use their stateless ``seed``), so training with it is bit-identical to training 
 """
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from pathlib import Path
@@ -37,7 +36,7 @@ import keras
 import numpy as np
 
 from .engine.shapes import check_positive_int
-from .methods import resolve_method
+from .methods import registry, resolve_method
 
 __all__ = ["AttributionLogger"]
 
@@ -85,12 +84,15 @@ def _is_image(shape) -> bool:
 
 
 def completeness_mode(method) -> str:
-    """How a method reports completeness: ``"delta"`` (``return_convergence_delta``), ``"details"``
-    (a ``completeness_residual`` in ``return_details``, e.g. IG2) or ``"none"``."""
-    params = inspect.signature(method).parameters
-    if "return_convergence_delta" in params:
+    """How a method reports completeness, from its registry entry: ``"delta"``
+    (``return_convergence_delta``), ``"details"`` (a ``completeness_residual`` in ``return_details``,
+    e.g. IG2) or ``"none"`` (no completeness target, or a callable that is not registered)."""
+    spec = registry.spec_of(method)
+    if spec is None:
+        return "none"
+    if spec.completeness is not None:
         return "delta"
-    if "return_details" in params:
+    if spec.details:
         return "details"
     return "none"
 
@@ -150,6 +152,9 @@ class AttributionLogger(keras.callbacks.Callback):
                  max_images=8):
         super().__init__()
         self._method = resolve_method(method)
+        spec = registry.spec_of(method)
+        if spec is not None and spec.output == "split":
+            raise ValueError(f"method: {spec.name} returns two maps; log integrated_gradients instead")
         self.method_name = method if isinstance(method, str) else getattr(method, "__name__", "method")
         self.method_options = dict(method_options or {})
         for k in ("return_convergence_delta", "return_details"):  # set by the logger where it uses them

@@ -128,11 +128,11 @@ def _first_line(exc) -> str:
 
 
 def cmd_methods(args) -> int:
-    from .methods import _ALIASES, METHODS
+    from .methods import registry
 
-    for name in METHODS:
-        aliases = sorted(a for a, n in _ALIASES.items() if n == name)
-        print(name + (f"  (alias: {', '.join(aliases)})" if aliases else ""))
+    for spec in registry.specs():
+        aliases = registry.aliases_of(spec.name)
+        print(spec.name + (f"  (alias: {', '.join(aliases)})" if aliases else "") + f"  {spec.summary}")
     return 0
 
 

@@ -106,9 +106,9 @@ def _progress(iterable, **kw):
 
 def _short_name(name: str) -> str:
     """The shortest alias of a method (column titles), e.g. ``guided_ig`` for ``guided_integrated_gradients``."""
-    from .methods import _ALIASES
+    from .methods import registry
 
-    return min([a for a, n in _ALIASES.items() if n == name] + [name], key=len)
+    return min(registry.aliases_of(name) + (name,), key=len)
 
 
 def _first_array(attr):
@@ -135,7 +135,7 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
     x = x_te[picks]
     deletion = getattr(getattr(tpa, "metrics", None), "deletion", None)
     maps, rows = {}, []
-    names = list(methods) if methods else list(tpa.METHODS)
+    names = list(methods) if methods else [s.name for s in tpa.methods.registry.specs() if s.output != "split"]
     for name in _progress(names, desc="methods", unit="method"):
         fn = tpa.methods.resolve_method(name)
         opts = demo_options(name, x, x_tr, y_tr, quick=quick)

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from .engine import gradients as eng
 from .engine import targets as _targets
-from .methods import _ALIASES, attribute, resolve_method
+from .methods import attribute, registry
 
 __all__ = ["export", "load", "endpoint_name", "LoadedEndpoint"]
 
@@ -82,9 +82,7 @@ class LoadedEndpoint:
 def _canonical(method) -> str:
     if not isinstance(method, str):
         raise TypeError(f"methods: expected method names (str), got {type(method).__name__}")
-    name = _ALIASES.get(method, method)
-    resolve_method(name)  # clear error for unknown names
-    return name
+    return registry.canonical(method)
 
 
 def endpoint_name(method) -> str:
@@ -189,12 +187,14 @@ def export(model, path, methods=("integrated_gradients",), options=None, input_s
     if isinstance(methods, str):
         methods = (methods,)
     names = [_canonical(m) for m in methods]
+    for name in names:
+        registry.require(registry.get(name), "exportable", f"methods: {name!r} cannot be exported")
     if not names:
         raise ValueError("methods: give at least one method name")
     if len(set(names)) != len(names):
         raise ValueError(f"methods: duplicate methods {names}")
     options = dict(options or {})
-    unknown = [k for k in options if _ALIASES.get(k, k) not in names]
+    unknown = [k for k in options if k not in names and registry.canonical(k) not in names]
     if unknown:
         raise ValueError(f"options: entries {unknown} do not match any exported method {names}")
     options = {_canonical(k): dict(v or {}) for k, v in options.items()}

@@ -1,59 +1,42 @@
-"""One module per method; :func:`attribute` dispatches by name."""
-from .blur_ig import blur_integrated_gradients
-from .expected_gradients import expected_gradients
-from .gradients import gradients
-from .guided_ig import guided_integrated_gradients
-from .idg import integrated_decision_gradients
-from .ig2 import ig2
-from .integrated_gradients import integrated_gradients
-from .noise_tunnel import noise_tunnel
-from .smooth_taylor import smooth_taylor
-from .split_ig import split_integrated_gradients  # noqa: F401
-from .xrai import xrai
+"""One module per method; each declares itself with a ``SPEC`` (:class:`registry.MethodSpec`).
 
+:data:`METHODS` lists the canonical names, :func:`attribute` dispatches by name or alias, and
+:mod:`.registry` answers what each method supports.
+"""
+from . import (blur_ig, expected_gradients, gradients, guided_ig, idg, ig2, integrated_gradients, noise_tunnel,
+               registry, smooth_taylor, split_ig, xrai)
 
-def _noise_tunnel_by_name(model, inputs, target=None, base_method="integrated_gradients", **options):
-    """``attribute(..., method="noise_tunnel", base_method=NAME, nt_type=...)``."""
-    return noise_tunnel(base_method, model, inputs, target, **options)
+# The registry: one entry per method module (the noise tunnel module also declares SmoothGrad).
+for _spec in (
+    integrated_gradients.SPEC,
+    expected_gradients.SPEC,
+    gradients.SPEC,
+    guided_ig.SPEC,
+    blur_ig.SPEC,
+    idg.SPEC,
+    ig2.SPEC,
+    smooth_taylor.SPEC,
+    split_ig.SPEC,
+    xrai.SPEC,
+    noise_tunnel.SPEC,
+    noise_tunnel.SMOOTHGRAD_SPEC,
+):
+    registry.register(_spec)
+del _spec
 
-
-# name -> (function, aliases). One entry per method.
-_TABLE = {
-    "integrated_gradients": (integrated_gradients, ("ig",)),
-    "expected_gradients": (expected_gradients, ("eg",)),
-    "gradients": (gradients, ("saliency", "vanilla_gradients")),
-    "noise_tunnel": (_noise_tunnel_by_name, ("smoothgrad",)),
-    "blur_integrated_gradients": (blur_integrated_gradients, ("blur_ig",)),
-    "integrated_decision_gradients": (integrated_decision_gradients, ("idg",)),
-    "smooth_taylor": (smooth_taylor, ()),
-    "ig2": (ig2, ()),
-    "guided_integrated_gradients": (guided_integrated_gradients, ("guided_ig",)),
-}
-_REGISTRY = {name: fn for name, (fn, _) in _TABLE.items()}
-_ALIASES = {alias: name for name, (_, aliases) in _TABLE.items() for alias in aliases}
-
-# XRAI ranks regions on the host and returns [B, H, W]: reachable through `attribute` but not listed
-# in METHODS, which the callback, the exporter and the demo iterate over. Split IG returns two maps
-# and is only a function (`tpa.split_integrated_gradients`).
-_HOST_METHODS = {
-    "xrai": xrai,
-}
-METHODS = tuple(sorted(_REGISTRY))
+METHODS = registry.names()
 
 
 def resolve_method(method):
     """The attribution function for a name, an alias or a callable."""
     if callable(method):
         return method
-    name = _ALIASES.get(method, method)
-    if name in _HOST_METHODS:
-        return _HOST_METHODS[name]
-    if name not in _REGISTRY:
-        known = sorted(set(_REGISTRY) | set(_ALIASES) | set(_HOST_METHODS))
-        raise ValueError(f"method: unknown method {method!r}; known methods are {known}")
-    return _REGISTRY[name]
+    return registry.get(method).function
 
 
 def attribute(model, inputs, target=None, method="integrated_gradients", **options):
-    """Run the attribution method called ``method`` (a name from :data:`METHODS` or an alias)."""
+    """Run the attribution method called ``method`` (a name from :data:`METHODS` or an alias).
+
+    ``options`` are the method's keyword options (see ``tpa.methods.registry.get(method)``).
+    """
     return resolve_method(method)(model, inputs, target, **options)

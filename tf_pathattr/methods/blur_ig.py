@@ -43,6 +43,7 @@ import tensorflow as tf
 from ..baselines import gaussian_kernel_1d
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int
+from .registry import MethodSpec
 
 __all__ = [
     "blur_integrated_gradients",
@@ -230,3 +231,15 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
     extra = tuple(tf.constant(tables[k]) for k in names)
     return eng.run_packed(problem, key, builder, extra, jit_compile, return_convergence_delta)
+
+
+SPEC = MethodSpec(
+    name="blur_integrated_gradients", function=blur_integrated_gradients, aliases=("blur_ig",),
+    summary="scale-space path from a heavily blurred image (scipy-exact Gaussian as banded matrices)",
+    paper="S. Xu, S. Venugopalan, M. Sundararajan, Attribution in Scale and Space, CVPR 2020",
+    completeness="F(x) − F(blur(x, σ_max))",
+    layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",
+    multi_input="blur_integrated_gradients blurs one image input; multi-input models are not supported",
+    image_only="blur_integrated_gradients needs images [B, H, W, C] or [B, H, W]",
+    test_options={"n_steps": 8, "max_sigma": 2.0},
+)

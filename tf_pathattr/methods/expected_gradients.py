@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
+from .registry import MethodSpec, tile_batch_axis
 
 __all__ = ["expected_gradients", "draw_samples"]
 
@@ -114,3 +115,21 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
         return fn
 
     return eng.run_packed(problem, key, builder, (flat_bg, idx, alpha), jit_compile, return_convergence_delta)
+
+
+
+def _test_background(x):
+    """Four fixed uniform background samples shaped like the probe's examples (contract tests)."""
+    return np.random.default_rng(1).uniform(0.0, 1.0, size=(4,) + tuple(x.shape[1:])).astype(np.float32)
+
+
+SPEC = MethodSpec(
+    name="expected_gradients", function=expected_gradients, aliases=("eg",),
+    summary="baselines and path positions sampled from a background set",
+    paper="G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, Improving performance of deep learning "
+          "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
+    completeness="F(x) − mean F(drawn baselines)",
+    stochastic=True,
+    per_example_options={"sample_indices": tile_batch_axis(1), "sample_alphas": tile_batch_axis(1)},
+    test_options={"background": _test_background, "n_samples": 8, "seed": 0},
+)

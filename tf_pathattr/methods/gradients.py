@@ -8,6 +8,7 @@ Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Net
 from __future__ import annotations
 
 from ..engine import gradients as eng
+from .registry import MethodSpec
 
 __all__ = ["gradients"]
 
@@ -29,3 +30,10 @@ def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_
 
     result = eng.run(problem, key, builder, (), jit_compile)
     return None if result is None else problem.pack(result)
+
+
+SPEC = MethodSpec(
+    name="gradients", function=gradients, aliases=("saliency", "vanilla_gradients"),
+    summary="input gradients (× input with `multiply_by_inputs=True`)",
+    paper="K. Simonyan, A. Vedaldi, A. Zisserman, Deep Inside Convolutional Networks, ICLR workshop 2014",
+)

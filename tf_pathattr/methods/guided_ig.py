@@ -42,6 +42,7 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_baselines
 from .integrated_gradients import completeness_delta
+from .registry import MethodSpec, tile_baseline
 
 __all__ = ["guided_integrated_gradients", "guided_ig_tables", "max_rounds_per_step", "LAST_DIAGNOSTICS"]
 
@@ -358,3 +359,15 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
 
 
 guided_ig = guided_integrated_gradients
+
+
+SPEC = MethodSpec(
+    name="guided_integrated_gradients", function=guided_integrated_gradients, aliases=("guided_ig",),
+    summary="adaptive path that moves low-gradient features first; `max_dist`, `fraction`, `anchors=K` (GIG(K))",
+    paper="A. Kapishnikov, S. Venugopalan, B. Avci, B. Wedin, M. Terry, T. Bolukbasi, Guided Integrated "
+          "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
+    completeness="F(x) − F(x') (loose on max-pool models, by design)",
+    layer="guided_integrated_gradients does not support layer= yet",
+    per_example_options={"baseline": tile_baseline},
+    test_options={"n_steps": 8},
+)

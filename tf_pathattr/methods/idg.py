@@ -49,6 +49,7 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
+from .registry import MethodSpec, tile_baseline
 
 __all__ = ["integrated_decision_gradients", "allocate", "place"]
 
@@ -315,3 +316,15 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
         names = ("alphas", "weights", "counts", "coarse_logits", "fine_logits", "importance")
         return attr, dict(zip(names, details))
     return attr
+
+
+SPEC = MethodSpec(
+    name="integrated_decision_gradients", function=integrated_decision_gradients, aliases=("idg",),
+    summary="IG weighted by the path derivative of the logit, samples placed where the logit changes",
+    paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
+          "Where the Model Makes Its Decision, AAAI 2024",
+    details=True,
+    layer="integrated_decision_gradients does not support layer= yet",
+    per_example_options={"baseline": tile_baseline},
+    test_options={"n_steps": 8},
+)

@@ -46,6 +46,7 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
+from .registry import MethodSpec, tile_batch_axis
 
 __all__ = ["ig2", "RULES"]
 
@@ -365,3 +366,22 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
         return attr
     names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end", "completeness_residual")
     return attr, dict(zip(names, result[1:]))
+
+
+
+def _test_references(x):
+    """Two fixed uniform references shaped like the probe's examples (contract tests)."""
+    return np.random.default_rng(2).uniform(0.0, 1.0, size=(2,) + tuple(x.shape[1:])).astype(np.float32)
+
+
+SPEC = MethodSpec(
+    name="ig2", function=ig2,
+    summary="iterative gradient path (GradPath) to a counterfactual baseline (GradCF)",
+    paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
+          "IEEE TPAMI 2024",
+    details=True,
+    layer="ig2 does not support layer= yet",
+    multi_input="ig2 walks one input tensor; multi-input models are not supported",
+    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1)},
+    test_options={"references": _test_references, "step_size": 0.05, "n_steps": 8},
+)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines
+from .registry import MethodSpec, tile_baseline
 
 __all__ = ["integrated_gradients", "straight_path_sum"]
 
@@ -153,3 +154,13 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         return fn
 
     return eng.run_packed(problem, key, builder, (flat_base,), jit_compile, return_convergence_delta)
+
+
+SPEC = MethodSpec(
+    name="integrated_gradients", function=integrated_gradients, aliases=("ig",),
+    summary="straight path from a baseline; every quadrature rule (`rule=`), any baseline, several averaged",
+    paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
+    completeness="F(x) − mean_k F(x'_k)",
+    per_example_options={"baseline": tile_baseline},
+    test_options={"n_steps": 8},
+)

@@ -26,8 +26,9 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
+from .registry import MethodSpec
 
-__all__ = ["noise_tunnel", "NT_TYPES"]
+__all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -210,3 +211,42 @@ def _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, see
 
     eng.set_capture_record(body, (tf.constant(seed, tf.int32),) + tuple(inner_extra), problem)
     return None
+
+
+
+def _noise_tunnel_by_name(model, inputs, target=None, *, base_method="integrated_gradients", **options):
+    """``attribute(..., method="noise_tunnel", base_method=NAME, nt_type=...)``."""
+    return noise_tunnel(base_method, model, inputs, target, **options)
+
+
+def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **options):
+    """SmoothGrad (Smilkov et al. 2017): plain input gradients averaged over noisy copies of the inputs.
+
+    ``noise_tunnel("gradients", ...)``; ``nt_type="smoothgrad_sq"`` / ``"vargrad"`` give SG² and
+    VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`.
+    """
+    return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
+
+
+SPEC = MethodSpec(
+    name="noise_tunnel", function=_noise_tunnel_by_name,
+    summary="SmoothGrad, SmoothGrad², VarGrad over any method (`base_method=`), noise samples batched",
+    paper="D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, SmoothGrad: removing noise by adding noise, "
+          "arXiv 1706.03825 (2017); J. Adebayo et al., Local explanation methods for deep neural networks lack "
+          "sensitivity to parameter randomization, 2018",
+    completeness="SmoothGrad over a complete method: mean_j F(x + ε_j) − F(x')",
+    stochastic=True,
+    layer="noise_tunnel perturbs the inputs; it does not support layer= attribution",
+    wraps_method=True,
+    test_options={"nt_samples": 2, "n_steps": 8, "seed": 0},
+)
+
+SMOOTHGRAD_SPEC = MethodSpec(
+    name="smoothgrad", function=smoothgrad,
+    summary="SmoothGrad: plain gradients averaged over noisy copies (`nt_type=` for SG² and VarGrad)",
+    paper="D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, SmoothGrad: removing noise by adding noise, "
+          "arXiv 1706.03825 (2017)",
+    stochastic=True,
+    layer="smoothgrad perturbs the inputs; it does not support layer= attribution",
+    test_options={"nt_samples": 2, "seed": 0},
+)

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
+from .registry import MethodSpec, tile_batch_axis
 
 __all__ = ["smooth_taylor", "adaptive_noise_search"]
 
@@ -362,3 +363,17 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
                "initial_objective": initial[1], "trajectory": traj, "n_evaluations": counter[0]}
     attr = [tf.constant(m) for m in best_maps]
     return attr, tf.constant(best_delta), details
+
+
+SPEC = MethodSpec(
+    name="smooth_taylor", function=smooth_taylor,
+    summary="first-order Taylor terms averaged over Gaussian roots; adaptive noise-scale search",
+    paper="G. S. W. Goh, S. Lapuschkin, L. Weber, W. Samek, A. Binder, Understanding Integrated Gradients "
+          "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
+    completeness="F(x) − mean_n F(z_n) (exact for linear models)",
+    details=True,
+    stochastic=True,
+    layer="smooth_taylor does not support layer= yet",
+    per_example_options={"noise_scale": tile_batch_axis(0, rank=lambda r: 1)},
+    test_options={"n_roots": 8, "seed": 0},
+)

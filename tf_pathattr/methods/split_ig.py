@@ -23,6 +23,7 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines
+from .registry import MethodSpec, tile_baseline
 
 __all__ = ["split_integrated_gradients"]
 
@@ -103,3 +104,15 @@ def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: 
     left, right, split_alpha = result
     out = (problem.pack(left), problem.pack(right))
     return out + (split_alpha,) if return_split_alpha else out
+
+
+SPEC = MethodSpec(
+    name="split_integrated_gradients", function=split_integrated_gradients, aliases=("split_ig",),
+    summary="IG split where the score crosses a threshold: left + right = IG",
+    paper="V. Miglani, N. Kokhlikyan, B. Alsallakh, M. Martin, O. Reblitz-Richardson, Investigating "
+          "Saturation Effects in Integrated Gradients, ICML WHI 2020",
+    output="split",
+    exportable="split_integrated_gradients returns two maps; export one of them through integrated_gradients",
+    per_example_options={"baseline": tile_baseline},
+    test_options={"n_steps": 8},
+)

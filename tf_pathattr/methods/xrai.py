@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
+from .registry import MethodSpec
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 
@@ -179,3 +180,18 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     if return_details:
         return result, {"ranks": tf.constant(np.stack(ranks)), "base_attribution": tf.constant(base, tf.float32)}
     return result
+
+
+SPEC = MethodSpec(
+    name="xrai", function=xrai,
+    summary="region ranking over Felzenszwalb segments of any base attribution, full and fast",
+    paper="A. Kapishnikov, T. Bolukbasi, F. Viegas, M. Terry, XRAI: Better Attributions Through Regions, ICCV 2019",
+    details=True,
+    layer="xrai segments images; it cannot attribute to a layer's output",
+    multi_input="xrai segments one image input; multi-input models are not supported",
+    exportable="xrai ranks regions on the host (numpy, scikit-image); it cannot be embedded in a graph",
+    host_side=True,
+    image_only="xrai needs images [B, H, W, C] or [B, H, W]",
+    output="pixels",
+    test_options={"n_steps": 8},
+)
