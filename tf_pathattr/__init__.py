@@ -5,7 +5,7 @@ compiled as one ``tf.function`` (path loop included); ``attribute(..., method=NA
 by name and :data:`METHODS` lists the names.
 """
 from ._tensorflow import import_tensorflow as _import_tensorflow
-from ._version import __version__
+from ._version import __version__ as __version__
 
 _import_tensorflow()  # a clear ImportError without TensorFlow; quiet when running the tf-pathattr command
 

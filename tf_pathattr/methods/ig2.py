@@ -83,7 +83,7 @@ def _resolve_representation(model, representation):
     if isinstance(representation, str):
         layer = lookup_layer(model, representation) if is_keras else None
         if layer is None:
-            names = [l.name for l in getattr(model, "layers", [])] if is_keras else []
+            names = [lay.name for lay in getattr(model, "layers", [])] if is_keras else []
             raise ValueError(
                 f"representation: no layer named {representation!r} in the model (top-level layers: {names})"
             )
