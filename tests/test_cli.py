@@ -150,6 +150,7 @@ def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
 def test_demo_quick_writes_picture_and_table(tmp_path):
     res = cli("demo", "--out", tmp_path / "demo", "--quick", cache=tmp_path / "cache")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "retracing" not in res.stderr and not _info_lines(res.stderr), res.stderr[-3000:]
     assert list((tmp_path / "cache").glob("digits_cnn_*.keras"))
     info = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert info["test_accuracy"] > 0.5

@@ -16,12 +16,15 @@ Intelligence 2021, arXiv 1906.10670.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["expected_gradients", "draw_samples"]
 
@@ -31,6 +34,60 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
     idx = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 0], maxval=n_background, dtype=tf.int32)
     alpha = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 1], dtype=tf.float32)
     return idx, alpha
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Attributions: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Any: ...
 
 
 def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,

@@ -20,6 +20,8 @@ neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
@@ -27,6 +29,7 @@ from ..engine import gradients as eng
 from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from .registry import MethodSpec
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 
@@ -48,6 +51,60 @@ def _tile_option(value, batch, reps, example_rank):
         t = tf.convert_to_tensor(value)
         return tf.reshape(tf.tile(t[None], [reps] + [1] * t.shape.rank), [reps * batch] + t.shape[1:].as_list())
     return value
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    **method_options: Any,
+) -> Attributions: ...
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: Literal[True],
+    **method_options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: bool = ...,
+    **method_options: Any,
+) -> Any: ...
 
 
 def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,
