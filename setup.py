@@ -1,4 +1,5 @@
 """Packaging for tf_pathattr (path attribution for Keras 3 / TensorFlow)."""
+
 import re
 from pathlib import Path
 
@@ -20,7 +21,10 @@ TENSORFLOW_EXTRAS = {
     # the small CPU-only wheel where one exists (Linux and Windows x86-64), the standard wheel elsewhere
     "cpu": [f"tensorflow-cpu>={TF_MIN}; {CPU_WHEEL}", f"tensorflow>={TF_MIN}; {NO_CPU_WHEEL}"],
     # the standard wheel, with NVIDIA's CUDA libraries on Linux
-    "gpu": [f"tensorflow[and-cuda]>={TF_MIN}; sys_platform == 'linux'", f"tensorflow>={TF_MIN}; sys_platform != 'linux'"],
+    "gpu": [
+        f"tensorflow[and-cuda]>={TF_MIN}; sys_platform == 'linux'",
+        f"tensorflow>={TF_MIN}; sys_platform != 'linux'",
+    ],
     # the standard wheel (what Colab and keras-hub use)
     "tensorflow": [f"tensorflow>={TF_MIN}"],
 }

@@ -7,6 +7,7 @@ wheel is built from this checkout, its ``Requires-Dist`` lines are evaluated for
 platforms, and pip itself resolves and checks an install into an environment that has the full
 ``tensorflow`` and keras-hub.
 """
+
 import json
 import subprocess
 import sys
@@ -19,8 +20,18 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-TF_DISTRIBUTIONS = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos",
-                    "tensorflow-aarch64", "tensorflow-cpu-aws", "intel-tensorflow", "tf-nightly", "tf-nightly-cpu"}
+TF_DISTRIBUTIONS = {
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-gpu",
+    "tensorflow-intel",
+    "tensorflow-macos",
+    "tensorflow-aarch64",
+    "tensorflow-cpu-aws",
+    "intel-tensorflow",
+    "tf-nightly",
+    "tf-nightly-cpu",
+}
 PLATFORMS = {
     "linux-x86_64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"},
     "linux-aarch64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "aarch64"},
@@ -32,8 +43,12 @@ PLATFORMS = {
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                          str(out), str(REPO)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     (path,) = out.glob("tf_pathattr-*.whl")
     return path
@@ -88,8 +103,15 @@ def test_core_and_plain_extras_require_no_tensorflow(metadata, platform):
         assert tf_distributions(requirements(metadata, extra, platform)) == [], extra
 
 
-@pytest.mark.parametrize("platform, cpu", [("linux-x86_64", "tensorflow-cpu"), ("windows-amd64", "tensorflow-cpu"),
-                                           ("linux-aarch64", "tensorflow"), ("macos-arm64", "tensorflow")])
+@pytest.mark.parametrize(
+    "platform, cpu",
+    [
+        ("linux-x86_64", "tensorflow-cpu"),
+        ("windows-amd64", "tensorflow-cpu"),
+        ("linux-aarch64", "tensorflow"),
+        ("macos-arm64", "tensorflow"),
+    ],
+)
 def test_each_tensorflow_extra_brings_exactly_one_distribution(metadata, platform, cpu):
     assert tf_distributions(requirements(metadata, "cpu", platform)) == [cpu]
     assert tf_distributions(requirements(metadata, "dev", platform)) == [cpu]  # README: pip install -e ".[dev]"
@@ -115,22 +137,33 @@ def test_pip_installs_beside_tensorflow_and_keras_hub_and_pip_check_is_clean(whe
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     _fake_distribution(site, "tensorflow", "2.21.0")
     _fake_distribution(site, "keras", "3.15.1")
     _fake_distribution(site, "numpy", "2.4.6")
     _fake_distribution(site, "tensorflow-text", "2.21.1", ["tensorflow<2.22,>=2.21.0"])
-    _fake_distribution(site, "keras-hub", "0.32.0", ["keras>=3.15", 'tensorflow-text>=2.20.1; platform_system != "Windows"'])
+    _fake_distribution(
+        site, "keras-hub", "0.32.0", ["keras>=3.15", 'tensorflow-text>=2.20.1; platform_system != "Windows"']
+    )
     pip = [sys.executable, "-m", "pip", "--python", str(py)]
     report = tmp_path / "report.json"
-    res = subprocess.run(pip + ["install", "--dry-run", "--no-index", "--report", str(report), str(wheel)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        pip + ["install", "--dry-run", "--no-index", "--report", str(report), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr  # resolvable from what is installed: nothing else needed
     installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
     assert [canonicalize_name(n) for n in installs] == ["tf-pathattr"], installs
-    res = subprocess.run(pip + ["install", "--no-index", "--no-deps", str(wheel)], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        pip + ["install", "--no-index", "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     res = subprocess.run(pip + ["check"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "No broken requirements found" in res.stdout, res.stdout + res.stderr

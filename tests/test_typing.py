@@ -4,6 +4,7 @@ Every registered method whose ``return_convergence_delta`` / ``return_details`` 
 returns (read from the registry: ``completeness`` and ``details``) declares ``typing.overload``s: with
 the flag ``Literal[True]`` the result is a tuple, with ``Literal[False]`` the attributions alone.
 """
+
 import typing
 from pathlib import Path
 
@@ -45,8 +46,7 @@ def test_overloads_follow_the_return_flags(name):
                 returns_tuple = typing.get_origin(hints["return"]) is tuple
                 if literal is True:
                     assert returns_tuple, f"{name}: {flag}=True must return a tuple"
-                elif len(_flags(spec)) == 1 or all(
-                        typing.get_args(hints.get(f)) == (False,) for f in _flags(spec)):
+                elif len(_flags(spec)) == 1 or all(typing.get_args(hints.get(f)) == (False,) for f in _flags(spec)):
                     assert not returns_tuple, f"{name}: {flag}=False must return the attributions alone"
                 seen.add(literal)
         assert seen == {True, False}, f"{name}: overloads for {flag} cover {seen}"

@@ -13,6 +13,7 @@ lines are silenced: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2, and the lines the na
 print while loading (before absl's logging is initialised, so that variable does not reach them:
 oneDNN, ``cpu_feature_guard``) are filtered out of stderr. Warnings and errors pass through.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,13 +93,17 @@ def import_tensorflow():
     except ModuleNotFoundError as exc:
         if exc.name != "tensorflow":
             raise
-        raise ImportError(f"tf_pathattr needs TensorFlow {MIN_TENSORFLOW[0]}.{MIN_TENSORFLOW[1]} or newer, and none "
-                          f"is installed; {INSTALL_HINT}") from exc
+        raise ImportError(
+            f"tf_pathattr needs TensorFlow {MIN_TENSORFLOW[0]}.{MIN_TENSORFLOW[1]} or newer, and none "
+            f"is installed; {INSTALL_HINT}"
+        ) from exc
     version = tuple(int(v) for v in re.findall(r"\d+", tf.__version__)[:2])
     if version < MIN_TENSORFLOW:
-        raise ImportError(f"tf_pathattr needs TensorFlow {MIN_TENSORFLOW[0]}.{MIN_TENSORFLOW[1]} or newer (with Keras 3),"
-                          f" found {tf.__version__}; upgrade it: pip install -U tensorflow (or tensorflow-cpu, "
-                          f"whichever is installed)")
+        raise ImportError(
+            f"tf_pathattr needs TensorFlow {MIN_TENSORFLOW[0]}.{MIN_TENSORFLOW[1]} or newer (with Keras 3),"
+            f" found {tf.__version__}; upgrade it: pip install -U tensorflow (or tensorflow-cpu, "
+            f"whichever is installed)"
+        )
     import keras
 
     if int(keras.__version__.split(".")[0]) < 3:

@@ -1,4 +1,5 @@
 """Type aliases for the public signatures (``tf_pathattr`` ships ``py.typed``)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence, Union

@@ -5,6 +5,7 @@ exactly once, and TensorFlow's "N out of the last M calls ... triggered tf.funct
 warning must not be logged. Before the fix, the per-batch-size functions built from one method
 body shared TF's retracing counter (it is keyed by the code object) and every method logged it.
 """
+
 import logging
 
 import numpy as np
