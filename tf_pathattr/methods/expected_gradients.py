@@ -33,6 +33,7 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
     return idx, alpha
 
 
+@eng.planned
 def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
                        sample_indices=None, sample_alphas=None, layer=None):
@@ -114,7 +115,8 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
 
         return fn
 
-    return eng.run_packed(problem, key, builder, (flat_bg, idx, alpha), jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, (flat_bg, idx, alpha), jit_compile,
+                    eng.packed_finish(problem, return_convergence_delta))
 
 
 
