@@ -15,19 +15,23 @@ as ``model``. :func:`load` is a small convenience returning such a callable.
     loaded = tf.saved_model.load("exported")          # no tf_pathattr needed here
     attr = loaded.explain_integrated_gradients(x, tf.constant([3, -1], tf.int32))
 
-Each explain endpoint takes ``x`` ``[None, *S]`` float32 and ``target`` ``[None]`` int32 (a negative
-target means "the class the model predicts") and returns the attributions ``[None, *S]``. The method
-body is the same traced function ``tpa.attribute`` runs (captured through the engine's capture
-protocol for a one-example problem) and is mapped over the examples with a ``tf.while_loop``
-(``parallel_iterations=1``), so every example is explained exactly as ``tpa.attribute(model, x[i:i+1],
-target[i], method=..., **options)`` would explain it.
+Each explain endpoint takes ``x`` ``[None, *S]`` (float32, or the model's integer dtype for token ids
+with ``layer=``) and ``target`` ``[None]`` int32 (a negative target means "the class the model
+predicts"; an index outside the model's outputs fails with "target out of range") and returns the
+attributions ``[None, *S]`` (the layer output's shape with ``layer=``). With ``export(...,
+target=score_fn)`` the score function is baked in and the endpoints take ``x`` alone (models with
+several outputs, regression heads). The method body is the one ``tpa.attribute`` runs: every
+exportable method hands over a *plan* (``tpa.integrated_gradients.plan(...)``: the compiled body and
+its baked arguments) for a one-example problem, and the endpoint maps it over the examples with a
+``tf.while_loop`` (``parallel_iterations=1``), so every example is explained exactly as
+``tpa.attribute(model, x[i:i+1], target[i], method=..., **options)`` would explain it.
 
 What can be baked in: options that do not depend on the input values — step counts, rules,
 constant or fixed-array baselines, reference / background sets, seeds, seeded random baselines. What
 cannot: anything computed from the explicand (e.g. ``tpa.baselines.blurred(sigma)``, a baseline made
 from ``x``), per-example arrays (an array with a leading batch axis is read as a set of shared
 baselines for a one-example problem), and callable targets. :func:`export` checks this by
-capturing each method for two different sample inputs and refusing (``ValueError``) when the baked
+planning each method for two different sample inputs and refusing (``ValueError``) when the baked
 tensors differ. Gradients are taken when the endpoint is traced, so the saved graph contains the
 backward pass and the reloaded endpoint needs no gradient registry (methods must not use
 ``tf.custom_gradient``, whose gradients a SavedModel does not keep).
