@@ -236,7 +236,8 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
 SPEC = MethodSpec(
     name="blur_integrated_gradients", function=blur_integrated_gradients, aliases=("blur_ig",),
-    summary="scale-space path from a heavily blurred image (scipy-exact Gaussian as banded matrices)",
+    summary=("scale-space path from a heavily blurred image; scipy-exact Gaussian blur as banded matrices in "
+            "TF"),
     paper="S. Xu, S. Venugopalan, M. Sundararajan, Attribution in Scale and Space, CVPR 2020",
     completeness="F(x) − F(blur(x, σ_max))",
     layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",

@@ -127,7 +127,7 @@ def _test_background(x):
 
 SPEC = MethodSpec(
     name="expected_gradients", function=expected_gradients, aliases=("eg",),
-    summary="baselines and path positions sampled from a background set",
+    summary="baselines and path positions sampled from a background set (stateless draws)",
     paper="G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, Improving performance of deep learning "
           "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
     completeness="F(x) − mean F(drawn baselines)",

@@ -363,7 +363,8 @@ guided_ig = guided_integrated_gradients
 
 SPEC = MethodSpec(
     name="guided_integrated_gradients", function=guided_integrated_gradients, aliases=("guided_ig",),
-    summary="adaptive path that moves low-gradient features first; `max_dist`, `fraction`, `anchors=K` (GIG(K))",
+    summary=("adaptive path moving low-gradient features first; `max_dist` window, `fraction`, `anchors=K` "
+            "(GIG(K)); `parity=True` reproduces PAIR"),
     paper="A. Kapishnikov, S. Venugopalan, B. Avci, B. Wedin, M. Terry, T. Bolukbasi, Guided Integrated "
           "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
     completeness="F(x) − F(x') (loose on max-pool models, by design)",

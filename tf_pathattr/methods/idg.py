@@ -321,7 +321,9 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
 
 SPEC = MethodSpec(
     name="integrated_decision_gradients", function=integrated_decision_gradients, aliases=("idg",),
-    summary="IG weighted by the path derivative of the logit, samples placed where the logit changes",
+    summary=("IG weighted by the path derivative of the logit, samples placed where the logit changes; not "
+            'complete (Σ IDG = Σ_k w_k s_k²; `normalize="completeness"` rescales); `reference_compat=True` '
+            "for the released code"),
     paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
           "Where the Model Makes Its Decision, AAAI 2024",
     details=True,

@@ -378,7 +378,9 @@ def _test_references(x):
 
 SPEC = MethodSpec(
     name="ig2", function=ig2,
-    summary="iterative gradient path (GradPath) to a counterfactual baseline (GradCF)",
+    summary=("iterative gradient path (GradPath) to a counterfactual baseline (GradCF) in one fused loop; "
+            "`references`, `step_size`, `representation`; completeness residual F(x) − mean_r F(GradCF_r) in "
+            "`return_details`"),
     paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
           "IEEE TPAMI 2024",
     details=True,

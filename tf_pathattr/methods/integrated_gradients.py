@@ -159,7 +159,9 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
 
 SPEC = MethodSpec(
     name="integrated_gradients", function=integrated_gradients, aliases=("ig",),
-    summary="straight path from a baseline; every quadrature rule (`rule=`), any baseline, several averaged",
+    summary=("straight path from a baseline; quadrature `rule=` `gausslegendre` (default, 64 steps), "
+            "`riemann_left/right/middle/trapezoid` (weights sum to 1), `pair` (PAIR parity); any baseline, "
+            "several averaged"),
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",
     per_example_options={"baseline": tile_baseline},

@@ -360,7 +360,8 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
 
 SPEC = MethodSpec(
     name="smooth_taylor", function=smooth_taylor,
-    summary="first-order Taylor terms averaged over Gaussian roots; adaptive noise-scale search",
+    summary=("first-order Taylor terms averaged over Gaussian roots; `adaptive=True` noise-scale search on "
+            "AUPC / AUTVC"),
     paper="G. S. W. Goh, S. Lapuschkin, L. Weber, W. Samek, A. Binder, Understanding Integrated Gradients "
           "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
     completeness="F(x) − mean_n F(z_n) (exact for linear models)",
