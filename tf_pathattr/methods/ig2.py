@@ -371,6 +371,15 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
 
 
 
+def _tile_clip(value, ctx):
+    """``clip=(low, high)``: a bound shaped like the inputs ``[B, *S]`` is per example (tiled); scalars and
+    bounds without the batch axis are shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != 2:
+        return value
+    per_row = tile_batch_axis(0, rank=lambda r: r)
+    return tuple(per_row(v, ctx) for v in value)
+
+
 def _test_references(x):
     """Two fixed uniform references shaped like the probe's examples (contract tests)."""
     return np.random.default_rng(2).uniform(0.0, 1.0, size=(2,) + tuple(x.shape[1:])).astype(np.float32)
@@ -386,6 +395,6 @@ SPEC = MethodSpec(
     details=True,
     layer="ig2 does not support layer= yet",
     multi_input="ig2 walks one input tensor; multi-input models are not supported",
-    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1)},
+    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1), "clip": _tile_clip},
     test_options={"references": _test_references, "step_size": 0.05, "n_steps": 8},
 )

@@ -26,7 +26,8 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
-from .registry import MethodSpec
+from . import registry
+from .registry import MethodSpec, TileContext
 
 __all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 
@@ -42,12 +43,25 @@ def _noise_scales(flat_x, stdevs):
     return out
 
 
-def _tile_option(value, batch, reps, example_rank):
-    """Tile a per-example option ``[B, *S]`` to ``[reps * B, *S]`` (point-major); leave others alone."""
-    if isinstance(value, (np.ndarray, tf.Tensor)) and value.ndim == example_rank and value.shape[0] == batch and batch > 1:
-        t = tf.convert_to_tensor(value)
-        return tf.reshape(tf.tile(t[None], [reps] + [1] * t.shape.rank), [reps * batch] + t.shape[1:].as_list())
-    return value
+def inner_seed(seed, start: int) -> int:
+    """The seed a stochastic wrapped method gets for the noise samples ``start, start + 1, ...`` of one
+    call: derived from the tunnel's ``seed`` and ``start`` (independent of the noise draws, which use
+    ``(seed, j)``, and different for every group of samples)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EED, int(start)]).generate_state(1)[0] >> 1)
+
+
+def _tile_options(method, options, problem, reps):
+    """The wrapped method's options for ``reps * B`` rows (point-major).
+
+    Exactly the options its registry entry declares per-example (``MethodSpec.per_example_options``)
+    are tiled, each by its declared tiler; every other option is passed unchanged. An unregistered
+    callable declares nothing, so nothing is tiled for it.
+    """
+    spec = registry.spec_of(method)
+    tilers = spec.per_example_options if spec is not None else {}
+    ctx = TileContext(batch=problem.batch_size, reps=int(reps), flat_x=tuple(problem.flat_x),
+                      structure=problem.structure)
+    return {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in options.items()}
 
 
 def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,
@@ -72,15 +86,21 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         because a score written for ``B`` rows cannot be tiled.
     seed : int, optional
         Stateless noise seed; sample ``j`` uses ``(seed, j)``, so results do not depend on the
-        batching of samples.
+        batching of samples. A stochastic wrapped method (``stochastic=True`` in its registry entry:
+        Expected Gradients, SmoothTaylor, ...) gets its own seed derived from ``seed`` and the first
+        sample of each call (:func:`inner_seed`); its draws then depend on how samples are batched.
     noise : array ``[n, B, *S]`` (structure for multi-input), optional
         Standard-normal noise to use instead of drawing (scaled by the per-example sigma).
     return_convergence_delta : bool
         ``smoothgrad`` only: the mean of the wrapped method's deltas, i.e.
         ``sum(SG) - (mean_j F(x + eps_j) - F(x'))`` for IG.
     **method_options
-        Passed to the wrapped method (``n_steps``, ``baseline``...). A per-example ``baseline``
-        ``[B, *S]`` is tiled along with the inputs.
+        Passed to the wrapped method (``n_steps``, ``baseline``...). The options its registry entry
+        declares per-example (``tpa.methods.registry.get(name).per_example_options``: a per-example
+        ``baseline`` of IG / Guided IG / IDG / Split IG for every input of a list or dict model,
+        SmoothTaylor's ``noise_scale [B]``, IG2's ``references [B, R, *S]``, Expected Gradients'
+        ``sample_indices`` / ``sample_alphas [n_samples, B]``...) are tiled along with the noisy
+        rows; all other options are passed unchanged.
     """
     from . import resolve_method  # late import: the registry imports this module
 
@@ -110,6 +130,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
             idx = spec.indices.numpy()
         target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
     group = min(group, n)
+    wrapped = registry.spec_of(method)
+    stochastic = wrapped is not None and wrapped.stochastic
+    seed_int = eng.as_numpy_seed(seed)
 
     sigmas = _noise_scales(problem.flat_x, stdevs)
     if noise is not None:
@@ -119,8 +142,8 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
             if tuple(e.shape) != (n,) + tuple(x.shape):
                 raise ValueError(f"noise must have shape {(n,) + tuple(x.shape)} (nt_samples, *inputs.shape), got {tuple(e.shape)}")
     else:
-        s = eng.as_numpy_seed(seed)
         flat_noise = None
+    s = seed_int
 
     def noise_for(i, start, stop):
         if flat_noise is not None:
@@ -137,7 +160,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         for i, x in enumerate(problem.flat_x):
             eps = noise_for(i, start, stop) * eng.expand_like(sigmas[i], x)[None]
             noisy.append(eng.rows(x[None] + eps, g, batch))
-        options = {k: _tile_option(v, batch, g, problem.flat_x[0].shape.rank) for k, v in method_options.items()}
+        options = _tile_options(method, method_options, problem, g)
+        if stochastic:
+            options["seed"] = inner_seed(seed_int, start)
         if return_convergence_delta:
             options["return_convergence_delta"] = True
         res = fn(model, problem.pack(noisy), target_rows(g), **options)
@@ -175,7 +200,7 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
     """The noise tunnel as one embeddable body (``tpa.saved_model.export``): the noise is drawn in-graph
     with the same stateless draws as :func:`noise_tunnel`, and the wrapped method's body runs once on
     all ``nt_samples * B`` noisy rows. Needs a wrapped method with a planner and an index target."""
-    from . import registry, resolve_method  # late import: the registry imports this module
+    from . import resolve_method  # late import: the registry imports this module
 
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
@@ -197,10 +222,10 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
     batch = problem.batch_size
     seed = eng.as_numpy_seed(seed)
     tiled = [eng.rows(tf.tile(x[None], [n] + [1] * x.shape.rank), n, batch) for x in problem.flat_x]
+    options = _tile_options(method, method_options, problem, n)
     spec = registry.spec_of(method)
-    ctx = registry.TileContext(batch, n, tuple(problem.flat_x), problem.structure)
-    tilers = spec.per_example_options if spec is not None else {}
-    options = {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in method_options.items()}
+    if spec is not None and spec.stochastic:
+        options["seed"] = inner_seed(seed, 0)
     inner = planner(model, problem.pack(tiled), tf.tile(problem.target.indices, [n]), **options)
 
     def builder():
