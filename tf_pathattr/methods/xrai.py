@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
-from .registry import MethodSpec
+from .registry import MethodSpec, tile_baseline, tile_batch_axis
 from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
@@ -242,6 +242,15 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     return result
 
 
+def _tile_segments(value, ctx):
+    """``segments``: one list of masks per image (``B`` lists) is per example; one list of 2-D masks is shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != ctx.batch:
+        return value
+    if len(value) and np.asarray(value[0]).ndim == 2:  # a single shared list of masks
+        return value
+    return list(value) * ctx.reps
+
+
 SPEC = MethodSpec(
     name="xrai", function=xrai,
     summary="region ranking over Felzenszwalb segments of any base attribution, full and fast",
@@ -253,5 +262,7 @@ SPEC = MethodSpec(
     host_side=True,
     image_only="xrai needs images [B, H, W, C] or [B, H, W]",
     output="pixels",
+    per_example_options={"base_attribution": tile_batch_axis(0), "baselines": tile_baseline,
+                         "segments": _tile_segments},
     test_options={"n_steps": 8},
 )
