@@ -27,7 +27,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import data as tdata  # noqa: E402

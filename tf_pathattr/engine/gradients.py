@@ -364,7 +364,11 @@ def _trace(problem: Problem, python_fn_builder: Callable[[], Callable], jit_comp
             holder["context"] = list(context)  # the traced raw inputs feed every model call
             return python_fn(flat_x, indices, *extra)
 
-    fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
+    # One tf.function per key, traced once for its static shapes (batch size included). TF counts
+    # traces per *code object* (its frequent-retracing detector), so the per-batch-size functions
+    # built from one method body would read as "retracing" of one function and log a warning; a
+    # partial is its own detector key, so only a real retrace of this very function is counted.
+    fn = tf.function(functools.partial(body), jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
     fn.python_function_body = python_fn
     return fn
 

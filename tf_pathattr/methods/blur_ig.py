@@ -34,6 +34,8 @@ arXiv 2004.03383.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import functools
 import math
 
@@ -44,6 +46,7 @@ from ..baselines import gaussian_kernel_1d
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int
 from .registry import MethodSpec
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = [
     "blur_integrated_gradients",
@@ -138,6 +141,54 @@ def _check_positive_float(value, name):
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
+
+
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
 
 
 @eng.planned

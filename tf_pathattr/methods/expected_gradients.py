@@ -16,12 +16,15 @@ Intelligence 2021, arXiv 1906.10670.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["expected_gradients", "draw_samples"]
 
@@ -50,6 +53,60 @@ def _flat_background(background, structure):
     if (bg_structure.kind == "single") != (structure.kind == "single") or len(flat_bg) != len(structure.keys or (0,)):
         raise ValueError("background must have the same structure as inputs (one array per model input)")
     return flat_bg, n_bg
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Attributions: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Any: ...
 
 
 @eng.planned

@@ -33,6 +33,8 @@ Released algorithm: PAIR-code/saliency 0.2.1, ``saliency.core.GuidedIG``.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import math
 import warnings
 
@@ -43,6 +45,7 @@ from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_baselines
 from .integrated_gradients import completeness_delta
 from .registry import MethodSpec, tile_baseline
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["guided_integrated_gradients", "guided_ig_tables", "max_rounds_per_step", "LAST_DIAGNOSTICS"]
 
@@ -258,6 +261,60 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
         return attr_list, delta, tf.stack([max_r, sum_r]), hit
 
     return fn
+
+
+@overload
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
 
 
 @eng.planned

@@ -44,12 +44,15 @@ Where the Model Makes Its Decision", AAAI 2024, arXiv 2305.20052. Released code:
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["integrated_decision_gradients", "allocate", "place"]
 
@@ -154,6 +157,66 @@ def place(counts, n_samples: int, delta: float, placement: str = "segment", samp
     w = tf.where(valid, step, tf.zeros_like(step))
     alpha = tf.where(valid, alpha, tf.ones_like(alpha))
     return alpha, w
+
+
+@overload
+def integrated_decision_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def integrated_decision_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def integrated_decision_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: Any = ...,
+    return_details: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
 
 
 @eng.planned

@@ -37,6 +37,8 @@ Released code: github.com/JoeZhuo-ZY/IG2 (PyTorch).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import math
 
 import keras
@@ -47,6 +49,7 @@ from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["ig2", "RULES"]
 
@@ -83,7 +86,7 @@ def _resolve_representation(model, representation):
     if isinstance(representation, str):
         layer = lookup_layer(model, representation) if is_keras else None
         if layer is None:
-            names = [l.name for l in getattr(model, "layers", [])] if is_keras else []
+            names = [lay.name for lay in getattr(model, "layers", [])] if is_keras else []
             raise ValueError(
                 f"representation: no layer named {representation!r} in the model (top-level layers: {names})"
             )
@@ -237,6 +240,63 @@ def _make_rep_fn(problem, mode, obj, indices):
 
 # --------------------------------------------------------------------------------------------
 # public function
+
+
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
 
 
 @eng.planned

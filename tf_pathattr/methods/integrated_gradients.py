@@ -13,6 +13,8 @@ arXiv 1703.01365.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
@@ -20,6 +22,7 @@ from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines
 from .registry import MethodSpec, tile_baseline
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["integrated_gradients", "straight_path_sum"]
 
@@ -84,6 +87,57 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
     f_b = tf.reduce_mean(tf.reshape(f_b, [k_count, batch]), axis=0)
     total = tf.add_n([tf.reduce_sum(tf.reshape(a, [batch, -1]), axis=1) for a in attributions])
     return total - (f_x - f_b)
+
+
+@overload
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    internal_batch_size: Any = ...,
+    multiply_by_inputs: bool = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+) -> Attributions: ...
+
+
+@overload
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    internal_batch_size: Any = ...,
+    multiply_by_inputs: bool = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+    layer: Any = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    internal_batch_size: Any = ...,
+    multiply_by_inputs: bool = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+) -> Any: ...
 
 
 @eng.planned

@@ -20,6 +20,8 @@ neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
@@ -28,6 +30,7 @@ from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from . import registry
 from .registry import MethodSpec, TileContext
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 
@@ -62,6 +65,60 @@ def _tile_options(method, options, problem, reps):
     ctx = TileContext(batch=problem.batch_size, reps=int(reps), flat_x=tuple(problem.flat_x),
                       structure=problem.structure)
     return {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in options.items()}
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    **method_options: Any,
+) -> Attributions: ...
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: Literal[True],
+    **method_options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    nt_samples_batch_size: Any = ...,
+    seed: Any = ...,
+    noise: Any = ...,
+    return_convergence_delta: bool = ...,
+    **method_options: Any,
+) -> Any: ...
 
 
 def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,

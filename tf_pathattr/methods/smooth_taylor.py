@@ -24,12 +24,15 @@ released code ``garygsw/smooth-taylor`` (``attribution/analyzer.py``,
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["smooth_taylor", "adaptive_noise_search"]
 
@@ -132,6 +135,116 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
 
     seed_t = tf.constant(int(seed), tf.int64)
     return eng.Plan(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor, dict]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    return_details: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
 
 
 @eng.planned

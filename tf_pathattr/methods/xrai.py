@@ -19,11 +19,14 @@ Regions", ICCV 2019, arXiv 1906.02825.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_baseline, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 
@@ -118,6 +121,63 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
     for r, d in enumerate(ordered, start=1):
         ranks[d] = r
     return out.reshape(shape), ranks.reshape(shape)
+
+
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[False] = ...,
+) -> Attributions: ...
+
+
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[True],
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: bool = ...,
+) -> Any: ...
 
 
 def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
