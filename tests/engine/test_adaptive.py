@@ -113,3 +113,17 @@ def test_fixed_steps_details():
     attr, det = ig(steep, X_STEEP, None, n_steps=16, return_details=True)
     assert list(det["n_steps"]) == [16] * 4
     np.testing.assert_allclose(det["delta"].numpy(), attr.numpy().sum(1) - steep(X_STEEP).numpy()[:, 0], atol=1e-5)
+
+
+def test_layer_attribution_uses_grouped_rows():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4, name="emb")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(8, activation="tanh")(h)))
+    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]], np.int32)
+    auto, det = ig(model, ids, 1, layer="emb", n_steps="auto", rtol=1e-5, return_details=True)
+    fixed = ig(model, ids, 1, layer="emb", n_steps=64)
+    assert det["converged"].all()
+    np.testing.assert_allclose(auto.numpy(), fixed.numpy(), atol=1e-5 * np.abs(fixed.numpy()).max())

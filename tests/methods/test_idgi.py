@@ -243,3 +243,17 @@ def test_errors(cnn, images):
         tpa.integrated_gradients(cnn, images, 0, n_steps="auto", idgi=True)
     with pytest.raises(TypeError, match="idgi"):
         tpa.integrated_gradients(cnn, images, 0, idgi="yes")
+
+
+def test_layer_attribution_through_ig():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4, name="emb")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(8, activation="tanh")(h)))
+    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]], np.int32)
+    attr, delta = idgi(model, ids, 1, layer="emb", n_steps=8, return_convergence_delta=True)
+    acts = tpa.layer_activations(model, "emb", ids).numpy()
+    head = keras.Model(model.get_layer("emb").output, model.output)  # the rest of the model on activations
+    ref = idgi(head, acts, 1, n_steps=8).numpy()
+    np.testing.assert_allclose(attr.numpy(), ref, rtol=1e-5, atol=1e-8)
+    assert np.all(np.abs(delta.numpy()) < 1e-5)
