@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import tf_pathattr as tpa
 from conftest import make_smooth_cnn
-from tf_pathattr.engine.adaptive import clenshaw_curtis, levels_for_budget, nested_tables
+from tf_pathattr.engine.adaptive import clenshaw_curtis, fejer2, levels_for_budget, nested_tables
 
 ig = tpa.integrated_gradients
 
@@ -21,20 +21,30 @@ def test_clenshaw_curtis_exact_to_degree_n(n):
         assert abs((w * a ** (n + 2)).sum() - 1 / (n + 3)) > 1e-4
 
 
+@pytest.mark.parametrize("n", [4, 8, 16, 64])
+def test_fejer2_exact_to_degree_n_minus_1_without_end_points(n):
+    a, w = fejer2(n)
+    assert len(a) == n - 1 and a[0] > 0 and a[-1] < 1
+    assert np.all(w > 0) and abs(w.sum() - 1) < 1e-14 and np.all(np.diff(a) > 0)
+    for p in range(n):
+        assert abs((w * a ** p).sum() - 1 / (p + 1)) < 1e-13, p
+    np.testing.assert_allclose(a, clenshaw_curtis(n)[0][1:-1], atol=1e-15)  # the interior CC nodes
+
+
 def test_nested_tables_reuse_every_node():
     t = nested_tables(4)
-    assert list(t["nodes"]) == [5, 9, 17, 33] and list(t["gen_count"]) == [5, 4, 8, 16]
-    assert len(t["alpha"]) == 33 and len(np.unique(np.round(t["alpha"], 14))) == 33
+    assert list(t["nodes"]) == [3, 7, 15, 31] and list(t["gen_count"]) == [3, 4, 8, 16]
+    assert len(t["alpha"]) == 31 and len(np.unique(np.round(t["alpha"], 14))) == 31
     for lev in range(4):
         used = np.flatnonzero(t["weights"][lev])
         assert len(used) == t["nodes"][lev] and used.max() < t["gen_start"][lev] + t["gen_count"][lev]
-        a, w = clenshaw_curtis(4 * 2 ** lev)
+        a, w = fejer2(4 * 2 ** lev)
         order = np.argsort(t["alpha"][used])
         np.testing.assert_allclose(t["alpha"][used][order], a, atol=1e-15)
         np.testing.assert_allclose(t["weights"][lev][used][order], w, atol=1e-15)
-    assert levels_for_budget(1025) == 9 and levels_for_budget(32) == 3
+    assert levels_for_budget(1023) == 9 and levels_for_budget(32) == 4 and levels_for_budget(30) == 3
     with pytest.raises(ValueError, match="max_steps"):
-        levels_for_budget(4)
+        levels_for_budget(2)
 
 
 def steep(z):
@@ -64,7 +74,7 @@ def test_tolerance_met_and_finished_examples_stop(ibs):
 def test_budget_hit_is_reported():
     x = np.array([[0.3, 0.1], [60.0, 40.0]], np.float32)
     attr, det = ig(steep, x, None, n_steps="auto", rtol=1e-7, max_steps=17, return_details=True)
-    assert det["converged"][1] == np.False_ and det["n_steps"][1] == 17 and det["rounds"] == 3
+    assert det["converged"][1] == np.False_ and det["n_steps"][1] == 15 and det["rounds"] == 3
     f = steep(x).numpy()[:, 0]
     np.testing.assert_allclose(det["delta"].numpy(), attr.numpy().sum(1) - f, atol=1e-5)
 
@@ -106,7 +116,7 @@ def test_local_attributions_and_errors():
     with pytest.raises(ValueError, match="rtol"):
         ig(steep, X_STEEP, None, n_steps="auto", rtol=0.0)
     with pytest.raises(ValueError, match="max_steps"):
-        ig(steep, X_STEEP, None, n_steps="auto", max_steps=3)
+        ig(steep, X_STEEP, None, n_steps="auto", max_steps=2)
 
 
 def test_fixed_steps_details():

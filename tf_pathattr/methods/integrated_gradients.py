@@ -100,7 +100,7 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
 def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 64, method: str = "gausslegendre",
                          internal_batch_size=None, multiply_by_inputs: bool = True,
                          return_convergence_delta: bool = False, jit_compile: bool = False, layer=None, *,
-                         rtol: float = 1e-3, max_steps: int = 1025, return_details: bool = False, idgi=False):
+                         rtol: float = 1e-3, max_steps: int = 1023, return_details: bool = False, idgi=False):
     """Integrated Gradients along the straight line from ``baseline`` to ``inputs``.
 
     Parameters
@@ -115,8 +115,8 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
     baseline : scalar, array, per-example array, stack of K baselines, or a ``tpa.baselines`` recipe
         Several baselines are averaged (see :func:`tf_pathattr.engine.shapes.prepare_baselines`).
     n_steps : int or "auto"
-        Quadrature nodes (default 64). ``"auto"``: refine a nested Clenshaw–Curtis rule per example
-        (5, 9, 17, 33, ... nodes) until ``|delta| <= rtol * |F(x) - F(x')|`` or ``max_steps``
+        Quadrature nodes (default 64). ``"auto"``: refine a nested Fejér (open Clenshaw–Curtis) rule
+        per example (3, 7, 15, 31, ... nodes) until ``|delta| <= rtol * |F(x) - F(x')|`` or ``max_steps``
         gradient evaluations; examples that have converged stop costing gradient calls (see
         :mod:`tf_pathattr.engine.adaptive`; ``method`` is then not used).
     method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
@@ -140,7 +140,8 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
     rtol : float
         ``n_steps="auto"`` only: relative tolerance on the convergence delta (default 1e-3).
     max_steps : int
-        ``n_steps="auto"`` only: most gradient evaluations per example and baseline (default 1025).
+        ``n_steps="auto"`` only: most gradient evaluations per example and baseline (default 1023;
+        levels of 3, 7, 15, ..., 1023 nodes).
     return_details : bool
         Also return a dict: ``n_steps`` (gradient evaluations per example, ``[B]``), ``delta``
         (the convergence delta ``[B]``) and, for ``n_steps="auto"``, ``converged`` (``[B]`` bool;
