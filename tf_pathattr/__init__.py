@@ -16,7 +16,9 @@ from .methods.blur_ig import blur_integrated_gradients  # noqa: F401
 from .methods.expected_gradients import expected_gradients  # noqa: F401
 from .methods.gradients import gradients  # noqa: F401
 from .methods.guided_ig import guided_ig, guided_integrated_gradients  # noqa: F401
+from .methods.agi import adversarial_gradient_integration, agi  # noqa: F401
 from .methods.idg import integrated_decision_gradients  # noqa: F401
+from .methods.idgi import idgi, important_direction_gradient_integration  # noqa: F401
 from .methods.ig2 import ig2  # noqa: F401
 from .methods.integrated_gradients import integrated_gradients  # noqa: F401
 from .methods.noise_tunnel import noise_tunnel  # noqa: F401

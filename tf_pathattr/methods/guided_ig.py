@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from ..engine import accumulators as _acc
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_baselines
 from .integrated_gradients import completeness_delta
@@ -153,8 +154,8 @@ def _kth_smallest_bisect(mag, k):
     return tf.bitcast(hi, tf.float32)
 
 
-def _build(problem, n_steps, fraction, parity, anchored, return_delta):
-    """The traced body ``fn(flat_x, indices, tables, flat_base)``."""
+def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulator=None):
+    """The traced body ``fn(flat_x, indices, tables, flat_base)`` (``accumulator``: the IDGI hook)."""
     dtype = tf.float64 if parity else tf.float32
     rel_tol = _PARITY_TOL if parity else _FAST_REL_TOL
     abs_tol = _PARITY_TOL
@@ -235,7 +236,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
         if xla_rounds:
             advance = tf.function(advance, jit_compile=True, autograph=False)
 
-        def step(t, z, attr, max_r, sum_r, hit):
+        def step(t, z, attr, max_r, sum_r, hit, *idgi_state):
             if anchored:
                 base, end = point(seg_lo[t]), point(seg_hi[t])
                 z = tf.where(start[t] > 0, base, z)  # each segment starts exactly at its anchor
@@ -243,17 +244,23 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
                 base, end = b, x
             pts = unflatten(z, tf.float32)
             pts = [tf.ensure_shape(p, (batch,) + s) for p, s in zip(pts, shapes)]
-            _, grads = eng.score_and_gradients(problem, pts, indices)
+            f, grads = eng.score_and_gradients(problem, pts, indices)
+            if accumulator is not None:  # IDGI: the (F, g) pair of the path point z_t
+                idgi_state = (accumulator.update(idgi_state[0], f[None], [gr[None] for gr in grads]),)
             g = flatten(grads)
             z, attr, r, cut = advance(z, attr, g, base, end, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
-            return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut))
+            return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut)) + tuple(idgi_state)
 
         any_moving = tf.reduce_any(total > 0)
         init = [tf.constant(0, tf.int32), b, tf.zeros_like(b), tf.constant(0, tf.int32), tf.constant(0, tf.int32),
                 tf.constant(False)]
-        _, _, attr, max_r, sum_r, hit = tf.while_loop(
+        if accumulator is not None:
+            init.append(accumulator.init(flat_x))
+        _, _, attr, max_r, sum_r, hit, *idgi_state = tf.while_loop(
             lambda t, *_: tf.logical_and(t < n_steps, any_moving), step, init, parallel_iterations=1)
         attr_list = unflatten(attr, tf.float32)
+        if accumulator is not None:  # the last step ends at x: F(x), no gradient
+            attr_list, _ = accumulator.finish(idgi_state[0], eng.scores_at_x(problem, flat_x, indices, out_x))
         if return_delta:
             delta = completeness_delta(problem, flat_x, flat_base, indices, attr_list, out_x)
         else:
@@ -320,7 +327,7 @@ def guided_integrated_gradients(
 @eng.planned
 def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 200, fraction: float = 0.25,
                                 max_dist: float = 0.02, anchors=None, parity: bool = False, internal_batch_size=None,
-                                return_convergence_delta: bool = False, jit_compile: bool = False):
+                                return_convergence_delta: bool = False, jit_compile: bool = False, idgi=False):
     """Guided Integrated Gradients (Kapishnikov et al., CVPR 2021), batched over the explicands.
 
     Parameters
@@ -362,6 +369,10 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
         up to the left-Riemann error on smooth models; on max-pool models it loses 10-66 % by design.
     jit_compile : bool
         Compile the whole method (both loops) with XLA.
+    idgi : bool or engine.accumulators.ImportantDirection
+        Reduce the guided path's points ``z_0 = baseline, ..., z_T = x`` with IDGI (``tpa.idgi``):
+        the gradient of each step's start point and the output change to the next point (one
+        extra forward pass at ``x``); the path itself is unchanged.
 
     Returns
     -------
@@ -379,6 +390,7 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     :data:`LAST_DIAGNOSTICS`. Features with ``x_i == b_i`` get exactly zero.
     """
     n_steps, fraction, max_dist, anchors, parity = _check_args(n_steps, fraction, max_dist, anchors, parity)
+    accumulator = _acc.as_accumulator(idgi)
     if internal_batch_size is not None:
         check_positive_int(internal_batch_size, "internal_batch_size")
     problem = eng.prepare(model, inputs, target)
@@ -392,10 +404,10 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     tables = {k: tf.constant(v, tf.float64) for k, v in tables_np.items()}
     anchored = anchors is not None
     key = ("guided_integrated_gradients", n_steps, fraction, anchored, parity, bool(return_convergence_delta),
-           problem.batch_size, bool(XLA_ROUNDS))
+           problem.batch_size, bool(XLA_ROUNDS), _acc.cache_token(accumulator))
 
     def builder():
-        return _build(problem, n_steps, fraction, parity, anchored, bool(return_convergence_delta))
+        return _build(problem, n_steps, fraction, parity, anchored, bool(return_convergence_delta), accumulator)
 
     def finish(result):
         attr, delta, rounds, hit = result
