@@ -51,7 +51,7 @@ from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
 
-__all__ = ["integrated_decision_gradients", "allocate", "place"]
+__all__ = ["integrated_decision_gradients", "allocate", "allocate_from_logits", "place"]
 
 IMPORTANCE = ("exact", "finite_difference")
 PLACEMENT = ("segment", "reference")
@@ -88,7 +88,7 @@ def allocate(slopes, n_samples: int, reference: bool = False):
     lo = tf.minimum(tf.reduce_min(slopes, axis=-1, keepdims=True), 0.0)
     hi = tf.maximum(tf.reduce_max(slopes, axis=-1, keepdims=True), 0.0)
     span = hi - lo
-    norm = tf.math.divide_no_nan(slopes - lo, span)
+    norm = tf.maximum(tf.math.divide_no_nan(slopes - lo, span), 0.0)  # >= 0 also after compiled rounding
     if reference:
         norm = tf.concat([tf.zeros_like(norm[:, :1]), norm[:, 1:]], axis=1)  # the sentinel gets 0
     degenerate = tf.reduce_max(norm, axis=-1) <= DEGENERATE_TOL  # [B]
@@ -120,6 +120,24 @@ def allocate(slopes, n_samples: int, reference: bool = False):
     uniform[first:first + rem] += 1
     counts = tf.where(degenerate[:, None], tf.constant(uniform)[None], counts)
     return counts, f
+
+
+def allocate_from_logits(coarse, n_samples: int, reference: bool = False):
+    """Sample counts ``[B, E]`` from the coarse logits ``[B, N]`` (the method's step 2).
+
+    The allocation is invariant to a positive scale of the slopes (``S^`` is min-max normalised), so
+    it is computed from the logit *differences* ``L_{j+1} - L_j`` rather than the slopes
+    ``(L_{j+1} - L_j) / Delta``: a float32 subtraction of the same two numbers is exact and the
+    same in every compiled form, while XLA may evaluate the division in two fused kernels with
+    different rounding, so that ``S_j - min S`` came out as ``-1e-8`` for the minimum and ``floor``
+    turned it into a count of ``-1`` (eager and ``jit_compile=True`` placed the samples
+    differently). Normalised values are also clamped at 0.
+    """
+    diffs = coarse[:, 1:] - coarse[:, :-1]  # [B, N-1], proportional to the slopes
+    if reference:
+        diffs = tf.concat([tf.zeros_like(diffs[:, :1]), diffs], axis=1)  # the released sentinel entry
+    counts, _ = allocate(diffs, n_samples, reference=reference)
+    return counts
 
 
 def place(counts, n_samples: int, delta: float, placement: str = "segment", sample_point: str = "left",
@@ -255,14 +273,11 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
 
             coarse = eng.chunked_loop(n, chunk_c, coarse_body, tf.zeros((n, batch), tf.float32))
             coarse = tf.transpose(coarse)  # [B, N]
-            seg = (coarse[:, 1:] - coarse[:, :-1]) / delta  # [B, N-1]
             # 2. allocation and placement
+            counts = allocate_from_logits(coarse, m, compat)
             if compat:
-                entries = tf.concat([tf.zeros_like(seg[:, :1]), seg], axis=1)
-                counts, _ = allocate(entries, m, reference=True)
                 alpha, w = place(counts, m, delta, "reference", "left", first_left=1)
             else:
-                counts, _ = allocate(seg, m, reference=False)
                 alpha, w = place(counts, m, delta, placement, sample_point, first_left=0)
             alpha_t, w_t = tf.transpose(alpha), tf.transpose(w)  # [M, B]
 
