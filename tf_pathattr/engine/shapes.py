@@ -127,9 +127,11 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
         if t.dtype.is_integer or t.dtype == tf.bool:
             if not allow_integer:
                 raise TypeError(
-                    f"{label} has integer dtype {t.dtype.name}: gradients do not exist for integer inputs such as "
-                    "token ids. Pass layer=<the Embedding layer or its name> to attribute to the embedding output, "
-                    "or cast the inputs to float if they are really continuous."
+                    f"{label} has integer dtype {t.dtype.name}: integer inputs such as token ids have no gradient, "
+                    "and casting ids to float does not create one (an Embedding lookup is not differentiable in its "
+                    "ids, so the attributions would all be zero). Pass layer=<the Embedding layer or its name> to "
+                    "attribute to the embedding output, with the integer ids unchanged. Only integers that are "
+                    "measurements (e.g. uint8 pixel values 0-255) should be converted to float."
                 )
         elif t.dtype.is_floating:
             t = tf.cast(t, tf.float32)

@@ -184,9 +184,8 @@ def gradpath_integral(problem, x, refs_rb, indices, rep_fn, eta, n_steps, rule, 
             tape.watch(z)
             rep, s = rep_fn(z)
             d = tf.reduce_sum(tf.square(rep - r_ref), axis=1)
-        zero = tf.UnconnectedGradients.ZERO
-        g_f = tape.gradient(s, z, unconnected_gradients=zero)
-        g_d = tape.gradient(d, z, unconnected_gradients=zero)
+        g_f = eng.connected_gradients(problem, tape, s, z)
+        g_d = eng.connected_gradients(problem, tape, d, z, what="the representation distance D_r (representation=)")
         del tape
         return (tf.ensure_shape(s, [m_rows]), tf.ensure_shape(d, [m_rows]),
                 tf.ensure_shape(g_f, shape), tf.ensure_shape(g_d, shape))
