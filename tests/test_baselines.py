@@ -100,8 +100,8 @@ def test_meb_linear_transformation_invariance(rng):
     normed = tpa.baselines.maximum_entropy(0.0, 1.0, n=2, seed=9, preprocess=T)
     np.testing.assert_allclose(normed.draw(p).numpy(), T(raw.draw(p).numpy()), rtol=1e-6, atol=1e-6)
     for rule in ("gausslegendre", "riemann_right"):
-        a_raw = tpa.integrated_gradients(f_of_t, p, cls, baseline=raw, n_steps=16, method=rule).numpy()
-        a_norm = tpa.integrated_gradients(net, T(p), cls, baseline=normed, n_steps=16, method=rule).numpy()
+        a_raw = tpa.integrated_gradients(f_of_t, p, cls, baseline=raw, n_steps=16, rule=rule).numpy()
+        a_norm = tpa.integrated_gradients(net, T(p), cls, baseline=normed, n_steps=16, rule=rule).numpy()
         scale = np.abs(a_raw).max()
         np.testing.assert_allclose(a_raw, a_norm, rtol=1e-4, atol=1e-5 * scale)
         assert np.abs(a_raw - a_norm).max() / scale < 1e-5

@@ -111,7 +111,7 @@ def test_quadratic_reductions_to_ig(quad, kw):
 @pytest.mark.parametrize("kw", [dict(max_dist=0.0), dict(fraction=1.0), dict(max_dist=0.0, parity=True)])
 def test_reduces_to_left_riemann_ig(smooth, images, kw):
     x = images[:2]
-    ig = tpa.integrated_gradients(smooth, x, 3, method="riemann_left", n_steps=20).numpy()
+    ig = tpa.integrated_gradients(smooth, x, 3, rule="riemann_left", n_steps=20).numpy()
     attr = gig(smooth, x, 3, n_steps=20, **kw).numpy()
     scale = np.abs(ig).max()
     assert np.abs(attr - ig).max() / scale < 1e-5
@@ -187,7 +187,7 @@ def test_anchors_zero_is_unbounded(cnn, images):
 
 def test_anchors_t_minus_one_is_left_riemann(smooth, images):
     x = images[:2]
-    ig = tpa.integrated_gradients(smooth, x, 1, method="riemann_left", n_steps=16).numpy()
+    ig = tpa.integrated_gradients(smooth, x, 1, rule="riemann_left", n_steps=16).numpy()
     attr = gig(smooth, x, 1, n_steps=16, anchors=15, parity=True).numpy()
     assert np.abs(attr - ig).max() / np.abs(ig).max() < 1e-5
 

@@ -150,7 +150,7 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
     return flat, structure, int(batch)
 
 
-def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline"):
+def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline", seed=None):
     """Bring baselines to ``[K, B, *S]`` per input (``K`` baselines that get averaged).
 
     Accepted per input (``S`` = per-example shape, ``B`` = batch size):
@@ -162,7 +162,8 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     * ``[K, B, *S]`` or ``[K, 1, *S]`` -> K baselines per example, averaged.
 
     A ``[B, *S]`` array is always read as per-example; to pass ``K == B`` shared baselines use
-    ``[K, 1, *S]``. All inputs must agree on ``K``.
+    ``[K, 1, *S]``. All inputs must agree on ``K``. A ``tpa.baselines`` recipe is drawn for the
+    inputs; ``seed`` (the method's ``seed=``) overrides the recipe's own seed when it is not ``None``.
     """
     if baseline is None:
         baseline = 0.0
@@ -174,7 +175,7 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
         if b is None:
             b = 0.0
         if hasattr(b, "draw") and callable(b.draw):  # a tpa.baselines recipe
-            b = b.draw(x, input_index=i)
+            b = b.draw(x, seed=seed, input_index=i)
         t = tf.cast(_to_tensor(b, label), tf.float32)
         if not bool(tf.reduce_all(tf.math.is_finite(t))):
             raise ValueError(f"{label} contains NaN or infinite values")
@@ -206,6 +207,23 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     if len(ks) > 1:
         raise ValueError(f"{name}: every input needs the same number of baselines, got {sorted(ks)}")
     return out
+
+
+def renamed_option(new_value, old_value, new_name: str, old_name: str, default=None, stacklevel: int = 3):
+    """Resolve an option renamed from ``old_name`` to ``new_name`` (the old name stays one release).
+
+    ``new_value`` is ``None`` when the user did not pass the new name. Passing the old name warns
+    with a ``DeprecationWarning``; passing both is a ``TypeError``.
+    """
+    if old_value is None:
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise TypeError(f"{old_name}= is the deprecated name of {new_name}=; pass only {new_name}= (got both)")
+    import warnings
+
+    warnings.warn(f"{old_name}= is deprecated and has been renamed {new_name}=; {old_name}= will be removed in the "
+                  f"next release", DeprecationWarning, stacklevel=stacklevel)
+    return old_value
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

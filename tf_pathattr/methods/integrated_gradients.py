@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
-from ..engine.shapes import check_choice, prepare_baselines
+from ..engine.shapes import check_choice, prepare_baselines, renamed_option
 from .registry import MethodSpec, tile_baseline
 
 __all__ = ["integrated_gradients", "straight_path_sum"]
@@ -86,9 +86,10 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
     return total - (f_x - f_b)
 
 
-def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 64, method: str = "gausslegendre",
+def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 64, rule=None,
                          internal_batch_size=None, multiply_by_inputs: bool = True,
-                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
+                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None, seed=None,
+                         method=None):
     """Integrated Gradients along the straight line from ``baseline`` to ``inputs``.
 
     Parameters
@@ -104,8 +105,9 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         Several baselines are averaged (see :func:`tf_pathattr.engine.shapes.prepare_baselines`).
     n_steps : int
         Quadrature nodes (default 64).
-    method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
-        Quadrature rule; all weights sum to 1. ``pair`` reproduces PAIR ``saliency``'s IG.
+    rule : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
+        Quadrature rule (default ``"gausslegendre"``); all weights sum to 1. ``pair`` reproduces PAIR
+        ``saliency``'s IG.
     internal_batch_size : int, optional
         Most model rows per call (default 256): ``internal_batch_size // B`` path points per call.
         Peak memory depends on it, not on ``n_steps``.
@@ -121,6 +123,11 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         model, whose integer inputs have no gradient). ``baseline`` then lives in the layer's output
         space (default zeros; ``tpa.layer_activations(model, layer, pad_ids)`` gives padding
         embeddings) and the attributions have the layer output's shape.
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe's draws (e.g. ``tpa.baselines.uniform()``); ``None``
+        keeps the recipe's own seed. Same seed, same result. Without a random recipe IG draws nothing.
+    method : str, optional
+        Deprecated name of ``rule`` (kept for one release; ``DeprecationWarning``).
 
     Returns
     -------
@@ -132,15 +139,16 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
     The whole computation, the loop over path chunks included, is one ``tf.function`` cached per
     model and static options; new inputs of the same shape and new targets reuse the trace.
     """
-    check_choice(method, "method", RULES)
+    rule = renamed_option(rule, method, "rule", "method", default="gausslegendre")
+    check_choice(rule, "rule", RULES)
     if return_convergence_delta and not multiply_by_inputs:
         raise ValueError("return_convergence_delta needs multiply_by_inputs=True (local attributions are not complete)")
-    alphas, weights = quadrature(method, n_steps)
+    alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     k_count = int(flat_base[0].shape[0])
     chunk = eng.chunk_size(n_steps * k_count, problem.batch_size, internal_batch_size)
-    key = ("integrated_gradients", method, int(n_steps), chunk, k_count, bool(multiply_by_inputs),
+    key = ("integrated_gradients", rule, int(n_steps), chunk, k_count, bool(multiply_by_inputs),
            bool(return_convergence_delta), problem.batch_size)
 
     def builder():

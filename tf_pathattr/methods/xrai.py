@@ -161,7 +161,7 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
             hi = x.reshape(batch, -1).max(1)
             ex = (slice(None),) + (None,) * (x.ndim - 1)
             baselines = np.stack([np.ones_like(x) * lo[ex], np.ones_like(x) * hi[ex]])
-        base = integrated_gradients(model, x, target, baseline=baselines, n_steps=n_steps, method="pair",
+        base = integrated_gradients(model, x, target, baseline=baselines, n_steps=n_steps, rule="pair",
                                     internal_batch_size=internal_batch_size).numpy()
     else:
         base = np.asarray(base_attribution, np.float64)
