@@ -120,6 +120,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     """
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+        _shapes.check_against_model(model, flat_x, structure, name_inputs)
         forward = make_forward(model, structure)
         out_shape = output_shape(model, forward, flat_x)
         spec = _targets.resolve_target(target, batch, out_shape)
@@ -128,6 +129,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     from . import layers as _layers
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
+    _shapes.check_against_model(model, raw, raw_structure, name_inputs)
     lay = _layers.find_layer(model, layer)
     acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
     if not acts.dtype.is_floating:

@@ -150,6 +150,62 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
     return flat, structure, int(batch)
 
 
+def _declared_shapes(model, structure: Structure):
+    """The input shapes a Keras model declares (``keras.Input``), one per flat input, or ``None``."""
+    try:
+        spec = getattr(model, "input")
+    except Exception:  # Sequential models before their first call, subclassed models, plain callables
+        spec = None
+    if spec is None:
+        listed = getattr(model, "inputs", None)
+        if not isinstance(listed, (list, tuple)) or not listed:
+            return None
+        if structure.kind == "dict":
+            by_name = {getattr(t, "name", None): t for t in listed}
+            spec = {k: by_name[k] for k in structure.keys if k in by_name}
+        else:
+            spec = listed[0] if len(listed) == 1 else list(listed)
+
+    def shape_of(t):
+        shape = getattr(t, "shape", None)
+        return None if shape is None else tuple(shape)
+
+    if structure.kind == "single":
+        if isinstance(spec, (list, tuple, dict)):
+            if len(spec) != 1:
+                return None
+            spec = next(iter(spec.values())) if isinstance(spec, dict) else spec[0]
+        return [shape_of(spec)]
+    if structure.kind == "dict":
+        if not isinstance(spec, dict):
+            return None
+        return [shape_of(spec[k]) if k in spec else None for k in structure.keys]
+    if isinstance(spec, (list, tuple)) and len(spec) == len(structure.keys):
+        return [shape_of(t) for t in spec]
+    return None
+
+
+def check_against_model(model, flat, structure: Structure, name: str = "inputs") -> None:
+    """Refuse inputs whose rank differs from the batch the model declares (``keras.Input``).
+
+    The usual case is one example passed without its batch axis (``ig(model, x[0])``), which Keras
+    would otherwise report deep inside a layer (e.g. negative Conv2D output sizes).
+    """
+    declared = _declared_shapes(model, structure)
+    if not declared:
+        return
+    for i, (want, t) in enumerate(zip(declared, flat)):
+        if want is None or len(want) == 0:
+            continue
+        if t.shape.rank != len(want):
+            label = name if structure.kind == "single" else f"{name}[{structure.keys[i]!r}]"
+            dims = ", ".join("B" if j == 0 else ("?" if d is None else str(d)) for j, d in enumerate(want))
+            hint = ""
+            if t.shape.rank == len(want) - 1:
+                hint = " (one example without its batch axis? pass x[None] for a batch of one)"
+            raise ValueError(f"{label}: expected a batch [{dims}], got an array of shape {tuple(t.shape)}{hint}")
+
+
 def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline", seed=None):
     """Bring baselines to ``[K, B, *S]`` per input (``K`` baselines that get averaged).
 
