@@ -356,8 +356,7 @@ def test_zero_distance_returns_zeros_without_model_calls():
 
 @pytest.mark.parametrize("fraction, max_dist", [(0.1, 0.02), (0.25, 0.02), (0.5, 1.0), (0.05, 0.02)])
 def test_rounds_within_bound(cnn, images, fraction, max_dist):
-    gig(cnn, images[:2], 0, n_steps=20, fraction=fraction, max_dist=max_dist)
-    diag = dict(gig_mod.LAST_DIAGNOSTICS)
+    _, diag = gig(cnn, images[:2], 0, n_steps=20, fraction=fraction, max_dist=max_dist, return_details=True)
     assert diag["bound"] == math.ceil(1 / fraction) + 2
     assert 1 <= diag["max_rounds"] <= diag["bound"]
     assert not diag["bound_hit"]
@@ -443,6 +442,17 @@ def test_round_bound_cut_off_is_reported(cnn, images, monkeypatch):
     monkeypatch.setattr(gig_mod, "max_rounds_per_step", lambda fraction: 1)
     eng.CACHE.clear()
     with pytest.warns(RuntimeWarning, match="selection rounds"):
-        gig(cnn, images[:2], 0, n_steps=10, fraction=0.1, max_dist=0.02)
-    assert gig_mod.LAST_DIAGNOSTICS["bound_hit"] and gig_mod.LAST_DIAGNOSTICS["max_rounds"] == 1
+        _, diag = gig(cnn, images[:2], 0, n_steps=10, fraction=0.1, max_dist=0.02, return_details=True)
+    assert diag["bound_hit"] and diag["max_rounds"] == 1
+
+
+def test_details_come_with_the_call_and_no_module_state_is_kept(cnn, images):
+    # issue 9 (Build): the round statistics are returned, not kept in module-level mutable state
+    assert not hasattr(gig_mod, "LAST_DIAGNOSTICS")
+    attr, delta, diag = gig(cnn, images[:2], 0, n_steps=6, return_convergence_delta=True, return_details=True)
+    assert attr.shape == images[:2].shape and delta.shape == (2,)
+    assert set(diag) == {"max_rounds", "mean_rounds", "bound", "bound_hit"}
+    from tf_pathattr.methods import registry
+
+    assert registry.get("guided_ig").details is True
     eng.CACHE.clear()

@@ -43,7 +43,7 @@ import tensorflow as tf
 from ..baselines import gaussian_kernel_1d
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int
-from .registry import MethodSpec
+from .registry import MethodSpec, require
 
 __all__ = [
     "blur_integrated_gradients",
@@ -142,7 +142,7 @@ def _check_positive_float(value, name):
 
 def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 50.0, n_steps: int = 100,
                               grad_step: float = 0.01, sqrt: bool = False, internal_batch_size=None,
-                              return_convergence_delta: bool = False, jit_compile: bool = False):
+                              return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
     """Blur IG: integrated gradients along the path from ``blur(x, sigma_end)`` to ``x``.
 
     Parameters
@@ -170,6 +170,8 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
         Also return ``delta = sum(attr) - (F(x) - F(blur(x, sigma_end)))`` per example.
     jit_compile : bool
         Compile the whole method with XLA.
+    layer : None
+        Not supported: the blur path is defined on the image itself (a ``ValueError`` says so).
 
     Returns
     -------
@@ -184,6 +186,8 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     blob, not from a mean-colour image. With ``grad_step < 0.125`` the first step contributes
     exactly 0 (both blurs are the identity).
     """
+    if layer is not None:
+        require(SPEC, "layer", "layer=")
     max_sigma = _check_positive_float(max_sigma, "max_sigma")
     grad_step = _check_positive_float(grad_step, "grad_step")
     n_steps = check_positive_int(n_steps, "n_steps")

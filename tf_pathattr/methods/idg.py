@@ -178,7 +178,7 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
                                   reference_compat: bool = False, importance: str = "exact",
                                   placement: str = "segment", sample_point: str = "left", normalize=None,
                                   internal_batch_size=None, return_details: bool = False,
-                                  jit_compile: bool = False):
+                                  jit_compile: bool = False, layer=None, seed=None):
     """Integrated Decision Gradients with adaptive sample allocation (bug-free default).
 
     Parameters
@@ -212,6 +212,13 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
         and ``importance [B, M]``.
     jit_compile : bool
         Compile the whole method with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output (e.g. an ``Embedding``): the coarse and fine passes run on
+        the straight line from ``baseline`` (in that layer's output space, default zeros) to the
+        layer's activations; the raw inputs (integer token ids) are fed unchanged.
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe (``None``: the recipe's own seed). IDG itself
+        draws nothing.
 
     Returns
     -------
@@ -238,8 +245,8 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
             raise ValueError(f"reference_compat=True needs n_coarse == n_steps (the released code uses one size), "
                              f"got n_coarse={n}, n_steps={m}")
         importance, placement, sample_point = "finite_difference", "reference", "left"
-    problem = eng.prepare(model, inputs, target)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    problem = eng.prepare(model, inputs, target, layer=layer)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if int(flat_base[0].shape[0]) != 1:
         raise ValueError(f"baseline: integrated_decision_gradients takes one baseline per example, got "
                          f"{int(flat_base[0].shape[0])} stacked baselines")
@@ -339,7 +346,6 @@ SPEC = MethodSpec(
     paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
           "Where the Model Makes Its Decision, AAAI 2024",
     details=True,
-    layer="integrated_decision_gradients does not support layer= yet",
     per_example_options={"baseline": tile_baseline},
     test_options={"n_steps": 8},
 )

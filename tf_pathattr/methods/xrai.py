@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
-from .registry import MethodSpec, tile_baseline, tile_batch_axis
+from .registry import MethodSpec, require, tile_baseline, tile_batch_axis
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 
@@ -122,7 +122,7 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
 
 def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
          n_steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50, region_score: str = "mean",
-         internal_batch_size=None, return_details: bool = False):
+         internal_batch_size=None, return_details: bool = False, layer=None):
     """XRAI region attribution for a batch of images ``[B, H, W, C]``.
 
     Parameters
@@ -141,11 +141,16 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     region_score : {"mean", "sum"}
         Rank regions by attribution density (the released code) or total (the poster's wording).
 
+    layer : None
+        Not supported: XRAI segments the input image (a ``ValueError`` says so).
+
     Returns
     -------
     tf.Tensor ``[B, H, W]`` float32; with ``return_details=True`` also a dict with ``ranks``
     ``[B, H, W]`` int32 (1 = best region) and ``base_attribution``.
     """
+    if layer is not None:
+        require(SPEC, "layer", "layer=")
     check_choice(algorithm, "algorithm", ("full", "fast"))
     check_choice(region_score, "region_score", ("mean", "sum"))
     min_pixel_diff = check_positive_int(min_pixel_diff, "min_pixel_diff", minimum=0)
