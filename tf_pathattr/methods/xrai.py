@@ -120,7 +120,7 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
     return out.reshape(shape), ranks.reshape(shape)
 
 
-def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
+def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
          n_steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50, region_score: str = "mean",
          internal_batch_size=None, return_details: bool = False, layer=None):
     """XRAI region attribution for a batch of images ``[B, H, W, C]``.
