@@ -456,3 +456,49 @@ def test_details_come_with_the_call_and_no_module_state_is_kept(cnn, images):
 
     assert registry.get("guided_ig").details is True
     eng.CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# batch = per-example (issue 9 defect 11)
+
+
+def _maxpool_bn_cnn(seed=0, size=48):
+    """A random-weight max-pool / BatchNorm CNN like the emotion CNN of the report (7 classes)."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((size, size, 1)), L.Conv2D(32, 3, activation="relu", padding="same"), L.BatchNormalization(),
+        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.BatchNormalization(),
+        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(7)])
+
+
+@pytest.mark.parametrize("parity", [False, True])
+def test_no_coupling_between_rows_with_a_batch_invariant_model(parity):
+    # the model's input gradients depend (by ~4e-9) on how many rows it is called with (oneDNN picks
+    # batch-size-dependent kernels); calling it row by row removes that, and then an example's Guided IG
+    # inside a batch is bit-identical to its Guided IG alone: the method itself shares no state across rows
+    model = _maxpool_bn_cnn()
+    x = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+
+    def rowwise(z):
+        return tf.concat([model(z[i:i + 1], training=False) for i in range(z.shape[0])], axis=0)
+
+    batch = gig(rowwise, x, None, n_steps=30, parity=parity).numpy()
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], gig(rowwise, x[i:i + 1], None, n_steps=30, parity=parity).numpy()[0])
+
+
+def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
+    from tf_pathattr.methods import registry
+
+    tol = registry.get("guided_integrated_gradients").batch_tolerance
+    assert 0.0 < tol < 1.0
+    model = _maxpool_bn_cnn()
+    x = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+    batch = gig(model, x, None, n_steps=50).numpy()
+    worst = 0.0
+    for i in range(3):
+        one = gig(model, x[i:i + 1], None, n_steps=50).numpy()[0]
+        worst = max(worst, np.abs(batch[i] - one).max() / np.abs(one).max())
+    assert worst <= tol
