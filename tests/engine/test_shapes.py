@@ -101,3 +101,26 @@ def test_per_input_tuple_baseline_end_to_end():
     w = model.layers[-1].get_weights()[0][:, 0]
     np.testing.assert_allclose(got[0].numpy()[0], w[:2] * (2.0 - 0.0), rtol=1e-5)
     np.testing.assert_allclose(got[1].numpy()[0], w[2:] * (3.0 - 1.0), rtol=1e-5)
+
+
+def test_a_single_example_without_its_batch_axis_is_named():
+    # issue 9 defect 14: used to be a Keras Conv2D error about negative output sizes
+    import keras
+
+    import tf_pathattr as tpa
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(2, 3), keras.layers.MaxPooling2D(2),
+                              keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((3, 16, 16, 1)).astype(np.float32)
+    for name in ("integrated_gradients", "gradients", "guided_integrated_gradients"):
+        with pytest.raises(ValueError, match=r"expected a batch \[B, 16, 16, 1\], got an array of shape \(16, 16, 1\)"):
+            tpa.attribute(model, x[0], 0, method=name, n_steps=2) if name != "gradients" else \
+                tpa.gradients(model, x[0], 0)
+    assert tpa.gradients(model, x[:1], 0).shape == (1, 16, 16, 1)
+    # multi-input: the offending input is named
+    ia, ib = keras.Input((4,), name="a"), keras.Input((2, 3), name="b")
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([ia, keras.layers.Flatten()(ib)]))
+    dmodel = keras.Model({"a": ia, "b": ib}, out)
+    with pytest.raises(ValueError, match=r"inputs\['b'\]: expected a batch \[B, 2, 3\], got an array of shape \(2, 3\)"):
+        tpa.gradients(dmodel, {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 3), np.float32)}, 0)

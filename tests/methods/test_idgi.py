@@ -233,12 +233,12 @@ def test_errors(cnn, images):
         idgi(cnn, images, 0, base_method="expected_gradients")
     with pytest.raises(ValueError, match="zero_gradient"):
         idgi(cnn, images, 0, zero_gradient="ignore")
-    with pytest.raises(ValueError, match="method="):
-        idgi(cnn, images, 0, method="riemann_trapezoid")
+    with pytest.raises(ValueError, match="rule="):
+        idgi(cnn, images, 0, rule="riemann_trapezoid")
     with pytest.raises(ValueError, match="one baseline"):
         idgi(cnn, images, 0, baseline=np.zeros((2,) + images.shape, np.float32))
     with pytest.raises(ValueError, match="layer="):
-        idgi(cnn, images, 0, base_method="guided_ig", layer="dense")
+        idgi(cnn, images, 0, base_method="blur_ig", layer="dense")
     with pytest.raises(ValueError, match="auto"):
         tpa.integrated_gradients(cnn, images, 0, n_steps="auto", idgi=True)
     with pytest.raises(TypeError, match="idgi"):

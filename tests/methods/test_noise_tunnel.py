@@ -31,7 +31,7 @@ def test_injected_noise_matches_numpy(rng):
     for nt_type, expected in [("smoothgrad", per.mean(0)), ("smoothgrad_sq", (per ** 2).mean(0)),
                               ("vargrad", per.var(0))]:
         out = tpa.noise_tunnel("gradients", model, x, 1, nt_type=nt_type, nt_samples=5, stdevs=0.2, noise=eps,
-                               multiply_by_inputs=True, nt_samples_batch_size=2)
+                               multiply_by_inputs=True, internal_batch_size=6)  # 2 samples per call
         np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
 
 
@@ -40,8 +40,12 @@ def test_vargrad_non_negative_and_seeded(toy_cnn, rng):
     a = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8)
     assert float(tf.reduce_min(a)) >= 0.0
     b = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
-                         nt_samples_batch_size=4)
+                         internal_batch_size=8)  # 4 noise samples per call
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
+    with pytest.warns(DeprecationWarning, match="nt_samples_batch_size"):
+        c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
+                             nt_samples_batch_size=4)
+    np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-9)
     c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=5, n_steps=8)
     assert np.max(np.abs(a.numpy() - c.numpy())) > 0
 

@@ -233,7 +233,7 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
 def integrated_gradients_auto(model, inputs, target=None, *, baseline=0.0, rtol: float = 1e-3, max_steps: int = 1023,
                               internal_batch_size=None, multiply_by_inputs: bool = True,
                               return_convergence_delta: bool = False, return_details: bool = False,
-                              jit_compile: bool = False, layer=None):
+                              jit_compile: bool = False, layer=None, seed=None):
     """``integrated_gradients(..., n_steps="auto")`` (see the module docstring and that function).
 
     Returns attributions, then ``delta [B]`` with ``return_convergence_delta``, then a dict with
@@ -249,7 +249,7 @@ def integrated_gradients_auto(model, inputs, target=None, *, baseline=0.0, rtol:
     max_steps = _shapes.check_positive_int(max_steps, "max_steps")
     levels = levels_for_budget(max_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_base = _shapes.prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = _shapes.prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     k_count = int(flat_base[0].shape[0])
     batch = problem.batch_size
     ibs = eng.DEFAULT_INTERNAL_BATCH_SIZE if internal_batch_size is None else _shapes.check_positive_int(

@@ -126,6 +126,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     """
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+        _shapes.check_against_model(model, flat_x, structure, name_inputs)
         forward = make_forward(model, structure)
         out_shape = output_shape(model, forward, flat_x)
         spec = _targets.resolve_target(target, batch, out_shape)
@@ -134,6 +135,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     from . import layers as _layers
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
+    _shapes.check_against_model(model, raw, raw_structure, name_inputs)
     lay = _layers.find_layer(model, layer)
     acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
     if not acts.dtype.is_floating:
@@ -191,8 +193,46 @@ def score_and_gradients(problem: Problem, flat_points, indices):
         for p in flat_points:
             tape.watch(p)
         s = problem.scorer(problem.forward(flat_points), indices)
-    grads = tape.gradient(s, flat_points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = connected_gradients(problem, tape, s, flat_points)
     return s, grads
+
+
+def _input_labels(problem, which):
+    if problem.layer is not None:
+        return f"the output of layer {problem.layer.name!r} (layer=)"
+    if problem.structure.kind == "single":
+        return "inputs"
+    return ", ".join(f"inputs[{problem.structure.keys[i]!r}]" for i in which)
+
+
+def unconnected_message(problem, which, what: str = "the explained output") -> str:
+    """The error for a missing gradient path from ``what`` to the inputs ``which`` (indices)."""
+    where = _input_labels(problem, which)
+    if problem.layer is not None:
+        hint = "pick a layer whose output the explained output depends on differentiably"
+    else:
+        hint = ("if these are token ids (or any ids / categories fed to an Embedding or a lookup), pass them as "
+                "integers with layer=<the Embedding layer or its name> to attribute to the embedding output; if the "
+                "input is unused, remove it or give it a zero baseline")
+    return (f"no gradient path from {what} to {where}: the model's output does not depend differentiably on it "
+            f"(float-cast token ids into an Embedding, an argmax / round / cast to int inside the model, "
+            f"tf.stop_gradient, or an unused input), so every attribution would be zero; {hint}")
+
+
+def connected_gradients(problem, tape, target, sources, what: str = "the explained output"):
+    """``tape.gradient(target, sources)`` that raises (at trace time) where a source has no gradient path.
+
+    A missing path used to become zeros (``UnconnectedGradients.ZERO``), which made float-cast token
+    ids give silently all-zero attributions; now it is a ``ValueError`` naming the input (or ``layer=``).
+    """
+    grads = tape.gradient(target, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
+    single = not isinstance(sources, (list, tuple))
+    glist = [grads] if single else list(grads)
+    missing = [i for i, g in enumerate(glist) if g is None]
+    if missing:
+        raise ValueError(unconnected_message(problem, missing, what))
+    glist = [tf.convert_to_tensor(g) for g in glist]
+    return glist[0] if single else glist
 
 
 def chunk_size(n_points: int, batch_size: int, internal_batch_size) -> int:

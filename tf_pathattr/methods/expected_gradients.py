@@ -110,7 +110,7 @@ def expected_gradients(
 
 
 @eng.planned
-def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
+def expected_gradients(model, inputs, target=None, *, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
                        sample_indices=None, sample_alphas=None, layer=None):
     """Expected Gradients (IG with baselines and alphas sampled from a background set).

@@ -22,7 +22,7 @@ from ..engine import accumulators as _acc
 from ..engine import adaptive as _adaptive
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
-from ..engine.shapes import check_choice, prepare_baselines
+from ..engine.shapes import check_choice, prepare_baselines, renamed_option
 from .registry import MethodSpec, tile_baseline
 from .._typing import Attributions, Inputs, Model, Target
 
@@ -152,10 +152,11 @@ def integrated_gradients(
 
 
 @eng.planned
-def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 64, method: str = "gausslegendre",
+def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 64, rule=None,
                          internal_batch_size=None, multiply_by_inputs: bool = True,
-                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None, *,
-                         rtol: float = 1e-3, max_steps: int = 1023, return_details: bool = False, idgi=False):
+                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None, seed=None,
+                         method=None, rtol: float = 1e-3, max_steps: int = 1023, return_details: bool = False,
+                         idgi=False):
     """Integrated Gradients along the straight line from ``baseline`` to ``inputs``.
 
     Parameters
@@ -173,9 +174,10 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         Quadrature nodes (default 64). ``"auto"``: refine a nested Fejér (open Clenshaw–Curtis) rule
         per example (3, 7, 15, 31, ... nodes) until ``|delta| <= rtol * |F(x) - F(x')|`` or ``max_steps``
         gradient evaluations; examples that have converged stop costing gradient calls (see
-        :mod:`tf_pathattr.engine.adaptive`; ``method`` is then not used).
-    method : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
-        Quadrature rule; all weights sum to 1. ``pair`` reproduces PAIR ``saliency``'s IG.
+        :mod:`tf_pathattr.engine.adaptive`; ``rule`` is then not used).
+    rule : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
+        Quadrature rule (default ``"gausslegendre"``); all weights sum to 1. ``pair`` reproduces PAIR
+        ``saliency``'s IG.
     internal_batch_size : int, optional
         Most model rows per call (default 256): ``internal_batch_size // B`` path points per call.
         Peak memory depends on it, not on ``n_steps``.
@@ -191,6 +193,11 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
         model, whose integer inputs have no gradient). ``baseline`` then lives in the layer's output
         space (default zeros; ``tpa.layer_activations(model, layer, pad_ids)`` gives padding
         embeddings) and the attributions have the layer output's shape.
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe's draws (e.g. ``tpa.baselines.uniform()``); ``None``
+        keeps the recipe's own seed. Same seed, same result. Without a random recipe IG draws nothing.
+    method : str, optional
+        Deprecated name of ``rule`` (kept for one release; ``DeprecationWarning``).
 
     rtol : float
         ``n_steps="auto"`` only: relative tolerance on the convergence delta (default 1e-3).
@@ -218,7 +225,8 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
     The whole computation, the loop over path chunks included, is one ``tf.function`` cached per
     model and static options; new inputs of the same shape and new targets reuse the trace.
     """
-    check_choice(method, "method", RULES)
+    rule = renamed_option(rule, method, "rule", "method", default="gausslegendre")
+    check_choice(rule, "rule", RULES)
     if return_convergence_delta and not multiply_by_inputs:
         raise ValueError("return_convergence_delta needs multiply_by_inputs=True (local attributions are not complete)")
     accumulator = _acc.as_accumulator(idgi)
@@ -231,23 +239,23 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
             model, inputs, target, baseline=baseline, rtol=rtol, max_steps=max_steps,
             internal_batch_size=internal_batch_size, multiply_by_inputs=multiply_by_inputs,
             return_convergence_delta=return_convergence_delta, return_details=return_details,
-            jit_compile=jit_compile, layer=layer)
+            jit_compile=jit_compile, layer=layer, seed=seed)
     if accumulator is not None:
-        if method not in ("gausslegendre", "riemann_left"):
-            raise ValueError(f"method={method!r}: IDGI (idgi=True) uses the points k/n_steps, k = 0..n_steps, "
-                             "not a quadrature rule; leave method at its default")
+        if rule not in ("gausslegendre", "riemann_left"):
+            raise ValueError(f"rule={rule!r}: IDGI (idgi=True) uses the points k/n_steps, k = 0..n_steps, "
+                             "not a quadrature rule; leave rule at its default")
         if not multiply_by_inputs:
             raise ValueError("idgi=True has no local (multiply_by_inputs=False) form")
-        method = "riemann_left"
-    alphas, weights = quadrature(method, n_steps)
+        rule = "riemann_left"
+    alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     k_count = int(flat_base[0].shape[0])
     if accumulator is not None and k_count != 1:
         raise ValueError(f"baseline: IDGI (idgi=True) takes one baseline per example, got {k_count} stacked baselines")
     chunk = eng.chunk_size(n_steps * k_count, problem.batch_size, internal_batch_size)
     want_delta = bool(return_convergence_delta or return_details)
-    key = ("integrated_gradients", method, int(n_steps), chunk, k_count, bool(multiply_by_inputs),
+    key = ("integrated_gradients", rule, int(n_steps), chunk, k_count, bool(multiply_by_inputs),
            want_delta, problem.batch_size, _acc.cache_token(accumulator))
 
     def builder():

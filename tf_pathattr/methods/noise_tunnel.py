@@ -21,6 +21,7 @@ neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -121,9 +122,9 @@ def noise_tunnel(
 ) -> Any: ...
 
 
-def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,
-                 stdevs: float = 0.15, nt_samples_batch_size=None, seed=None, noise=None,
-                 return_convergence_delta: bool = False, **method_options):
+def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,
+                 stdevs: float = 0.15, internal_batch_size=None, seed=None, noise=None,
+                 return_convergence_delta: bool = False, nt_samples_batch_size=None, **method_options):
     """Average an attribution method over Gaussian-perturbed copies of the inputs.
 
     Parameters
@@ -138,9 +139,11 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         Noise samples ``n`` (default 25).
     stdevs : float
         Noise standard deviation as a fraction of each example's value range (default 0.15).
-    nt_samples_batch_size : int, optional
-        Noise samples per call of the wrapped method (default: all). A callable target forces 1,
-        because a score written for ``B`` rows cannot be tiled.
+    internal_batch_size : int, optional
+        Most model rows per call, as for every method: the wrapped method runs on
+        ``max(1, internal_batch_size // B)`` noisy copies at a time (default: all ``nt_samples``) and
+        gets the same ``internal_batch_size`` for its own path chunks. A callable target forces one
+        copy per call, because a score written for ``B`` rows cannot be tiled.
     seed : int, optional
         Stateless noise seed; sample ``j`` uses ``(seed, j)``, so results do not depend on the
         batching of samples. A stochastic wrapped method (``stochastic=True`` in its registry entry:
@@ -151,6 +154,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
     return_convergence_delta : bool
         ``smoothgrad`` only: the mean of the wrapped method's deltas, i.e.
         ``sum(SG) - (mean_j F(x + eps_j) - F(x'))`` for IG.
+    nt_samples_batch_size : int, optional
+        Deprecated (one release, ``DeprecationWarning``): noise samples per call of the wrapped
+        method; use ``internal_batch_size`` (model rows per call).
     **method_options
         Passed to the wrapped method (``n_steps``, ``baseline``...). The options its registry entry
         declares per-example (``tpa.methods.registry.get(name).per_example_options``: a per-example
@@ -162,19 +168,29 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
     from . import resolve_method  # late import: the registry imports this module
 
     if method_options.get("layer") is not None:
-        raise NotImplementedError("noise_tunnel perturbs the inputs; it does not support layer= attribution yet")
+        registry.require(SPEC, "layer", "layer=")
 
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
     n = check_positive_int(nt_samples, "nt_samples")
     if not np.isfinite(stdevs) or stdevs < 0:
         raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
+    ibs = check_optional_positive_int(internal_batch_size, "internal_batch_size")
+    if nt_samples_batch_size is not None:
+        warnings.warn("nt_samples_batch_size= is deprecated and has been replaced by internal_batch_size= (model rows "
+                      "per call: internal_batch_size // B noise samples per call); it will be removed in the next "
+                      "release", DeprecationWarning, stacklevel=2)
+        if ibs is not None:
+            raise TypeError("pass internal_batch_size= or the deprecated nt_samples_batch_size=, not both")
     group = check_optional_positive_int(nt_samples_batch_size, "nt_samples_batch_size") or n
     if return_convergence_delta and nt_type != "smoothgrad":
         raise ValueError("return_convergence_delta is only defined for nt_type='smoothgrad'")
 
     problem = eng.prepare(model, inputs, target)
     batch = problem.batch_size
+    if ibs is not None:
+        group = max(1, ibs // batch)
+        method_options = dict(method_options, internal_batch_size=ibs)
     spec = problem.target
     if spec.kind == tgt.CALLABLE:
         group = 1
@@ -331,6 +347,8 @@ def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **opt
     ``noise_tunnel("gradients", ...)``; ``nt_type="smoothgrad_sq"`` / ``"vargrad"`` give SG² and
     VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`.
     """
+    if options.get("layer") is not None:
+        registry.require(SMOOTHGRAD_SPEC, "layer", "layer=")
     return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
 
 

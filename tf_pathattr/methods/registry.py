@@ -63,7 +63,10 @@ class MethodSpec:
     multi_input : bool or str
         Explains list / dict inputs of multi-input models, or why not.
     stochastic : bool
-        Draws random numbers; takes ``seed=`` (stateless: same seed, same result).
+        Draws random numbers with its default options; takes ``seed=`` (stateless: same seed, same
+        result). Methods that take a ``baseline`` (IG, Split IG, Guided IG, IDG) also take ``seed=``,
+        which seeds a random ``tpa.baselines`` recipe (``None``: the recipe's own seed), but they
+        are deterministic without one, so they are not declared stochastic.
     exportable : bool or str
         Can be embedded in a SavedModel endpoint (``tpa.saved_model.export``) and the callback's
         compiled explain step, or why not.
