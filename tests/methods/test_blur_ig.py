@@ -178,8 +178,9 @@ def test_bad_inputs_raise_clear_errors():
     x = np.random.default_rng(0).random((1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         blur_integrated_gradients(lambda z: tf.reduce_sum(z, axis=1)[:, None], x[:, :, 0, 0])
-    with pytest.raises(TypeError, match="integer"):
+    with pytest.raises(TypeError, match="integer dtype int32: .*convert integer images") as info:
         blur_integrated_gradients(model, (x * 255).astype(np.int32))
+    assert "Pass layer=" not in str(info.value)  # Blur IG cannot take layer=
     with pytest.raises(ValueError, match="max_sigma"):
         blur_integrated_gradients(model, x, max_sigma=0.0)
     with pytest.raises(ValueError, match="grad_step"):

@@ -136,6 +136,18 @@ def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: floa
     )
 
 
+def _refuse_integer_images(inputs, method_name):
+    """Integer images: say to convert them to float (the engine's integer message points to layer=,
+    which image methods cannot take)."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None and not isinstance(inputs, (list, tuple, dict)):
+        dtype = np.asarray(inputs).dtype
+    if dtype is not None and (tf.as_dtype(dtype).is_integer or tf.as_dtype(dtype) == tf.bool):
+        raise TypeError(f"inputs has integer dtype {tf.as_dtype(dtype).name}: {method_name} explains float images; "
+                        "convert integer images (e.g. uint8 0-255) to float as the model expects them. "
+                        f"It cannot attribute to a layer's output (layer=), so token-id models need another method.")
+
+
 def _check_positive_float(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
@@ -251,6 +263,7 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     """
     if layer is not None:
         require(SPEC, "layer", "layer=")
+    _refuse_integer_images(inputs, "blur_integrated_gradients")
     max_sigma = _check_positive_float(max_sigma, "max_sigma")
     grad_step = _check_positive_float(grad_step, "grad_step")
     n_steps = check_positive_int(n_steps, "n_steps")

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from ..engine.layout import image_axes, resolve_data_format, to_channels_last
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
+from .blur_ig import _refuse_integer_images
 from .registry import MethodSpec, require, tile_baseline, tile_batch_axis
 from .._typing import Attributions, Inputs, Model, Target
 
@@ -220,6 +221,7 @@ def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, s
     check_choice(region_score, "region_score", ("mean", "sum"))
     min_pixel_diff = check_positive_int(min_pixel_diff, "min_pixel_diff", minimum=0)
     fmt = resolve_data_format(data_format)
+    _refuse_integer_images(inputs, "xrai")
     flat, structure, batch = prepare_inputs(inputs)
     if structure.kind != "single" or flat[0].shape.rank not in (3, 4):
         raise ValueError("xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) "
