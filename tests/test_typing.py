@@ -50,3 +50,23 @@ def test_overloads_follow_the_return_flags(name):
                     assert not returns_tuple, f"{name}: {flag}=False must return the attributions alone"
                 seen.add(literal)
         assert seen == {True, False}, f"{name}: overloads for {flag} cover {seen}"
+
+
+@pytest.mark.parametrize("name", [s.name for s in registry.specs() if _flags(s)])
+def test_overloads_match_the_implementation(name):
+    """Each overload takes the implementation's positional parameters, its flags and ``**options``
+    (regenerate with ``python tools/write_overloads.py``), and the flags exist on the implementation."""
+    import inspect
+
+    spec = registry.get(name)
+    function = getattr(tf_pathattr, name) if spec.function.__name__.startswith("_") else spec.function
+    impl = inspect.signature(function).parameters
+    positional = [p for p, v in impl.items() if v.kind == v.POSITIONAL_OR_KEYWORD]
+    for flag in _flags(spec):
+        assert flag in impl, f"{name} declares {flag} in the registry but does not take it"
+    for ov in typing.get_overloads(function):
+        params = inspect.signature(ov).parameters
+        kinds = [v.kind for v in params.values()]
+        assert [p for p, v in params.items() if v.kind == v.POSITIONAL_OR_KEYWORD] == positional
+        assert [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY] == _flags(spec)
+        assert kinds[-1] == inspect.Parameter.VAR_KEYWORD

@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import math
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine import targets as _targets
 from ..engine.shapes import check_choice, check_positive_int
+from . import registry
+from .._typing import Attributions, Inputs, Model, Target
 from .registry import MethodSpec
 
 __all__ = ["adversarial_gradient_integration", "agi", "spaced_classes"]
@@ -103,8 +107,8 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
                     prob = tf.nn.softmax(out, axis=-1) if softmax else out
                     p_j = tf.gather(prob, cls, axis=1, batch_dims=1)
                     p_c = tf.gather(prob, true_c, axis=1, batch_dims=1)
-                g_j = tape.gradient(p_j, z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                g_c = tape.gradient(p_c, z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                g_j = eng.connected_gradients(problem, tape, p_j, z, "the false-class probability")
+                g_c = eng.connected_gradients(problem, tape, p_c, z)
                 del tape
                 hit = tf.equal(tf.cast(tf.argmax(out, axis=-1), tf.int32), cls)
                 done = tf.logical_or(done, hit)
@@ -131,12 +135,24 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
     return fn
 
 
+@overload
+def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: float = 0.05, max_iter: int = 20,
                                      k=None, class_selection: str = "random", false_classes=None,
                                      reference_compat: bool = False, clip=(0.0, 1.0), softmax: bool = True,
                                      seed=None, internal_batch_size=None, return_details: bool = False,
-                                     jit_compile: bool = False):
+                                     jit_compile: bool = False, layer=None):
     """Adversarial Gradient Integration (Pan, Li, Zhu, IJCAI 2021), batched over explicands and false classes.
 
     Parameters
@@ -176,6 +192,9 @@ def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: flo
         Also return ``{"false_classes": [B, k]}``.
     jit_compile : bool
         Compile the whole method with XLA.
+    layer : None
+        Not supported: the adversarial walk moves the model inputs inside the ``clip`` box (a
+        ``ValueError`` gives the registry's reason).
 
     Returns
     -------
@@ -202,6 +221,8 @@ def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: flo
     else:
         lo = hi = None
     seed = eng.as_numpy_seed(seed)
+    if layer is not None:
+        registry.require(SPEC, "layer", "layer")
     problem = eng.prepare(model, inputs, target)
     if problem.target.kind == _targets.CALLABLE:
         raise ValueError("target: adversarial_gradient_integration needs a class index (None, an int or B ints); "

@@ -158,51 +158,15 @@ def _check_positive_float(value, name):
 
 
 @overload
-def blur_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    max_sigma: float = ...,
-    n_steps: int = ...,
-    grad_step: float = ...,
-    sqrt: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Attributions: ...
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def blur_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    max_sigma: float = ...,
-    n_steps: int = ...,
-    grad_step: float = ...,
-    sqrt: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def blur_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    max_sigma: float = ...,
-    n_steps: int = ...,
-    grad_step: float = ...,
-    sqrt: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: bool = ...,
-    jit_compile: bool = ...,
-) -> Any: ...
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

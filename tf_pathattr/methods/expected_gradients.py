@@ -56,57 +56,15 @@ def _flat_background(background, structure):
 
 
 @overload
-def expected_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    background: Any = ...,
-    n_samples: int = ...,
-    seed: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    jit_compile: bool = ...,
-    sample_indices: Any = ...,
-    sample_alphas: Any = ...,
-    layer: Any = ...,
-) -> Attributions: ...
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def expected_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    background: Any = ...,
-    n_samples: int = ...,
-    seed: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[True],
-    jit_compile: bool = ...,
-    sample_indices: Any = ...,
-    sample_alphas: Any = ...,
-    layer: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def expected_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    background: Any = ...,
-    n_samples: int = ...,
-    seed: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: bool = ...,
-    jit_compile: bool = ...,
-    sample_indices: Any = ...,
-    sample_alphas: Any = ...,
-    layer: Any = ...,
-) -> Any: ...
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

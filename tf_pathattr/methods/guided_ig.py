@@ -265,57 +265,23 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
 
 
 @overload
-def guided_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    fraction: float = ...,
-    max_dist: float = ...,
-    anchors: Any = ...,
-    parity: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Attributions: ...
+def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def guided_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    fraction: float = ...,
-    max_dist: float = ...,
-    anchors: Any = ...,
-    parity: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def guided_integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    fraction: float = ...,
-    max_dist: float = ...,
-    anchors: Any = ...,
-    parity: bool = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: bool = ...,
-    jit_compile: bool = ...,
-) -> Any: ...
+def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+
+
+@overload
+def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

@@ -178,63 +178,15 @@ def place(counts, n_samples: int, delta: float, placement: str = "segment", samp
 
 
 @overload
-def integrated_decision_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    n_coarse: Any = ...,
-    reference_compat: bool = ...,
-    importance: str = ...,
-    placement: str = ...,
-    sample_point: str = ...,
-    normalize: Any = ...,
-    internal_batch_size: Any = ...,
-    return_details: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Attributions: ...
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def integrated_decision_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    n_coarse: Any = ...,
-    reference_compat: bool = ...,
-    importance: str = ...,
-    placement: str = ...,
-    sample_point: str = ...,
-    normalize: Any = ...,
-    internal_batch_size: Any = ...,
-    return_details: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, dict]: ...
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def integrated_decision_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    n_coarse: Any = ...,
-    reference_compat: bool = ...,
-    importance: str = ...,
-    placement: str = ...,
-    sample_point: str = ...,
-    normalize: Any = ...,
-    internal_batch_size: Any = ...,
-    return_details: bool = ...,
-    jit_compile: bool = ...,
-) -> Any: ...
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

@@ -29,10 +29,15 @@ Integrated Gradients", CVPR 2023, arXiv 2303.14242; released numpy function yang
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
+import tensorflow as tf
+
 from ..engine.accumulators import ZERO_GRADIENT, ImportantDirection
 from ..engine.shapes import check_choice
 from . import registry
 from ..engine import gradients as eng
+from .._typing import Attributions, Inputs, Model, Target
 from .registry import MethodSpec, tile_baseline
 
 __all__ = ["important_direction_gradient_integration", "idgi", "BASE_METHODS"]
@@ -41,9 +46,22 @@ __all__ = ["important_direction_gradient_integration", "idgi", "BASE_METHODS"]
 BASE_METHODS = ("integrated_gradients", "guided_integrated_gradients", "blur_integrated_gradients")
 
 
+@overload
+def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def important_direction_gradient_integration(model, inputs, target=None, *, base_method="integrated_gradients",
-                                             zero_gradient: str = "skip", **options):
+                                             zero_gradient: str = "skip", return_convergence_delta: bool = False,
+                                             **options):
     """IDGI over the path of ``base_method`` (Yang, Wang, Bilgic, CVPR 2023).
 
     Parameters
@@ -85,7 +103,8 @@ def important_direction_gradient_integration(model, inputs, target=None, *, base
     if "idgi" in options:
         raise TypeError("important_direction_gradient_integration: idgi= is set by this function; "
                         "call the base method with idgi=True instead")
-    return spec.function.plan(model, inputs, target, idgi=ImportantDirection(zero_gradient), **options)
+    return spec.function.plan(model, inputs, target, idgi=ImportantDirection(zero_gradient),
+                              return_convergence_delta=return_convergence_delta, **options)
 
 
 idgi = important_direction_gradient_integration

@@ -242,60 +242,15 @@ def _make_rep_fn(problem, mode, obj, indices):
 
 
 @overload
-def ig2(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    references: Any = ...,
-    step_size: Any = ...,
-    representation: Any = ...,
-    n_steps: int = ...,
-    clip: Any = ...,
-    rule: str = ...,
-    eps: float = ...,
-    max_batch: Any = ...,
-    return_details: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Attributions: ...
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def ig2(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    references: Any = ...,
-    step_size: Any = ...,
-    representation: Any = ...,
-    n_steps: int = ...,
-    clip: Any = ...,
-    rule: str = ...,
-    eps: float = ...,
-    max_batch: Any = ...,
-    return_details: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, dict]: ...
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def ig2(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    references: Any = ...,
-    step_size: Any = ...,
-    representation: Any = ...,
-    n_steps: int = ...,
-    clip: Any = ...,
-    rule: str = ...,
-    eps: float = ...,
-    max_batch: Any = ...,
-    return_details: bool = ...,
-    jit_compile: bool = ...,
-) -> Any: ...
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

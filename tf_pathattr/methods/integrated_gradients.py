@@ -101,54 +101,23 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
 
 
 @overload
-def integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    method: str = ...,
-    internal_batch_size: Any = ...,
-    multiply_by_inputs: bool = ...,
-    return_convergence_delta: Literal[False] = ...,
-    jit_compile: bool = ...,
-    layer: Any = ...,
-) -> Attributions: ...
+def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    method: str = ...,
-    internal_batch_size: Any = ...,
-    multiply_by_inputs: bool = ...,
-    return_convergence_delta: Literal[True],
-    jit_compile: bool = ...,
-    layer: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def integrated_gradients(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    baseline: Any = ...,
-    n_steps: int = ...,
-    method: str = ...,
-    internal_batch_size: Any = ...,
-    multiply_by_inputs: bool = ...,
-    return_convergence_delta: bool = ...,
-    jit_compile: bool = ...,
-    layer: Any = ...,
-) -> Any: ...
+def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+
+
+@overload
+def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned
@@ -292,6 +261,7 @@ SPEC = MethodSpec(
             "several averaged; `n_steps=\"auto\"` refines per example until the delta is within `rtol` of F(x) − F(x')"),
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",
+    details=True,
     per_example_options={"baseline": tile_baseline},
     test_options={"n_steps": 8},
 )

@@ -69,57 +69,15 @@ def _tile_options(method, options, problem, reps):
 
 
 @overload
-def noise_tunnel(
-    method: Any,
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    nt_type: str = ...,
-    nt_samples: int = ...,
-    stdevs: float = ...,
-    nt_samples_batch_size: Any = ...,
-    seed: Any = ...,
-    noise: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    **method_options: Any,
-) -> Attributions: ...
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def noise_tunnel(
-    method: Any,
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    nt_type: str = ...,
-    nt_samples: int = ...,
-    stdevs: float = ...,
-    nt_samples_batch_size: Any = ...,
-    seed: Any = ...,
-    noise: Any = ...,
-    return_convergence_delta: Literal[True],
-    **method_options: Any,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def noise_tunnel(
-    method: Any,
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    nt_type: str = ...,
-    nt_samples: int = ...,
-    stdevs: float = ...,
-    nt_samples_batch_size: Any = ...,
-    seed: Any = ...,
-    noise: Any = ...,
-    return_convergence_delta: bool = ...,
-    **method_options: Any,
-) -> Any: ...
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
 
 
 def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,

@@ -138,113 +138,23 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
 
 
 @overload
-def smooth_taylor(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    n_roots: int = ...,
-    noise_scale: Any = ...,
-    percent: bool = ...,
-    noise: Any = ...,
-    seed: Any = ...,
-    adaptive: bool = ...,
-    objective: Any = ...,
-    objective_options: Any = ...,
-    search_options: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    return_details: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Attributions: ...
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def smooth_taylor(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    n_roots: int = ...,
-    noise_scale: Any = ...,
-    percent: bool = ...,
-    noise: Any = ...,
-    seed: Any = ...,
-    adaptive: bool = ...,
-    objective: Any = ...,
-    objective_options: Any = ...,
-    search_options: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[False] = ...,
-    return_details: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, dict]: ...
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def smooth_taylor(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    n_roots: int = ...,
-    noise_scale: Any = ...,
-    percent: bool = ...,
-    noise: Any = ...,
-    seed: Any = ...,
-    adaptive: bool = ...,
-    objective: Any = ...,
-    objective_options: Any = ...,
-    search_options: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[True],
-    return_details: Literal[False] = ...,
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def smooth_taylor(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    n_roots: int = ...,
-    noise_scale: Any = ...,
-    percent: bool = ...,
-    noise: Any = ...,
-    seed: Any = ...,
-    adaptive: bool = ...,
-    objective: Any = ...,
-    objective_options: Any = ...,
-    search_options: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: Literal[True],
-    return_details: Literal[True],
-    jit_compile: bool = ...,
-) -> Tuple[Attributions, tf.Tensor, dict]: ...
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload
-def smooth_taylor(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    n_roots: int = ...,
-    noise_scale: Any = ...,
-    percent: bool = ...,
-    noise: Any = ...,
-    seed: Any = ...,
-    adaptive: bool = ...,
-    objective: Any = ...,
-    objective_options: Any = ...,
-    search_options: Any = ...,
-    internal_batch_size: Any = ...,
-    return_convergence_delta: bool = ...,
-    return_details: bool = ...,
-    jit_compile: bool = ...,
-) -> Any: ...
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned

@@ -126,60 +126,15 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
 
 
 @overload
-def xrai(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    base_attribution: Any = ...,
-    baselines: Any = ...,
-    segments: Any = ...,
-    algorithm: str = ...,
-    n_steps: int = ...,
-    area_threshold: float = ...,
-    min_pixel_diff: int = ...,
-    region_score: str = ...,
-    internal_batch_size: Any = ...,
-    return_details: Literal[False] = ...,
-) -> Attributions: ...
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def xrai(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    base_attribution: Any = ...,
-    baselines: Any = ...,
-    segments: Any = ...,
-    algorithm: str = ...,
-    n_steps: int = ...,
-    area_threshold: float = ...,
-    min_pixel_diff: int = ...,
-    region_score: str = ...,
-    internal_batch_size: Any = ...,
-    return_details: Literal[True],
-) -> Tuple[Attributions, dict]: ...
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def xrai(
-    model: Model,
-    inputs: Inputs,
-    target: Target = ...,
-    *,
-    base_attribution: Any = ...,
-    baselines: Any = ...,
-    segments: Any = ...,
-    algorithm: str = ...,
-    n_steps: int = ...,
-    area_threshold: float = ...,
-    min_pixel_diff: int = ...,
-    region_score: str = ...,
-    internal_batch_size: Any = ...,
-    return_details: bool = ...,
-) -> Any: ...
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
 
 
 def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
