@@ -176,47 +176,59 @@ def batched_scores(problem, key, n_points, rows_per_call, make_points, extra_arg
 
     ``make_points(flat_x, indices, start, size, *extra) -> [size * B, *S]`` builds ``size`` points
     (point-major rows). One cached ``tf.function`` (forward only) loops over chunks of points with
-    ``eng.chunked_loop``; several points go to the model in each call. ``with_clean=True`` also
-    returns the score of the clean inputs. ``class_probability=True`` also returns the probability
-    of the compared class (ROAD).
-    Returns ``(scores [n_points, B], target indices [B], clean [B] or None, probs [n_points, B] or None)``
-    as numpy.
+    ``eng.chunked_loop``; several points go to the model in each call. ``scoring`` is one
+    :class:`~._scoring.Scoring` or a tuple of them (several scores from the same forward passes).
+    ``with_clean=True`` also returns the score of the clean inputs; ``class_probability=True`` also
+    the probability of the compared class (ROAD).
+
+    Returns ``(scores, target indices [B], clean or None, probs [n_points, B] or None)`` as numpy;
+    ``scores`` is ``[n_points, B]`` (``[n_scorings, n_points, B]`` for a tuple), ``clean`` ``[B]``
+    (``[n_scorings, B]``).
     """
+    many = isinstance(scoring, (tuple, list))
+    scorings = tuple(scoring) if many else (scoring,)
     batch = problem.batch_size
     chunk = eng.chunk_size(n_points, batch, rows_per_call)
+    needs_classes = any(s.needs_classes for s in scorings)
 
     def builder():
         def fn(flat_x, indices, *extra):
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
-            need_x = with_clean or scoring.needs_classes
-            if need_x and out_x is None:
+            if (with_clean or needs_classes) and out_x is None:
                 out_x = problem.forward(list(flat_x))
-            classes = scoring.classes(out_x, indices) if scoring.needs_classes else indices
-            n_out = 2 if class_probability else 1
+            cls = [s.classes(out_x, indices) if s.needs_classes else indices for s in scorings]
 
             def body(start, size, acc):
                 pts = make_points(flat_x, indices, start, size, *extra)
                 out = problem.forward([pts])
                 idx = tf.range(start, start + size)[:, None]
-                res = [tf.tensor_scatter_nd_update(acc[0], idx, tf.reshape(scoring(problem, out, classes),
-                                                                            [size, batch]))]
+                res = [tf.tensor_scatter_nd_update(a, idx, tf.reshape(s(problem, out, c), [size, batch]))
+                       for a, s, c in zip(acc, scorings, cls)]
                 if class_probability:
-                    p = scoring.class_probability(problem, out, classes)
-                    res.append(tf.tensor_scatter_nd_update(acc[1], idx, tf.reshape(p, [size, batch])))
+                    p = scorings[0].class_probability(problem, out, cls[0])
+                    res.append(tf.tensor_scatter_nd_update(acc[-1], idx, tf.reshape(p, [size, batch])))
                 return tuple(res)
 
+            n_out = len(scorings) + (1 if class_probability else 0)
             init = tuple(tf.zeros((n_points, batch), tf.float32) for _ in range(n_out))
             acc = eng.chunked_loop(n_points, chunk, body, init)
-            clean = scoring(problem, out_x, classes) if with_clean else tf.zeros((batch,), tf.float32)
+            if with_clean:
+                clean = tf.stack([s(problem, out_x, c) for s, c in zip(scorings, cls)])
+            else:
+                clean = tf.zeros((len(scorings), batch), tf.float32)
             return acc, indices, clean
 
         return fn
 
-    out = eng.run(problem, ("metric",) + tuple(key) + (n_points, chunk, scoring.key, with_clean, class_probability),
-                  builder, extra_args)
-    acc, indices, clean = out
-    probs = acc[1].numpy() if class_probability else None
-    return acc[0].numpy(), indices.numpy(), (clean.numpy() if with_clean else None), probs
+    key = ("metric",) + tuple(key) + (n_points, chunk, tuple(s.key for s in scorings), with_clean, class_probability)
+    acc, indices, clean = eng.run(problem, key, builder, extra_args)
+    scores = np.stack([a.numpy() for a in acc[:len(scorings)]])
+    probs = acc[-1].numpy() if class_probability else None
+    clean = clean.numpy() if with_clean else None
+    if not many:
+        scores = scores[0]
+        clean = None if clean is None else clean[0]
+    return scores, indices.numpy(), clean, probs
 
 
 def result_target(problem, classes):
