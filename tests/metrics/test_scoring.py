@@ -256,3 +256,24 @@ def test_xrai_maps_are_accepted(toy_cnn):
     assert tuple(m.shape) == (1, 8, 8)
     r = deletion(toy_cnn, x, m, n_steps=4)
     assert r.curves.shape == (1, 5) and np.all(np.isfinite(r.curves))
+
+
+def test_aupc_and_total_variation_follow_the_rules(smooth_cnn):
+    from tf_pathattr.metrics import aupc, total_variation
+
+    rng = np.random.default_rng(13)
+    x = rng.random((2, 16, 16, 3)).astype(np.float32)
+    attr = rng.normal(size=x.shape)
+    opts = dict(window=4, n_regions=3, n_candidates=4, seed=0)
+    v, c = aupc(smooth_cnn, x, attr, **opts)
+    cf = keras.Sequential([keras.Input((3, 16, 16)), keras.layers.Permute((2, 3, 1)), smooth_cnn])
+    v2, c2 = aupc(cf, x.transpose(0, 3, 1, 2), attr.transpose(0, 3, 1, 2), data_format="channels_first", **opts)
+    np.testing.assert_allclose(c2, c, atol=1e-5)
+    soft = keras.Sequential([smooth_cnn, keras.layers.Softmax()])
+    with pytest.raises(ValueError, match="logit"):
+        aupc(soft, x, attr, **opts)
+    p, _ = aupc(soft, x, attr, score="probability", **opts)
+    assert np.all(np.isfinite(p))
+    big = rng.normal(size=(1, 40, 40, 3))
+    np.testing.assert_allclose(total_variation(big.transpose(0, 3, 1, 2), data_format="channels_first")[0],
+                               total_variation(big)[0])
