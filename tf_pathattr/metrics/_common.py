@@ -41,6 +41,17 @@ def prepare_single(model, inputs, target):
     return problem
 
 
+def attributions_array(attributions, x_shape, name="attributions") -> np.ndarray:
+    """Attributions as float64 numpy, checked to have the inputs' shape and finite values."""
+    a = attributions.numpy() if hasattr(attributions, "numpy") else np.asarray(attributions)
+    a = np.asarray(a, np.float64)
+    if tuple(a.shape) != tuple(x_shape):
+        raise ValueError(f"{name} must have the shape of inputs {tuple(x_shape)}, got {tuple(a.shape)}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the inputs split into units.

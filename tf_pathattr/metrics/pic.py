@@ -8,7 +8,9 @@ Information is the byte length of the image as lossless WebP (Pillow). For each 
 ``tau`` the image keeping the top ``tau`` fraction of pixels gives a point
 ``(clip((H - H0)/(H_orig - H0)), clip((p - p0)/(p_orig - p0)))``; with ``(0, 0)`` and ``(1, 1)``
 added, the piecewise-linear curve is sampled at 1000 points plus 1.0 and integrated with the
-trapezoid rule. Per image the model is called once, on all ``len(thresholds) + 2`` images.
+trapezoid rule. The ``len(thresholds) + 2`` images of every example are scored by one compiled
+forward loop. SIC is made of the probability of the target by the shared scoring rule
+(:mod:`._scoring`: a model ending in softmax is read as is), AIC of top-1 == target.
 
 References: A. Kapishnikov, T. Bolukbasi, F. Viegas, M. Terry, "XRAI: Better Attributions Through
 Regions", ICCV 2019; A. Kapishnikov et al., "Guided Integrated Gradients", CVPR 2021. Protocol as
