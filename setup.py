@@ -22,6 +22,11 @@ EXTRAS = {
     # metrics (PIC, AUTVC), XRAI, Blur IG parity and pictures
     "viz": ["matplotlib>=3.7", "pillow>=10"],
     "metrics": ["scipy>=1.11", "scikit-image>=0.22", "pillow>=10"],
+    # test-only references for the metric parity tests (captum's infidelity / sensitivity_max); not part of
+    # `dev` because torch is large: install the CPU wheel first (pip install torch --index-url
+    # https://download.pytorch.org/whl/cpu), then `pip install tf_pathattr[test-reference]`. The tests skip
+    # without them.
+    "test-reference": ["torch>=2.3", "captum>=0.8"],
 }
 EXTRAS["dev"] = sorted(
     set(
