@@ -40,18 +40,18 @@ def expected_deletion(x, attr, forward, steps_counts, sub=0.0):
 
 
 def test_softmax_output_model_is_scored_on_its_probabilities():
-    from tf_pathattr.metrics._scoring import output_activation
-
     model, kern = linear_image_model(4, 4, 2, 7, activation="softmax")
-    assert output_activation(model) == "softmax"
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 4, 4, 2)).astype(np.float32) * 3
     attr = rng.normal(size=x.shape)
     r = deletion(model, x, attr, n_steps=4)
     probs = np_softmax(x.reshape(2, -1).astype(np.float64) @ kern)
     cls = probs.argmax(1)
-    assert r.score == "probability" and r.extra["outputs"] == "probabilities" and r.extra["detected_by"] == "layer"
     np.testing.assert_allclose(r.curves[:, 0], probs[np.arange(2), cls], atol=1e-5)  # not softmax(probs)
+    assert r.score == "probability" and r.extra["outputs"] == "probabilities" and r.extra["detected_by"] == "layer"
+    from tf_pathattr.metrics._scoring import output_activation
+
+    assert output_activation(model) == "softmax"
 
     def f(v, b):
         return np_softmax(v.reshape(1, -1).astype(np.float64) @ kern)[0, cls[b]]
