@@ -11,7 +11,8 @@ Protocol (``nb_samples`` subsets per example, default 200):
   holds pixel rows ``h`` with ``min(floor((h + 1/2) G / H), G - 1) = i`` (what
   ``tf.image.resize(method="nearest")`` of the cell grid gives, xplique's construction) and the same
   for columns; a removed cell is set to the baseline in every channel;
-* **sequences** (``units="tokens"``): ``grid_size`` cells along the tokens (a token's whole vector);
+* **sequences** (``units="tokens"``): ``grid_size`` cells along the tokens, each removing whole token
+  vectors (xplique's time-series grid also splits the feature axis: ``grid_size x features`` cells);
 * **tabular rows**: one cell per feature (``grid_size`` is ignored);
 * ``subset="bernoulli"`` (default, xplique since 2023): each cell is removed independently with
   probability ``subset_percent`` (0.2); ``subset="exact"``: exactly ``round(subset_percent * cells)``
@@ -37,6 +38,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
 from . import _common as C
 
@@ -149,7 +151,7 @@ def mu_fidelity(model, inputs, attributions, target=None, *, grid_size: Optional
         n = rem.shape[1]
     else:
         n = check_positive_int(nb_samples, "nb_samples")
-        base_seed = 0 if seed is None else int(seed)
+        base_seed = eng.as_numpy_seed(seed)
         u = np.stack([np.random.default_rng([base_seed, b]).random((n, n_cells)) for b in range(batch)])
         if subset == "bernoulli":
             rem = u < float(subset_percent)

@@ -288,7 +288,8 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=N
         PAIR notebook; the function default of PAIR is 0.8).
     aggregate : {"median", "mean"}
     batch_size : int, most model rows per call (the ``len(thresholds) + 2`` images of every example
-        are scored by one compiled forward loop)
+        are scored by one compiled forward loop; they are held in memory together, as float32:
+        ``(len(thresholds) + 2) * B`` images, so split very large batches)
 
     Returns
     -------

@@ -177,7 +177,8 @@ def road(model, inputs, attributions, labels=None, *, fractions=DEFAULT_FRACTION
     transform : callable, optional; preprocessing applied after imputation (e.g. normalisation)
     seed : int (None = 0)
     reference_compat : bool, a new tie-break pattern per fraction, as the released ``run_road``
-    batch_size : most model rows per call (default 256)
+    batch_size : most model rows per call (default 256); the ``orders x fractions x B`` imputed
+        images are held in memory together (float32), so split very large batches
     """
     from .aupc import _wrap
 
