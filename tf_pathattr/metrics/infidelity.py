@@ -236,9 +236,13 @@ def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: fl
     seed : int (None = 0), sample ``k`` draws with ``seed=[seed, k]``
     batch_size : most rows per explainer call (default: all ``B n`` copies at once)
     """
-    from ..methods import resolve_method
+    from ..methods import registry, resolve_method
 
     fn = resolve_method(explainer)
+    spec = registry.spec_of(explainer)
+    if spec is not None and spec.output == "split":
+        raise ValueError(f"explainer: {spec.name} returns two maps per input; sensitivity_max compares one "
+                         "explanation per input (wrap it in a callable that returns one map)")
     if norm not in ("fro", "inf"):
         raise ValueError(f"norm must be 'fro' or 'inf', got {norm!r}")
     problem = C.prepare_single(model, inputs, target)
