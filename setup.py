@@ -46,6 +46,11 @@ EXTRAS = {
     "tf-keras-vis": ["tf-keras-vis>=0.8.7"],
     # lint and the API reference site
     "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+    # test-only references for the metric parity tests (captum's infidelity / sensitivity_max); not part of
+    # `dev` because torch is large: install the CPU wheel first (pip install torch --index-url
+    # https://download.pytorch.org/whl/cpu), then `pip install tf_pathattr[test-reference]`. The tests skip
+    # without them.
+    "test-reference": ["torch>=2.3", "captum>=0.8"],
 }
 # everything needed to run the tests, without a TensorFlow distribution (for machines that already have one)
 EXTRAS["test"] = sorted(

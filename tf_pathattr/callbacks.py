@@ -247,7 +247,9 @@ class AttributionLogger(keras.callbacks.Callback):
         if delta is not None:
             scalars["completeness_gap"] = float(np.mean(np.abs(delta)))
         if "deletion_auc" in self.metrics:
-            scalars["deletion_auc"] = _mean_auc(_deletion_fn()(self.model, self.inputs, attr, self.target))
+            # rank-3 probes are grayscale images here (as for the overlays); deletion needs that said
+            kw = {"units": "pixels"} if getattr(self.inputs, "ndim", None) == 3 else {}
+            scalars["deletion_auc"] = _mean_auc(_deletion_fn()(self.model, self.inputs, attr, self.target, **kw))
         with self.writer.as_default(step=int(step)):
             for name, value in scalars.items():
                 tf_summary.scalar(prefix + name, value)

@@ -297,6 +297,22 @@ def unrows(t, size, batch):
 _CACHE_ATTRIBUTE = "_tf_pathattr_compiled"
 
 
+def attached_store(model, name: str):
+    """A dict stored *on* ``model`` (``None`` where it takes no attributes), for per-model objects that
+    refer back to the model: the cycle is freed with the model, where a module-level mapping would keep
+    it alive."""
+    owner = _cache_owner(model)
+    attr = "_tf_pathattr_" + name
+    store = getattr(owner, "__dict__", {}).get(attr)
+    if store is None:
+        store = {}
+        try:
+            object.__setattr__(owner, attr, store)
+        except (AttributeError, TypeError):
+            return None
+    return store
+
+
 def _cache_owner(model):
     """The object a model's compiled functions are stored on: the model itself, or the instance a
     bound method belongs to (bound methods take no attributes)."""
