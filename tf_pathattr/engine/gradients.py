@@ -103,6 +103,7 @@ class Problem:
     scorer: Callable
     context: List[tf.Tensor] = None
     layer: Any = None
+    layer_call: Optional[int] = None  # which call of ``layer`` is replaced (see engine.layers)
 
     def pack(self, flat):
         return self.structure.pack(flat)
@@ -115,8 +116,10 @@ class Problem:
 def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> Problem:
     """Check inputs, probe the model's output shape, resolve the target.
 
-    ``layer`` (a Keras layer, its name, or ``callable(model) -> layer``) moves the attribution to
-    that layer's output; the raw inputs may then be integers (token ids).
+    ``layer`` (a Keras layer, its name, ``callable(model) -> layer``, or ``(layer, call_index)``)
+    moves the attribution to that layer's output; the raw inputs may then be integers (token ids).
+    Only the selected call of the layer is replaced along the path (a tied embedding's
+    ``reverse=True`` projection keeps running on the real weights).
     """
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
@@ -128,8 +131,8 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     from . import layers as _layers
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
-    lay = _layers.find_layer(model, layer)
-    acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
+    lay, call_index = _layers.resolve_layer(model, layer)
+    acts, call_index = _layers.layer_call_activations(model, lay, raw_structure.pack(raw), call_index)
     if not acts.dtype.is_floating:
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
@@ -140,13 +143,13 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
         (points,) = flat_points
         groups = points.shape[0] // batch
         ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in holder["context"]]
-        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32)):
+        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32), call_index):
             return raw_forward(ctx)
 
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
     problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
-                      _targets.make_scorer(spec, batch), context=raw, layer=lay)
+                      _targets.make_scorer(spec, batch), context=raw, layer=lay, layer_call=call_index)
     problem._context_holder = holder
     return problem
 
@@ -286,7 +289,8 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     """
     layer_key = None
     if problem.layer is not None:
-        layer_key = (id(problem.layer), tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
+        layer_key = (id(problem.layer), problem.layer_call,
+                     tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
     full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
                              tuple(problem.example_shapes), bool(jit_compile), layer_key)
 
