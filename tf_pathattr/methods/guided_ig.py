@@ -369,5 +369,6 @@ SPEC = MethodSpec(
     completeness="F(x) − F(x') (loose on max-pool models, by design)",
     layer="guided_integrated_gradients does not support layer= yet",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

@@ -326,5 +326,6 @@ SPEC = MethodSpec(
     details=True,
     layer="integrated_decision_gradients does not support layer= yet",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

@@ -162,5 +162,6 @@ SPEC = MethodSpec(
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )
