@@ -22,12 +22,17 @@ EXTRAS = {
     # metrics (PIC, AUTVC), XRAI, Blur IG parity and pictures
     "viz": ["matplotlib>=3.7", "pillow>=10"],
     "metrics": ["scipy>=1.11", "scikit-image>=0.22", "pillow>=10"],
+    # tpa.text on keras-hub task models (tf_pathattr itself never imports keras_hub). keras-hub 0.32
+    # requires tensorflow-text, which requires the full `tensorflow` wheel: next to tensorflow-cpu use
+    # `pip install --no-deps keras-hub` plus its pure-Python requirements (README, Text section).
+    "text": ["keras-hub>=0.21"],
 }
 EXTRAS["dev"] = sorted(
     set(
         EXTRAS["tensorboard"]
         + EXTRAS["viz"]
         + EXTRAS["metrics"]
+        + EXTRAS["text"]
         + [
             "pytest>=7",
             "saliency==0.2.1",  # independent reference implementation (PAIR) for parity tests and benchmarks
