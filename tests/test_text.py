@@ -183,3 +183,26 @@ def test_errors(models):
         tpa.text.next_token(score="prob")
     with pytest.raises(ValueError, match="prompt_length"):
         tpa.text.token_attributions(gpt2, x, tpa.text.continuation(0))
+
+
+@pytest.mark.slow
+def test_trained_transformer_recovers_trigger_tokens():
+    """Ground truth: class 1 means "holds a trigger token"; the best-scored tokens are the triggers."""
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((16,), dtype="int32")
+    h = keras.layers.Embedding(50, 16, name="token_embedding")(ids) + \
+        keras.layers.Embedding(16, 16)(keras.ops.arange(16)[None])
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 8)(h, h))
+    out = keras.layers.Dense(2)(keras.layers.GlobalMaxPooling1D()(keras.layers.Dense(32, activation="gelu")(h)))
+    model = keras.Model(ids, out)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y, _ = tpa.data.trigger_tokens(3000, seed=0)
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+    xt, yt, masks = tpa.data.trigger_tokens(60, seed=1)
+    assert np.mean(np.argmax(model.predict(xt, verbose=0), -1) == yt) > 0.95
+    xp, mp = xt[yt == 1], masks[yt == 1]
+    for method in ("integrated_gradients", "sequential_integrated_gradients", "discretized_integrated_gradients"):
+        res = tpa.text.token_attributions(model, xp, 1, method=method, baseline="pad", n_steps=16)
+        precision = np.mean([m[np.argsort(-s)[:m.sum()]].mean() for s, m in zip(res.scores, mp)])
+        assert precision >= 0.9, (method, precision)
