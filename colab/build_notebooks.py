@@ -169,16 +169,19 @@ for _ in range(400):
     s.insert(int(rng.integers(5)), key)
     sents.append(" ".join(s)); labels.append(label)
 x_train = {k: np.asarray(v) for k, v in preprocessor(sents).items()}
-classifier.fit(x_train, np.array(labels), epochs=15, batch_size=32, verbose=0)
+classifier.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+classifier.fit(x_train, np.array(labels), epochs=10, batch_size=32, verbose=0)
 print("train accuracy", classifier.evaluate(x_train, np.array(labels), verbose=0)[1])"""),
     new_markdown_cell("## Token attributions for the classifier\n\n"
                       "Strings go through the preprocessor eagerly. The baseline is `[MASK]` at every word "
                       "(the tokenizer has a mask token), `[CLS]`, `[SEP]` and padding keep their embedding and "
                       "score exactly 0. `delta` is the completeness gap."),
     new_code_cell("""texts = ["the movie was great", "the plot was really boring"]
-res = tpa.text.token_attributions(classifier, texts, target=1, preprocessor=preprocessor, n_steps=64,
-                                  return_convergence_delta=True)
-print("max |delta|:", np.abs(res.delta).max())
+for n in (64, 256, 1024):   # always read the delta: this toy model switches sharply along the path
+    res = tpa.text.token_attributions(classifier, texts, target=1, preprocessor=preprocessor, n_steps=n,
+                                      return_convergence_delta=True)
+    print(f"n_steps={n:5d}  max |delta| = {np.abs(res.delta).max():.2e}")
 for i, t in enumerate(texts):
     print(tpa.viz.text_terminal(res.tokens[i], res.scores[i], res.mask[i], colour=False))
 display(HTML(tpa.viz.text_html(res.tokens[0], res.scores[0], res.mask[0], title=texts[0])))
