@@ -206,3 +206,33 @@ def test_trained_transformer_recovers_trigger_tokens():
         res = tpa.text.token_attributions(model, xp, 1, method=method, baseline="pad", n_steps=16)
         precision = np.mean([m[np.argsort(-s)[:m.sum()]].mean() for s, m in zip(res.scores, mp)])
         assert precision >= 0.9, (method, precision)
+
+
+def test_seq2seq_encoder_tokens_explain_a_decoder_token():
+    keras.utils.set_random_seed(0)
+    bart = keras_hub.models.BartSeq2SeqLM(backbone=keras_hub.models.BartBackbone(
+        vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16),
+        preprocessor=None)
+    rng = np.random.default_rng(0)
+    enc = rng.integers(5, V, size=(2, 6)).astype("int32")
+    dec = rng.integers(5, V, size=(2, 5)).astype("int32")
+    emask, dmask = np.ones_like(enc), np.ones_like(dec)
+    emask[1, 4:] = 0
+    enc[1, 4:] = 0
+    dmask[1, 3:] = 0
+    x = {"encoder_token_ids": enc, "encoder_padding_mask": emask, "decoder_token_ids": dec,
+         "decoder_padding_mask": dmask}
+    assert tpa.text.find_token_embedding(bart) == (bart.backbone.token_embedding, 0)
+    res = tpa.text.token_attributions(bart, x, n_steps=64, return_convergence_delta=True)
+    assert res.attributions.shape == (2, 6, 16)
+    np.testing.assert_array_equal(res.mask, emask.astype(bool))  # every real encoder token
+    np.testing.assert_array_equal(res.attributions[1, 4:], 0.0)
+    logits = bart(x).numpy()
+    pos = np.array([4, 2])  # last real decoder positions
+    np.testing.assert_array_equal(res.target_tokens, logits[np.arange(2), pos].argmax(-1))
+    padded = dict(x, encoder_token_ids=np.where(res.mask, 0, enc).astype("int32"))
+    lp = lambda o: tf.nn.log_softmax(o[np.arange(2), pos]).numpy()[np.arange(2), res.target_tokens]  # noqa: E731
+    gap = lp(logits) - lp(bart(padded).numpy())
+    np.testing.assert_allclose(res.attributions.reshape(2, -1).sum(1), gap, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="decoder-only"):
+        tpa.text.generation_attributions(bart, x, 2)

@@ -432,7 +432,9 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
     target : None, int, ``[B]`` ints, callable, :func:`next_token` or :func:`continuation`
         Classifiers: as for every method (``None`` = predicted class). Language models (logits
         ``[B, T, V]``): a :class:`NextToken` or :class:`Continuation`; ``None`` means
-        ``next_token()`` (the model's own greedy next token after the last real position).
+        ``next_token()`` (the model's own greedy next token after the last real position). For an
+        encoder-decoder model (``Seq2SeqLM``: ``decoder_token_ids`` in the inputs) positions, prompt
+        length and continuation refer to the decoder tokens, and every real encoder token is attributed.
     method : str
         A registered method name or alias whose registry spec supports ``layer=``
         (``tpa.methods.registry``); the others raise the reason their spec declares.
@@ -516,15 +518,27 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
             if target is None:
                 target = next_token()
             logits = tf.cast(out, tf.float32).numpy()
+            # decoder-only: logits, ids and the attributed tokens share positions; encoder-decoder: the
+            # logits run over the decoder tokens and the (encoder) tokens are attributed whole
+            seq2seq = isinstance(inputs, dict) and "decoder_token_ids" in inputs
+            if seq2seq:
+                lm_ids = np.asarray(inputs["decoder_token_ids"])
+                lm_real = (np.asarray(inputs["decoder_padding_mask"]).astype(bool) if "decoder_padding_mask" in inputs
+                           else np.ones(lm_ids.shape, bool))
+            else:
+                lm_ids, lm_real = ids_np, real
+            lm_len = lm_ids.shape[1]
+            if logits.shape[1] != lm_len:
+                raise ValueError(f"target: the logits cover {logits.shape[1]} positions but the token ids {lm_len}")
             if isinstance(target, NextToken):
                 if target.position is None:
-                    if not real.any(axis=1).all():
+                    if not lm_real.any(axis=1).all():
                         raise ValueError("next_token(): an example has no real token")
-                    pos = length - 1 - np.argmax(real[:, ::-1], axis=1)
+                    pos = lm_len - 1 - np.argmax(lm_real[:, ::-1], axis=1)
                 else:
                     pos = _per_example(target.position, batch, "next_token(position=)")
-                if np.any(pos < 0) or np.any(pos >= length):
-                    raise ValueError(f"next_token(position=): positions must lie in 0..{length - 1}, got {pos}")
+                if np.any(pos < 0) or np.any(pos >= lm_len):
+                    raise ValueError(f"next_token(position=): positions must lie in 0..{lm_len - 1}, got {pos}")
                 if target.token_id is None:
                     tok = np.argmax(logits[np.arange(batch), pos], axis=-1)
                 else:
@@ -532,21 +546,23 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
                     if np.any(tok < 0) or np.any(tok >= logits.shape[-1]):
                         raise ValueError(f"next_token(token_id=): ids must lie in 0..{logits.shape[-1] - 1}")
                 target_tokens = tok
-                mask &= np.arange(length)[None] <= pos[:, None]
+                if not seq2seq:
+                    mask &= np.arange(length)[None] <= pos[:, None]
                 run_inputs = _flat_lm_inputs(inputs, tok[:, None], pos[:, None], np.ones((batch, 1)))
                 run_model = _lm_wrapper(model, inputs, target.score == "logprob")
                 run_target = 0
             else:
                 plen = _per_example(target.prompt_length, batch, "continuation(prompt_length)")
-                if np.any(plen < 1) or np.any(plen >= length):
-                    raise ValueError(f"continuation(prompt_length): must lie in 1..{length - 1}, got {plen}")
-                n_out = int(length - plen.min())
+                if np.any(plen < 1) or np.any(plen >= lm_len):
+                    raise ValueError(f"continuation(prompt_length): must lie in 1..{lm_len - 1}, got {plen}")
+                n_out = int(lm_len - plen.min())
                 j = plen[:, None] + np.arange(n_out)[None]  # positions of continuation tokens
-                inside = j < length
-                jj = np.minimum(j, length - 1)
-                weights = (inside & real[np.arange(batch)[:, None], jj]).astype(np.float32)
-                tokens = np.where(inside, ids_np[np.arange(batch)[:, None], jj], 0)
-                mask &= np.arange(length)[None] < plen[:, None]
+                inside = j < lm_len
+                jj = np.minimum(j, lm_len - 1)
+                weights = (inside & lm_real[np.arange(batch)[:, None], jj]).astype(np.float32)
+                tokens = np.where(inside, lm_ids[np.arange(batch)[:, None], jj], 0)
+                if not seq2seq:
+                    mask &= np.arange(length)[None] < plen[:, None]
                 run_inputs = _flat_lm_inputs(inputs, tokens, jj - 1, weights)
                 run_model = _lm_wrapper(model, inputs, target.score == "logprob")
                 run_target = _sum_terms
@@ -638,6 +654,9 @@ def generation_attributions(model, inputs, prompt_length, *, method="integrated_
     output_batch_size = int(output_batch_size)
     if output_batch_size < 1:
         raise ValueError(f"output_batch_size must be >= 1, got {output_batch_size}")
+    if isinstance(inputs, dict) and "decoder_token_ids" in inputs:
+        raise ValueError("generation_attributions explains decoder-only language models; for an encoder-decoder "
+                         "model call token_attributions with next_token(token, position=...) per decoder token")
     layer = options.pop("layer", None) or find_token_embedding(model)
     lay, call_index = _layers.resolve_layer(model, layer)
     _, call_index, ids = _layers.layer_call_activations(model, lay, inputs, call_index, return_inputs=True)
