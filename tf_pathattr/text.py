@@ -234,36 +234,6 @@ def _embed_ids(model, layer, call_index, inputs, ids):
     return tf.cast(tf.convert_to_tensor(rep.output), tf.float32)
 
 
-def _probe(model, lay, call_index, inputs):
-    """One compiled model call (cached per model, layer and input signature) returning the selected
-    call's output (float32) and input ids, the model's outputs, and the resolved call index."""
-    flat = tf.nest.flatten(inputs)
-    sig = tuple((tuple(t.shape), t.dtype.name) for t in flat)
-    found = {}
-    model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-    def build():
-        def probe(inputs):
-            model = model_ref()
-            with _layers.LayerTap(lay) as tap:
-                out = model(inputs, training=False) if isinstance(model, keras.layers.Layer) else model(inputs)
-            k = _layers._select_call(lay, tap, call_index)
-            found["k"] = k
-            acts = tap.call_outputs[k]
-            if isinstance(acts, (list, tuple, dict)):
-                raise ValueError(f"layer {lay.name!r} returns several tensors; pick a layer with a single output")
-            return tf.cast(acts, tf.float32), tf.convert_to_tensor(tap.call_inputs[k]), out
-
-        fn = tf.function(probe, autograph=False, reduce_retracing=False)
-        fn.found = found
-        return fn
-
-    keys = tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-    fn = _eng.CACHE.get(model, ("tf_pathattr.text.probe", id(lay), call_index, sig, keys), build)
-    acts, ids, out = fn(inputs)
-    return acts, ids, out, fn.found["k"]
-
-
 def token_strings(tokenizer, ids):
     """Token strings ``[B][T]`` for ids ``[B, T]`` (``id_to_token``; GPT-2's ``Ġ`` shown as a space)."""
     ids = np.asarray(ids)
@@ -476,7 +446,8 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
     if layer is None:
         layer = find_token_embedding(model)
     lay, call_index = _layers.resolve_layer(model, layer)
-    acts, ids, out, call_index = _probe(model, lay, call_index, inputs)
+    acts, call_index, ids, out = _eng.layer_probe(model, lay, call_index, inputs)
+    acts = tf.cast(acts, tf.float32)
     if acts.shape.rank != 3 or ids.shape.rank != 2 or not ids.dtype.is_integer:
         raise ValueError(f"token_attributions needs an embedding layer mapping int ids [B, T] to [B, T, E]; layer "
                          f"{lay.name!r} maps {ids.dtype.name} {tuple(ids.shape)} to {tuple(acts.shape)}")

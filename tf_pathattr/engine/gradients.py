@@ -132,7 +132,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
     lay, call_index = _layers.resolve_layer(model, layer)
-    acts, call_index = _layers.layer_call_activations(model, lay, raw_structure.pack(raw), call_index)
+    acts, call_index, _, _ = layer_probe(model, lay, call_index, raw_structure.pack(raw))
     if not acts.dtype.is_floating:
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
@@ -152,6 +152,51 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
                       _targets.make_scorer(spec, batch), context=raw, layer=lay, layer_call=call_index)
     problem._context_holder = holder
     return problem
+
+
+def layer_probe(model, layer, call_index, inputs):
+    """``(activations, call_index, first input of that call, model outputs)`` from one compiled model call.
+
+    ``layer`` is a layer object; ``call_index`` ``None`` is resolved as in
+    :func:`tf_pathattr.engine.layers.layer_call_activations` (the only call, or a tied embedding's
+    lookup). The traced probe is cached per model, layer, call index and input signature and holds
+    the model by weak reference, so repeated explanations of same-shaped inputs cost a graph call,
+    not an eager forward pass (an eager call of a keras-hub model costs more than a short IG run).
+    """
+    from . import layers as _layers
+
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(inputs)]
+    inputs = tf.nest.pack_sequence_as(inputs, flat)
+    sig = tuple((tuple(t.shape), t.dtype.name) for t in flat)
+    keys = tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+    try:
+        model_ref = weakref.ref(model)
+    except TypeError:
+        model_ref = (lambda m: (lambda: m))(model)
+    is_keras = isinstance(model, keras.layers.Layer)
+    found = {}
+
+    def build():
+        def probe(inputs):
+            m = model_ref()
+            with _layers.LayerTap(layer) as tap:
+                out = m(inputs, training=False) if is_keras else m(inputs)
+            k = _layers._select_call(layer, tap, call_index)
+            found["k"] = k
+            acts = tap.call_outputs[k]
+            if isinstance(acts, (list, tuple, dict)):
+                raise ValueError(f"layer {layer.name!r} returns several tensors; pick a layer with a single output")
+            first = tap.call_inputs[k]
+            first = first if isinstance(first, tf.Tensor) else tf.zeros((0,))
+            return tf.convert_to_tensor(acts), first, out
+
+        fn = tf.function(probe, autograph=False, reduce_retracing=False)
+        fn.found = found
+        return fn
+
+    fn = CACHE.get(model, ("layer_probe", id(layer), call_index, sig, keys), build)
+    acts, first, out = fn(inputs)
+    return acts, fn.found["k"], first, out
 
 
 # --------------------------------------------------------------------------------------------
