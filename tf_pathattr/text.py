@@ -300,7 +300,7 @@ class TokenAttributions:
     token_ids : int ndarray ``[B, T]``
     tokens : list of lists of str, or None
         Token strings (with a tokenizer / preprocessor).
-    delta : ndarray ``[B]`` or None
+    delta : ndarray ``[B]`` (``[B, T]`` per token for SIG) or None
         Convergence delta ``sum(attr) - (F(x) - F(baseline))`` where the method has one.
     target_tokens : ndarray or None
         The explained next tokens (``next_token``) per example.
