@@ -159,3 +159,27 @@ def test_tied_embedding_lookup_is_replaced_and_the_projection_is_not(rng):
     np.testing.assert_allclose(attr.numpy().reshape(2, -1).sum(1), f_x - f_pad, rtol=1e-3, atol=1e-5)
     # the reverse call can be chosen explicitly (its output is the logits)
     np.testing.assert_allclose(tpa.layer_activations(model, ("token_embedding", 1), ids), own, atol=1e-6)
+
+
+def test_layer_probe_is_cached_and_holds_the_model_weakly(rng):
+    import gc
+    import weakref
+
+    from tf_pathattr.engine import gradients as eng
+
+    model = text_model()
+    ids = rng.integers(1, 30, size=(2, 7)).astype("int32")
+    mask = np.ones((2, 7), np.float32)
+    lay = model.get_layer("embedding")
+    acts, k, first, out = eng.layer_probe(model, lay, None, [tf.constant(ids), tf.constant(mask)])
+    assert k == 0
+    np.testing.assert_array_equal(first, ids)
+    np.testing.assert_allclose(acts, lay(ids), rtol=1e-6)
+    np.testing.assert_allclose(out, model([ids, mask]), rtol=1e-5, atol=1e-6)
+    eng.layer_probe(model, lay, None, [tf.constant(ids + 1), tf.constant(mask)])
+    probes = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model]
+    assert len(probes) == 1 and probes[0].experimental_get_tracing_count() == 1
+    ref = weakref.ref(model)
+    del model, probes
+    gc.collect()
+    assert ref() is None
