@@ -614,7 +614,8 @@ def generation_attributions(model, inputs, prompt_length, *, method="integrated_
     matrix : ndarray ``[B, T_out, T]`` with ``T_out = T - prompt_length`` (rows of padded
         continuation tokens are 0)
     result : dict with ``"tokens"`` (continuation token ids ``[B, T_out]``), ``"valid"``
-        (``[B, T_out]`` real continuation tokens) and ``"l2"`` (``[B, T_out, T]``)
+        (``[B, T_out]`` real continuation tokens), ``"l2"`` (``[B, T_out, T]``, per-token L2 norms) and
+        ``"token_strings"`` (``[B][T]`` with a tokenizer, else ``None``)
     """
     _check_score(score)
     if preprocessor is not None and tokenizer is None:
