@@ -167,7 +167,8 @@ for _ in range(400):
     key = rng.choice(["great", "fun"] if label else ["awful", "boring"])
     s = list(rng.choice(filler, size=4))
     s.insert(int(rng.integers(5)), key)
-    sents.append(" ".join(s)); labels.append(label)
+    sents.append(" ".join(s))
+    labels.append(label)
 x_train = {k: np.asarray(v) for k, v in preprocessor(sents).items()}
 classifier.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -234,8 +235,10 @@ fig, ax = plt.subplots(figsize=(4, 4))
 ax.imshow(m, cmap="bwr", vmin=-lim, vmax=lim)
 ax.set_xticks(range(prompt_len), toks[:prompt_len], rotation=90)
 ax.set_yticks(range(m.shape[0]), toks[prompt_len:])
-ax.set_xlabel("prompt token"); ax.set_ylabel("generated token")
-fig.tight_layout(); fig.savefig("generation_matrix.png")
+ax.set_xlabel("prompt token")
+ax.set_ylabel("generated token")
+fig.tight_layout()
+fig.savefig("generation_matrix.png")
 print(matrix.shape)"""),
     new_markdown_cell("## With downloads\n\n"
                       "```python\nlm = keras_hub.models.GPT2CausalLM.from_preset(\"gpt2_base_en\")\n"

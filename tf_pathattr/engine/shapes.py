@@ -31,21 +31,34 @@ class Structure:
         return list(flat)
 
     def flatten(self, value, name: str):
-        """Flatten a value that must mirror this structure (baselines, noise, attributions)."""
+        """Flatten a value that must mirror this structure (baselines, noise, attributions).
+
+        For a multi-input model a Python list or tuple is always read as one entry per input (what
+        captum and alibi users mean by ``baseline=(0.0, 1.0)``), never as a per-feature vector
+        shared by every input; a list of the wrong length is refused. A scalar or an array is
+        shared by every input; a dict model takes a dict with the same keys.
+        """
         if self.kind == "single":
             if isinstance(value, (list, tuple, dict)) and not _is_numeric_sequence(value):
                 raise ValueError(f"{name}: the model has a single input, so {name} must be one array, got a {type(value).__name__}")
             return [value]
         if self.kind == "dict":
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"{name}: the inputs are a dict with keys {list(self.keys)}, so a per-input {name} "
+                                 f"must be a dict with those keys (a list or tuple cannot be matched to keys); a "
+                                 f"scalar or an array is shared by every input")
             if not isinstance(value, dict):
                 return [value] * len(self.keys)  # a scalar / shared value applies to every input
             missing = [k for k in self.keys if k not in value]
             if missing:
                 raise ValueError(f"{name}: missing entries for inputs {missing}; expected keys {list(self.keys)}")
             return [value[k] for k in self.keys]
-        if isinstance(value, (list, tuple)) and not _is_numeric_sequence(value):
+        if isinstance(value, (list, tuple)):
             if len(value) != len(self.keys):
-                raise ValueError(f"{name}: expected {len(self.keys)} entries (one per model input), got {len(value)}")
+                raise ValueError(
+                    f"{name}: the model has {len(self.keys)} inputs, so a list or tuple {name} needs one entry "
+                    f"per input; got {len(value)} entries. To share one per-feature {name} with every input pass a "
+                    f"numpy array instead")
             return list(value)
         return [value] * len(self.keys)
 

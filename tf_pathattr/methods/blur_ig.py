@@ -34,6 +34,8 @@ arXiv 2004.03383.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import functools
 import math
 
@@ -41,9 +43,11 @@ import numpy as np
 import tensorflow as tf
 
 from ..baselines import gaussian_kernel_1d
+from ..engine import accumulators as _acc
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int
 from .registry import MethodSpec
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = [
     "blur_integrated_gradients",
@@ -140,9 +144,58 @@ def _check_positive_float(value, name):
     return value
 
 
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
+
+
+@eng.planned
 def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 50.0, n_steps: int = 100,
                               grad_step: float = 0.01, sqrt: bool = False, internal_batch_size=None,
-                              return_convergence_delta: bool = False, jit_compile: bool = False):
+                              return_convergence_delta: bool = False, jit_compile: bool = False, idgi=False):
     """Blur IG: integrated gradients along the path from ``blur(x, sigma_end)`` to ``x``.
 
     Parameters
@@ -170,6 +223,11 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
         Also return ``delta = sum(attr) - (F(x) - F(blur(x, sigma_end)))`` per example.
     jit_compile : bool
         Compile the whole method with XLA.
+    idgi : bool or engine.accumulators.ImportantDirection
+        Reduce the blur path with IDGI (``tpa.idgi``): the points ``z_i = blur(x, sigma_i)``,
+        ``i = 0..n-1`` (from the image towards blur), each with its gradient, and the output change
+        to the next point, the last one being ``blur(x, sigma_end)`` (one extra forward pass); the
+        sum is negated so that it runs from the blurred image to ``x``.
 
     Returns
     -------
@@ -187,6 +245,7 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     max_sigma = _check_positive_float(max_sigma, "max_sigma")
     grad_step = _check_positive_float(grad_step, "grad_step")
     n_steps = check_positive_int(n_steps, "n_steps")
+    accumulator = _acc.as_accumulator(idgi)
     problem = eng.prepare(model, inputs, target)
     if problem.structure.kind != "single":
         raise ValueError("inputs: blur_integrated_gradients needs a single image batch [B, H, W, C], "
@@ -200,7 +259,7 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     tables = _path_tables(h, w, max_sigma, n_steps, grad_step, bool(sqrt))
     chunk = eng.chunk_size(n_steps, batch, internal_batch_size)
     key = ("blur_integrated_gradients", float(max_sigma), n_steps, float(grad_step), bool(sqrt), chunk,
-           bool(return_convergence_delta), batch)
+           bool(return_convergence_delta), batch, _acc.cache_token(accumulator))
     names = ("bh", "bw", "dh", "dw", "bwp", "end_h", "end_w")
 
     def builder():
@@ -215,11 +274,19 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
                 z = tf.einsum("kwj,kbhjc->kbhwc", mw, t1)
                 dz = (tf.einsum("kwj,kbhjc->kbhwc", mdw, t1)
                       + _apply(mdh, mwp, x))  # = -(d_i / h) (blur(x, s_i + h) - blur(x, s_i))
-                _, grads = eng.score_and_gradients(problem, [eng.rows(z, size, batch)], indices)
+                f, grads = eng.score_and_gradients(problem, [eng.rows(z, size, batch)], indices)
                 g = eng.unrows(grads[0], size, batch)
+                if accumulator is not None:  # IDGI: (F, g) at blur(x, sigma_i), in path order
+                    return accumulator.update(acc, tf.reshape(f, [size, batch]), [g])
                 return acc + tf.reduce_sum(dz * g, axis=0)
 
-            attr = eng.chunked_loop(n_steps, chunk, body, tf.zeros_like(x))
+            if accumulator is not None:
+                state = eng.chunked_loop(n_steps, chunk, body, accumulator.init([x]))
+                f_end = eng.scores(problem, [_apply(end_h, end_w, x)[0]], indices)
+                (attr,), _ = accumulator.finish(state, f_end)
+                attr = -attr  # from blur(x, sigma_end) to x
+            else:
+                attr = eng.chunked_loop(n_steps, chunk, body, tf.zeros_like(x))
             if not return_convergence_delta:
                 return [attr], tf.zeros((batch,), tf.float32)
             f_x = eng.scores_at_x(problem, [x], indices, out_x)
@@ -230,12 +297,13 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
         return fn
 
     extra = tuple(tf.constant(tables[k]) for k in names)
-    return eng.run_packed(problem, key, builder, extra, jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, extra, jit_compile, eng.packed_finish(problem, return_convergence_delta))
 
 
 SPEC = MethodSpec(
     name="blur_integrated_gradients", function=blur_integrated_gradients, aliases=("blur_ig",),
-    summary="scale-space path from a heavily blurred image (scipy-exact Gaussian as banded matrices)",
+    summary=("scale-space path from a heavily blurred image; scipy-exact Gaussian blur as banded matrices in "
+            "TF"),
     paper="S. Xu, S. Venugopalan, M. Sundararajan, Attribution in Scale and Space, CVPR 2020",
     completeness="F(x) − F(blur(x, σ_max))",
     layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",

@@ -37,6 +37,8 @@ Released code: github.com/JoeZhuo-ZY/IG2 (PyTorch).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import math
 
 import keras
@@ -47,6 +49,7 @@ from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["ig2", "RULES"]
 
@@ -83,7 +86,7 @@ def _resolve_representation(model, representation):
     if isinstance(representation, str):
         layer = lookup_layer(model, representation) if is_keras else None
         if layer is None:
-            names = [l.name for l in getattr(model, "layers", [])] if is_keras else []
+            names = [lay.name for lay in getattr(model, "layers", [])] if is_keras else []
             raise ValueError(
                 f"representation: no layer named {representation!r} in the model (top-level layers: {names})"
             )
@@ -239,6 +242,64 @@ def _make_rep_fn(problem, mode, obj, indices):
 # public function
 
 
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    max_batch: Any = ...,
+    return_details: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
+
+
+@eng.planned
 def ig2(model, inputs, target=None, *, references=None, step_size=None, representation=None, n_steps: int = 201,
         clip=None, rule: str = "official", eps: float = 1e-12, max_batch=None, return_details: bool = False,
         jit_compile: bool = False):
@@ -358,15 +419,25 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
         return fn
 
     extra = (refs, tf.constant(eta, tf.float32)) + (tuple(clip_t) if clip_t is not None else ())
-    result = eng.run(problem, key, builder, extra, jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr = problem.pack(result[0])
-    if not return_details:
-        return attr
-    names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end", "completeness_residual")
-    return attr, dict(zip(names, result[1:]))
+    def finish(result):
+        attr = problem.pack(result[0])
+        if not return_details:
+            return attr
+        names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end",
+                 "completeness_residual")
+        return attr, dict(zip(names, result[1:]))
 
+    return eng.Plan(problem, key, builder, extra, jit_compile, finish)
+
+
+
+def _tile_clip(value, ctx):
+    """``clip=(low, high)``: a bound shaped like the inputs ``[B, *S]`` is per example (tiled); scalars and
+    bounds without the batch axis are shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != 2:
+        return value
+    per_row = tile_batch_axis(0, rank=lambda r: r)
+    return tuple(per_row(v, ctx) for v in value)
 
 
 def _test_references(x):
@@ -376,13 +447,15 @@ def _test_references(x):
 
 SPEC = MethodSpec(
     name="ig2", function=ig2,
-    summary="iterative gradient path (GradPath) to a counterfactual baseline (GradCF)",
+    summary=("iterative gradient path (GradPath) to a counterfactual baseline (GradCF) in one fused loop; "
+            "`references`, `step_size`, `representation`; completeness residual F(x) − mean_r F(GradCF_r) in "
+            "`return_details`"),
     paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
           "IEEE TPAMI 2024",
     details=True,
     layer="ig2 does not support layer= yet",
     multi_input="ig2 walks one input tensor; multi-input models are not supported",
-    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1)},
+    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1), "clip": _tile_clip},
     baseline_option="references",
     test_options={"references": _test_references, "step_size": 0.05, "n_steps": 8},
 )

@@ -19,11 +19,14 @@ Regions", ICCV 2019, arXiv 1906.02825.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
-from .registry import MethodSpec
+from .registry import MethodSpec, tile_baseline, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 
@@ -120,6 +123,63 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
     return out.reshape(shape), ranks.reshape(shape)
 
 
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[False] = ...,
+) -> Attributions: ...
+
+
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: Literal[True],
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: Any = ...,
+    return_details: bool = ...,
+) -> Any: ...
+
+
 def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
          n_steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50, region_score: str = "mean",
          internal_batch_size=None, return_details: bool = False):
@@ -182,6 +242,15 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     return result
 
 
+def _tile_segments(value, ctx):
+    """``segments``: one list of masks per image (``B`` lists) is per example; one list of 2-D masks is shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != ctx.batch:
+        return value
+    if len(value) and np.asarray(value[0]).ndim == 2:  # a single shared list of masks
+        return value
+    return list(value) * ctx.reps
+
+
 SPEC = MethodSpec(
     name="xrai", function=xrai,
     summary="region ranking over Felzenszwalb segments of any base attribution, full and fast",
@@ -193,5 +262,7 @@ SPEC = MethodSpec(
     host_side=True,
     image_only="xrai needs images [B, H, W, C] or [B, H, W]",
     output="pixels",
+    per_example_options={"base_attribution": tile_batch_axis(0), "baselines": tile_baseline,
+                         "segments": _tile_segments},
     test_options={"n_steps": 8},
 )
