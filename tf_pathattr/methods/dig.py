@@ -30,9 +30,12 @@ the target is resolved once on the input, as for every method.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
@@ -118,6 +121,31 @@ def dig_path(x, base, table, n_steps: int = 30, strategy: str = "greedy", n_neig
         up[0::2], up[1::2] = path, mid
         path = up
     return path
+
+
+@overload
+def discretized_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., strategy: str = ...,
+    n_neighbors: int = ..., factor: int = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ..., jit_compile: bool = ..., layer: Any = ...,
+    return_path: Literal[False] = ...,
+) -> Attributions: ...
+
+
+@overload
+def discretized_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., strategy: str = ...,
+    n_neighbors: int = ..., factor: int = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ..., *,
+    return_convergence_delta: Literal[True], jit_compile: bool = ..., layer: Any = ..., return_path: bool = ...,
+) -> Tuple[Any, ...]: ...
+
+
+@overload
+def discretized_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., strategy: str = ...,
+    n_neighbors: int = ..., factor: int = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ..., jit_compile: bool = ..., layer: Any = ..., return_path: bool = ...,
+) -> Any: ...
 
 
 def discretized_integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 30,
@@ -219,6 +247,11 @@ def discretized_integrated_gradients(model, inputs, target=None, baseline=0.0, n
     return out
 
 
+def _test_vocabulary(x):
+    """Sixteen fixed uniform token vectors shaped like the probe's tokens ``x[:, i]`` (contract tests)."""
+    return np.random.default_rng(3).uniform(0.0, 1.0, size=(16,) + tuple(x.shape[2:])).astype(np.float32)
+
+
 SPEC = MethodSpec(
     name="discretized_integrated_gradients", function=discretized_integrated_gradients, aliases=("dig",),
     summary="monotone path through vocabulary embeddings (anchors from the embedding matrix), greedy or maxcount",
@@ -230,5 +263,5 @@ SPEC = MethodSpec(
     host_side=True,
     per_example_options={"baseline": tile_baseline},
     baseline_option="baseline",
-    test_options={"n_steps": 4, "n_neighbors": 8},
+    test_options={"n_steps": 4, "n_neighbors": 8, "embedding_matrix": _test_vocabulary},
 )

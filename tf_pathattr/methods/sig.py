@@ -23,9 +23,12 @@ explaining language models", Findings of ACL 2023, arXiv 2305.15853 (released as
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines
@@ -34,6 +37,30 @@ from .registry import MethodSpec, tile_baseline
 __all__ = ["sequential_integrated_gradients"]
 
 
+@overload
+def sequential_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., method: str = ...,
+    internal_batch_size: Any = ..., return_convergence_delta: Literal[False] = ..., jit_compile: bool = ...,
+    layer: Any = ...,
+) -> Attributions: ...
+
+
+@overload
+def sequential_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., method: str = ...,
+    internal_batch_size: Any = ..., *, return_convergence_delta: Literal[True], jit_compile: bool = ...,
+    layer: Any = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def sequential_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: int = ..., method: str = ...,
+    internal_batch_size: Any = ..., return_convergence_delta: bool = ..., jit_compile: bool = ..., layer: Any = ...,
+) -> Any: ...
+
+
+@eng.planned
 def sequential_integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 50,
                                     method: str = "gausslegendre", internal_batch_size=None,
                                     return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
@@ -116,7 +143,8 @@ def sequential_integrated_gradients(model, inputs, target=None, baseline=0.0, n_
 
         return fn
 
-    return eng.run_packed(problem, key, builder, (flat_base,), jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, (flat_base,), jit_compile,
+                    eng.packed_finish(problem, return_convergence_delta))
 
 
 SPEC = MethodSpec(
