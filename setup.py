@@ -51,6 +51,12 @@ EXTRAS = {
     # https://download.pytorch.org/whl/cpu), then `pip install tf_pathattr[test-reference]`. The tests skip
     # without them.
     "test-reference": ["torch>=2.3", "captum>=0.8"],
+    # tpa.text on keras-hub task models (tf_pathattr itself never imports keras_hub). keras-hub 0.32 requires
+    # tensorflow-text, which requires the full `tensorflow` wheel: with `tensorflow` (the [tensorflow] extra, Colab)
+    # `[text]` installs cleanly; next to tensorflow-cpu install `[text-light]` and then
+    # `pip install --no-deps keras-hub` (its tokenizers run eagerly without tensorflow-text).
+    "text": ["keras-hub>=0.21"],
+    "text-light": ["absl-py", "packaging", "regex", "rich", "sentencepiece", "tokenizers", "kagglehub!=1.0.1"],
 }
 # everything needed to run the tests, without a TensorFlow distribution (for machines that already have one)
 EXTRAS["test"] = sorted(
@@ -60,6 +66,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["metrics"]
         + EXTRAS["tf-keras-vis"]
         + EXTRAS["docs"]
+        + EXTRAS["text-light"]  # keras-hub itself: `pip install --no-deps keras-hub` (see "text" above)
         + [
             "pytest>=7",
             "ruff>=0.6",

@@ -104,6 +104,7 @@ class Problem:
     scorer: Callable
     context: List[tf.Tensor] = None
     layer: Any = None
+    layer_call: Optional[int] = None  # which call of ``layer`` is replaced (see engine.layers)
     raw_forward: Callable = None  # the model on its own inputs (= forward without layer=)
 
     def __post_init__(self):
@@ -121,8 +122,10 @@ class Problem:
 def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> Problem:
     """Check inputs, probe the model's output shape, resolve the target.
 
-    ``layer`` (a Keras layer, its name, or ``callable(model) -> layer``) moves the attribution to
-    that layer's output; the raw inputs may then be integers (token ids).
+    ``layer`` (a Keras layer, its name, ``callable(model) -> layer``, or ``(layer, call_index)``)
+    moves the attribution to that layer's output; the raw inputs may then be integers (token ids).
+    Only the selected call of the layer is replaced along the path (a tied embedding's
+    ``reverse=True`` projection keeps running on the real weights).
     """
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
@@ -136,8 +139,8 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
     _shapes.check_against_model(model, raw, raw_structure, name_inputs)
-    lay = _layers.find_layer(model, layer)
-    acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
+    lay, call_index = _layers.resolve_layer(model, layer)
+    acts, call_index, _, _ = layer_probe(model, lay, call_index, raw_structure.pack(raw))
     if not acts.dtype.is_floating:
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
@@ -148,15 +151,61 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
         (points,) = flat_points
         groups = points.shape[0] // batch
         ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in holder["context"]]
-        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32)):
+        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32), call_index):
             return raw_forward(ctx)
 
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
     problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
-                      _targets.make_scorer(spec, batch), context=raw, layer=lay, raw_forward=raw_forward)
+                      _targets.make_scorer(spec, batch), context=raw, layer=lay, layer_call=call_index,
+                      raw_forward=raw_forward)
     problem._context_holder = holder
     return problem
+
+
+def layer_probe(model, layer, call_index, inputs):
+    """``(activations, call_index, first input of that call, model outputs)`` from one compiled model call.
+
+    ``layer`` is a layer object; ``call_index`` ``None`` is resolved as in
+    :func:`tf_pathattr.engine.layers.layer_call_activations` (the only call, or a tied embedding's
+    lookup). The traced probe is cached per model, layer, call index and input signature and holds
+    the model by weak reference, so repeated explanations of same-shaped inputs cost a graph call,
+    not an eager forward pass (an eager call of a keras-hub model costs more than a short IG run).
+    """
+    from . import layers as _layers
+
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(inputs)]
+    inputs = tf.nest.pack_sequence_as(inputs, flat)
+    sig = tuple((tuple(t.shape), t.dtype.name) for t in flat)
+    keys = tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+    try:
+        model_ref = weakref.ref(model)
+    except TypeError:
+        model_ref = (lambda m: (lambda: m))(model)
+    is_keras = isinstance(model, keras.layers.Layer)
+    found = {}
+
+    def build():
+        def probe(inputs):
+            m = model_ref()
+            with _layers.LayerTap(layer) as tap:
+                out = m(inputs, training=False) if is_keras else m(inputs)
+            k = _layers._select_call(layer, tap, call_index)
+            found["k"] = k
+            acts = tap.call_outputs[k]
+            if isinstance(acts, (list, tuple, dict)):
+                raise ValueError(f"layer {layer.name!r} returns several tensors; pick a layer with a single output")
+            first = tap.call_inputs[k]
+            first = first if isinstance(first, tf.Tensor) else tf.zeros((0,))
+            return tf.convert_to_tensor(acts), first, out
+
+        fn = tf.function(probe, autograph=False, reduce_retracing=False)
+        fn.found = found
+        return fn
+
+    fn = CACHE.get(model, ("layer_probe", id(layer), call_index, sig, keys), build)
+    acts, first, out = fn(inputs)
+    return acts, fn.found["k"], first, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +451,8 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     """
     layer_key = None
     if problem.layer is not None:
-        layer_key = (id(problem.layer), tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
+        layer_key = (id(problem.layer), problem.layer_call,
+                     tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
     full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
                              tuple(problem.example_shapes), bool(jit_compile), layer_key)
     return CACHE.get(problem.model, full_key, lambda: _trace(problem, python_fn_builder, jit_compile))
@@ -480,7 +530,7 @@ class Plan:
         flat_inputs = list(flat_inputs)
         with LayerTap(problem.layer) as tap:
             problem.raw_forward(flat_inputs)
-        acts = tf.cast(tap.outputs, tf.float32)
+        acts = tf.cast(tap.call_outputs[problem.layer_call or 0], tf.float32)
         problem._context_holder["context"] = flat_inputs
         return fn([acts], indices, *self.extra_args)
 

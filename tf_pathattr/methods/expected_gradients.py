@@ -165,5 +165,6 @@ SPEC = MethodSpec(
     completeness="F(x) − mean F(drawn baselines)",
     stochastic=True,
     per_example_options={"sample_indices": tile_batch_axis(1), "sample_alphas": tile_batch_axis(1)},
+    baseline_option="background",
     test_options={"background": _test_background, "n_samples": 8, "seed": 0},
 )

@@ -430,5 +430,6 @@ SPEC = MethodSpec(
     # 50 and 200 steps: 0.26 (attribution sums within 2.3 %); smooth models stay at float rounding.
     batch_tolerance=0.3,
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

@@ -365,5 +365,6 @@ SPEC = MethodSpec(
           "Where the Model Makes Its Decision, AAAI 2024",
     details=True,
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

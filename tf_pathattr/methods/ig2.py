@@ -422,5 +422,6 @@ SPEC = MethodSpec(
     details=True,
     multi_input="ig2 walks one input tensor; multi-input models are not supported",
     per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1), "clip": _tile_clip},
+    baseline_option="references",
     test_options={"references": _test_references, "step_size": 0.05, "n_steps": 8},
 )

@@ -263,5 +263,6 @@ SPEC = MethodSpec(
     completeness="F(x) − mean_k F(x'_k)",
     details=True,
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

@@ -86,6 +86,10 @@ class MethodSpec:
         The largest relative difference ``max|batch - single| / max|single|`` between an
         example explained inside a batch and alone (0.0 = bit-identical up to float rounding of
         the model itself). Declared and tested; a nonzero value is documented with its cause.
+    baseline_option : str or None
+        The keyword option that takes the path's starting point(s) in the attributed space
+        (``"baseline"``, ``"background"``, ``"references"``), or ``None`` when the method has none;
+        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it.
     test_options : mapping
         Small, fast options for the contract tests, benchmarks and the demo; a value may be a
         callable ``f(x_numpy) -> value`` of the probe batch.
@@ -108,6 +112,7 @@ class MethodSpec:
     wraps_method: bool = False
     per_example_options: Mapping[str, Callable] = field(default_factory=dict)
     batch_tolerance: float = 0.0
+    baseline_option: Optional[str] = None
     test_options: Mapping[str, Any] = field(default_factory=dict)
 
     def options_for(self, x) -> Dict[str, Any]:

@@ -119,5 +119,6 @@ SPEC = MethodSpec(
     output="split",
     exportable="split_integrated_gradients returns two maps; export one of them through integrated_gradients",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )
