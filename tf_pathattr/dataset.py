@@ -48,7 +48,8 @@ import numpy as np
 from .engine.shapes import check_choice, check_positive_int
 
 __all__ = ["explain_dataset", "read_results", "BatchExplainer", "DatasetResult", "RecordError", "Record",
-           "check_example", "decode_file", "list_files", "load_model", "FILE_SUFFIXES", "METRICS"]
+           "check_example", "decode_file", "list_files", "load_model", "arrays_bytes", "table_bytes",
+           "table_columns", "dead_letters_bytes", "FILE_SUFFIXES", "METRICS"]
 
 #: Per-example metrics the table can hold besides ``id``, ``target`` and ``score``.
 METRICS = ("completeness_gap", "deletion_auc", "insertion_auc")
@@ -156,13 +157,11 @@ def _tfrecord_payloads(data: bytes) -> Iterator[bytes]:
     corrupt file raises :class:`RecordError`.
     """
     try:
-        import google_crc32c
-    except ImportError:  # pragma: no cover - the [beam] extra installs it
-        google_crc32c = None
+        import google_crc32c  # noqa: F401
 
-    def masked(b):
-        c = google_crc32c.value(b)
-        return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+        masked = _masked_crc32c
+    except ImportError:  # pragma: no cover - the [beam] extra installs it
+        masked = None
 
     pos, n = 0, len(data)
     while pos < n:
@@ -174,7 +173,7 @@ def _tfrecord_payloads(data: bytes) -> Iterator[bytes]:
         if end + 4 > n:
             raise RecordError("truncated TFRecord file")
         payload = data[start:end]
-        if google_crc32c is not None:
+        if masked is not None:
             (data_crc,) = struct.unpack_from("<I", data, end)
             if masked(data[pos:pos + 8]) != len_crc or masked(payload) != data_crc:
                 raise RecordError("corrupt TFRecord file (CRC mismatch)")
@@ -636,9 +635,9 @@ def _batch_target(targets, target):
 # writing
 
 
-def _atomic_write(path: Path, write_fn):
+def _atomic_write(path: Path, data: bytes):
     tmp = path.with_name(path.name + ".tmp")
-    write_fn(tmp)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -651,28 +650,57 @@ def _have_pyarrow() -> bool:
     return True
 
 
-def write_arrays(path: Path, ids: List[str], arrays: Dict[str, np.ndarray], fmt: str):
-    """One attributions shard (``.npz`` with ``id`` + arrays, or TFRecord of ``tf.train.Example``)."""
+def _masked_crc32c(data: bytes) -> int:
+    import google_crc32c
+
+    c = google_crc32c.value(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _tfrecord_bytes(payloads: List[bytes]) -> bytes:
+    """TFRecord framing of ``payloads`` (google-crc32c when installed, else TensorFlow's writer)."""
+    try:
+        import google_crc32c  # noqa: F401
+    except ImportError:
+        import tempfile
+
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory() as d:
+            f = os.path.join(d, "shard.tfrecord")
+            with tf.io.TFRecordWriter(f) as writer:
+                for pl in payloads:
+                    writer.write(pl)
+            return Path(f).read_bytes()
+    parts = []
+    for pl in payloads:
+        head = struct.pack("<Q", len(pl))
+        parts += [head, struct.pack("<I", _masked_crc32c(head)), pl, struct.pack("<I", _masked_crc32c(pl))]
+    return b"".join(parts)
+
+
+def arrays_bytes(ids: List[str], arrays: Dict[str, np.ndarray], fmt: str) -> bytes:
+    """One attributions shard: ``.npz`` (``id`` + the arrays) or TFRecord (one ``tf.train.Example``
+    per example: ``id`` bytes, ``<name>`` flat floats, ``<name>_shape`` int64)."""
     if fmt == "npz":
-        def w(tmp):
-            with open(tmp, "wb") as fh:
-                np.savez(fh, id=np.asarray(ids, dtype=str), **arrays)
-    else:
-        def w(tmp):
-            import tensorflow as tf
+        buf = io.BytesIO()
+        np.savez(buf, id=np.asarray(ids, dtype=str), **arrays)
+        return buf.getvalue()
+    import tensorflow as tf
 
-            with tf.io.TFRecordWriter(str(tmp)) as writer:
-                for i, rid in enumerate(ids):
-                    feats = {"id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rid.encode()]))}
-                    for name, a in arrays.items():
-                        v = np.asarray(a[i], np.float32)
-                        feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=v.reshape(-1)))
-                        feats[name + "_shape"] = tf.train.Feature(int64_list=tf.train.Int64List(value=list(v.shape)))
-                    writer.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-    _atomic_write(path, w)
+    payloads = []
+    for i, rid in enumerate(ids):
+        feats = {"id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rid.encode()]))}
+        for name, a in arrays.items():
+            v = np.asarray(a[i], np.float32)
+            feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=v.reshape(-1)))
+            feats[name + "_shape"] = tf.train.Feature(int64_list=tf.train.Int64List(value=list(v.shape)))
+        payloads.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    return _tfrecord_bytes(payloads)
 
 
-def table_columns(ids, rows: Dict[str, np.ndarray], metrics) -> Dict[str, np.ndarray]:
+def table_columns(ids, rows: Dict[str, Any], metrics) -> Dict[str, np.ndarray]:
+    """The per-example table: ``id``, ``target``, ``score`` and the requested metrics, in that order."""
     cols = {"id": np.asarray(ids, dtype=object), "target": np.asarray(rows["target"], np.int64).reshape(-1),
             "score": np.asarray(rows["score"], np.float64).reshape(-1)}
     for m in METRICS:
@@ -681,30 +709,31 @@ def table_columns(ids, rows: Dict[str, np.ndarray], metrics) -> Dict[str, np.nda
     return cols
 
 
-def write_table(path: Path, cols: Dict[str, np.ndarray]):
-    if path.suffix == ".parquet":
+def table_bytes(cols: Dict[str, np.ndarray], kind: str) -> bytes:
+    """The table as Parquet (pyarrow) or CSV bytes."""
+    if kind == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         types = {"id": pa.string(), "target": pa.int64()}
         table = pa.table({k: pa.array(list(v) if k == "id" else v, type=types.get(k, pa.float64()))
                           for k, v in cols.items()})
-        _atomic_write(path, lambda tmp: pq.write_table(table, str(tmp)))
-    else:
-        import csv
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes()
+    import csv
 
-        def w(tmp):
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(list(cols))
-                for row in zip(*[cols[k] for k in cols]):
-                    writer.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
-        _atomic_write(path, w)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(cols))
+    for row in zip(*[cols[k] for k in cols]):
+        writer.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
+    return buf.getvalue().encode()
 
 
-def write_dead_letters(path: Path, dead: List[tuple]):
-    text = "".join(json.dumps({"id": rid, "reason": reason}) + "\n" for rid, reason in dead)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def dead_letters_bytes(dead: List[tuple]) -> bytes:
+    """JSON lines ``{"id": ..., "reason": ...}``."""
+    return "".join(json.dumps({"id": rid, "reason": reason}) + "\n" for rid, reason in dead).encode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -959,7 +988,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
                              "use a new folder or overwrite=True")
     elif _result_files(out):
         raise ValueError(f"out: {out} holds results without a run.json; use a new folder or overwrite=True")
-    _atomic_write(run_file, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1)))
+    _atomic_write(run_file, json.dumps(config, indent=1).encode())
 
     a_suffix = ".npz" if fmt == "npz" else ".tfrecord"
     t_suffix = "." + table
@@ -1024,14 +1053,14 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         a_path, t_path, d_path = shard_paths(k)
         arrays = {name: np.stack(rows[name]) if ids else np.zeros((0,), np.float32)
                   for name in explainer.array_names()}
-        write_arrays(a_path, ids, arrays, fmt)
+        _atomic_write(a_path, arrays_bytes(ids, arrays, fmt))
         if dead:
-            write_dead_letters(d_path, dead)
+            _atomic_write(d_path, dead_letters_bytes(dead))
         elif d_path.exists():
             d_path.unlink()
         empty = {"target": [], "score": [], **{m: [] for m in explainer.metrics}}
-        write_table(t_path, table_columns(ids, {key: rows.get(key, v) for key, v in empty.items()},
-                                          explainer.metrics))
+        cols = table_columns(ids, {key: rows.get(key, v) for key, v in empty.items()}, explainer.metrics)
+        _atomic_write(t_path, table_bytes(cols, table))
         counts["results"] += len(ids)
         counts["dead"] += len(dead)
         counts["written"] += 1
@@ -1085,7 +1114,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
                "shards": n_shards, "shards_skipped": result.shards_skipped, "explained_this_run": result.n_explained,
                "seconds": round(seconds, 3), "runner": "in-process",
                "replicas": strategy.num_replicas_in_sync if strategy is not None else 1}
-    _atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=1).encode())
     if result.n_records != result.n_results + result.n_dead_letters:  # pragma: no cover - an internal invariant
         raise RuntimeError(f"internal error: {result.n_records} records != {result.n_results} results + "
                            f"{result.n_dead_letters} dead letters")
