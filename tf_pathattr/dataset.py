@@ -567,12 +567,17 @@ class BatchExplainer:
         xs = [x[bounds[r]:bounds[r + 1]] for r in range(n_rep)]
         per_ex = target is not None and not callable(target) and np.ndim(target) == 1
         ts = [np.asarray(target)[bounds[r]:bounds[r + 1]] if per_ex else None for r in range(n_rep)]
-        values = self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.constant(xs[ctx.replica_id_in_sync_group]))
-        t_values = None
-        if per_ex:
-            t_values = self.strategy.experimental_distribute_values_from_function(
-                lambda ctx: tf.constant(ts[ctx.replica_id_in_sync_group], tf.int32))
+        devices = self.strategy.extended.worker_devices
+
+        def on_device(parts, dtype):
+            def value(ctx):
+                r = ctx.replica_id_in_sync_group
+                with tf.device(devices[r] if len(devices) == n_rep else None):
+                    return tf.identity(tf.constant(parts[r], dtype))
+            return self.strategy.experimental_distribute_values_from_function(value)
+
+        values = on_device(xs, tf.float32)
+        t_values = on_device(ts, tf.int32) if per_ex else None
 
         def step(xr, tr=None):
             return self._explain_part(xr, tr if per_ex else target)
