@@ -22,12 +22,17 @@ EXTRAS = {
     # metrics (PIC, AUTVC), XRAI, Blur IG parity and pictures
     "viz": ["matplotlib>=3.7", "pillow>=10"],
     "metrics": ["scipy>=1.11", "scikit-image>=0.22", "pillow>=10"],
+    # tf_pathattr.beam and `tf-pathattr explain-dataset` on Beam runners. Not apache-beam[tensorflow] (it installs a
+    # second TensorFlow next to tensorflow-cpu); 2.76 is the first Beam whose pins allow TF 2.21. google-crc32c:
+    # TFRecord framing (Beam's own TFRecord IO needs one CRC32C implementation too). pyarrow comes with Beam.
+    "beam": ["apache-beam>=2.76,<2.78", "google-crc32c>=1.5"],
 }
 EXTRAS["dev"] = sorted(
     set(
         EXTRAS["tensorboard"]
         + EXTRAS["viz"]
         + EXTRAS["metrics"]
+        + EXTRAS["beam"]
         + [
             "pytest>=7",
             "saliency==0.2.1",  # independent reference implementation (PAIR) for parity tests and benchmarks

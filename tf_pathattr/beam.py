@@ -400,7 +400,8 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
                 | "Spread" >> beam.Reshuffle())
     decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels)).with_outputs("dead_letters",
                                                                                                main="records")
-    explained = decoded.records | "Explain" >> ExplainRecords(handler)
+    # spread the records of a file (a .npy batch, a TFRecord file) over the workers before explaining
+    explained = decoded.records | "SpreadRecords" >> beam.Reshuffle() | "Explain" >> ExplainRecords(handler)
     n = num_shards
     keyed_good = explained.results | "KeyResults" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("r", kv)))
     keyed_dead = ((decoded.dead_letters, explained.dead_letters) | "AllDead" >> beam.Flatten()
