@@ -4,7 +4,8 @@ Every method is a function ``method(model, inputs, target=None, **options) -> at
 compiled as one ``tf.function`` (path loop included); ``attribute(..., method=NAME)`` dispatches
 by name and :data:`METHODS` lists the names.
 """
-from . import baselines, callbacks, data, metrics, references, saved_model, viz  # noqa: F401
+from . import baselines, callbacks, data, dataset, metrics, references, saved_model, viz  # noqa: F401
+from .dataset import explain_dataset  # noqa: F401
 from .engine.layers import layer_activations  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
 from .methods.blur_ig import blur_integrated_gradients  # noqa: F401

@@ -34,14 +34,13 @@ import glob as _glob
 import hashlib
 import io
 import json
-import math
 import os
 import struct
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -406,7 +405,7 @@ class _FileSource(_Source):
                 i += 1
 
 
-def _make_source(data, target, shape, batched):
+def _make_source(data, shape, batched):
     """``(source, use_labels)``; ``target="labels"`` reads the labels the data carries."""
     if _is_files(data):
         return _FileSource(list_files(data), shape)
@@ -966,7 +965,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
     use_labels = isinstance(target, str) and target == "labels"
     if isinstance(target, str) and not use_labels:
         raise ValueError(f"target: expected None, an int, one int per example, a callable or 'labels', got {target!r}")
-    source = _make_source(data, target, shape, batched)
+    source = _make_source(data, shape, batched)
     per_example_target = None
     if not use_labels and target is not None and not callable(target) and np.ndim(target) == 1:
         per_example_target = np.asarray(target)
