@@ -282,8 +282,8 @@ def test_mirrored_strategy_two_logical_cpus_equals_one_device(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     seen = json.loads(res.stdout.strip().splitlines()[-1])
     two = [s for s in seen if s[0] >= 0]
-    # batches of 8, 8 and 4 split in halves across replicas 0 and 1, for each of the two methods
-    assert sorted((r, n) for r, n, _ in two) == sorted([(0, 4), (1, 4)] * 4 + [(0, 2), (1, 2)] * 2)
+    # batches of 8, 8 and 4 (padded to 8) split in halves across replicas 0 and 1, for each of the two methods
+    assert sorted((r, n) for r, n, _ in two) == sorted([(0, 4), (1, 4)] * 6)
     assert {d.split("device:")[-1] for r, _, d in two if r == 1} == {"CPU:1"}
     for method in ("ig", "guided_ig"):
         a, b = D.read_results(tmp_path / f"two_{method}"), D.read_results(tmp_path / f"one_{method}")
@@ -291,3 +291,22 @@ def test_mirrored_strategy_two_logical_cpus_equals_one_device(tmp_path):
         np.testing.assert_allclose(a["attributions"], b["attributions"], atol=1e-6, rtol=0)
         np.testing.assert_allclose(a["table"]["score"], b["table"]["score"], atol=1e-6)
         assert json.loads((tmp_path / f"two_{method}" / "summary.json").read_text())["replicas"] == 2
+
+
+def test_partial_batches_are_padded_to_the_batch_size(model, digits, tmp_path, monkeypatch):
+    x = digits[0][:11]
+    sizes = []
+    call = D.BatchExplainer.__call__
+
+    def spy(self, xb, target=None):
+        sizes.append(len(xb))
+        return call(self, xb, target)
+
+    monkeypatch.setattr(D.BatchExplainer, "__call__", spy)
+    res = D.explain_dataset(model, x, [int(i % 10) for i in range(11)], method="ig", out=tmp_path,
+                            options={"n_steps": 8}, batch_size=4, shard_size=8, progress=False).read()
+    assert sizes == [4, 4, 4]  # records 0-7 in two batches, 8-10 padded with a copy of record 10
+    assert res["id"].tolist() == [str(i) for i in range(11)]
+    ref = tpa.attribute(model, x, np.arange(11) % 10, method="ig", n_steps=8).numpy()
+    np.testing.assert_allclose(res["attributions"], ref, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(res["table"]["target"], np.arange(11) % 10)

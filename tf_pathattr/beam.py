@@ -127,6 +127,9 @@ class AttributionModelHandler(ModelHandler):
         self._options = dict(options or {})
         self._metrics = tuple(metrics or ())
         self._input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        # fixed-size batches: pad the last, partial batch of a bundle rather than tracing the method again
+        self._pad_to = batching.get("max_batch_size") if batching.get("max_batch_size") == \
+            batching.get("min_batch_size") else None
         # check options and metrics now (in the driver) rather than on the workers
         _ds.BatchExplainer(None, self._method, self._options, self._metrics)
 
@@ -167,7 +170,7 @@ class AttributionModelHandler(ModelHandler):
             if not g:
                 continue
             outs = model.explainer.explain_records([xs[j] for j in g], [ts[j] for j in g], self._target,
-                                                   strict=model.strict)
+                                                   strict=model.strict, pad_to=self._pad_to)
             for j, (row, reason) in zip(g, outs):
                 if row is not None:
                     model.strict = False

@@ -511,6 +511,7 @@ class BatchExplainer:
             raise ValueError(f"metrics: deletion/insertion AUCs need attributions shaped like the inputs; "
                              f"{self.method_name} returns {self.output!r} maps")
         self.strategy = strategy
+        self._score_fns = {}
 
     def array_names(self):
         return ("attributions_left", "attributions_right") if self.output == "split" else ("attributions",)
@@ -529,8 +530,7 @@ class BatchExplainer:
         if any(isinstance(a, (list, tuple, dict)) for a in arrays):
             raise NotImplementedError("explain_dataset handles single-input models (one attribution array)")
         problem = eng.prepare(self.model, x, target)
-        indices, out = eng.resolve_indices(problem, problem.flat_x, problem.target.indices)
-        score = eng.scores_at_x(problem, problem.flat_x, indices, out)
+        indices, score = self._score(problem)
         n = int(problem.batch_size)
         res = {name: tf.cast(a, tf.float32) for name, a in zip(self.array_names(), arrays)}
         callable_target = problem.target.kind == "callable"
@@ -540,6 +540,23 @@ class BatchExplainer:
             res["completeness_gap"] = tf.constant(
                 np.full((n,), np.nan, np.float32) if gap is None else np.asarray(gap, np.float32).reshape(n))
         return res
+
+    def _score(self, problem):
+        """``(explained class, F_target(x))`` through one compiled function per target kind and batch size
+        (kept on this explainer, which already holds the model)."""
+        import tensorflow as tf
+
+        from .engine import gradients as eng
+
+        key = (problem.target.cache_token, int(problem.batch_size), problem.example_shapes[0])
+        fn = self._score_fns.get(key)
+        if fn is None:
+            def score_fn(x, indices):
+                idx, out = eng.resolve_indices(problem, [x], indices)
+                return idx, eng.scores_at_x(problem, [x], idx, out)
+
+            fn = self._score_fns[key] = tf.function(score_fn, autograph=False)
+        return fn(problem.flat_x[0], problem.target.indices)
 
     def __call__(self, x, target=None) -> Dict[str, np.ndarray]:
         x = np.asarray(x, np.float32)
@@ -587,18 +604,29 @@ class BatchExplainer:
                 for k in out}
 
     # ------------------------------------------------------------------
-    def explain_records(self, xs: List[np.ndarray], targets: List[Optional[int]], target=None, strict=False):
+    def explain_records(self, xs: List[np.ndarray], targets: List[Optional[int]], target=None, strict=False,
+                        pad_to: Optional[int] = None):
         """Explain checked examples; one ``(per-example dict, None)`` or ``(None, reason)`` per example.
 
         The examples run as one batch; if the batch fails, each example runs alone so one bad
         example cannot take the others down. Non-finite attributions are an error for that example.
         With ``strict``, an example failing alone raises (a configuration error, e.g. bad options).
+        ``pad_to``: a shorter batch is padded with copies of its last example (rows dropped after),
+        so every call has the same batch size and the compiled method is not traced again for the
+        last, partial batch of a run or of a worker.
         """
         if not xs:
             return []
         t = _batch_target(targets, target)
+        n = len(xs)
+        batch = np.stack(xs)
+        if pad_to is not None and n < pad_to:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], pad_to - n, axis=0)])
+            if t is not None and not callable(t) and np.ndim(t) == 1:
+                t = np.concatenate([np.asarray(t), np.repeat(np.asarray(t)[-1:], pad_to - n)])
         try:
-            res = self(np.stack(xs), t)
+            res = self(batch, t)
+            res = {k: v[:n] for k, v in res.items()}
         except Exception as exc:
             if len(xs) == 1:
                 if strict:
@@ -1040,7 +1068,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
             batch_target = target if not use_labels else None
             if per_example_target is not None:
                 batch_target = per_example_target[[pos for pos, _ in chunk]]
-            results = explainer.explain_records(xs, tg, batch_target, strict=strict[0])
+            results = explainer.explain_records(xs, tg, batch_target, strict=strict[0], pad_to=batch_size)
             for (pos, r), (row, reason) in zip(chunk, results):
                 if row is None:
                     dead.append((r.id, reason))
