@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
     import keras, numpy as np
     import tf_pathattr as tpa
     from tf_pathattr import dataset as D
-    if kind == "beam":
+    if kind.startswith("beam"):
         from tf_pathattr.beam import explain_files
     t0 = time.perf_counter()  # imports done: the clock runs from loading the model to the last file written
     if kind == "loop":
@@ -50,11 +50,18 @@ CHILD = textwrap.dedent("""
                               batch_size=batch, progress=False, overwrite=True)
         n = r.n_results
     else:
+        mode = "multi_threading" if kind == "beam-threads" else "multi_processing"
         s = explain_files(model_path, data_path, out, method=method, options={"n_steps": n_steps},
-                          batch_size=batch, num_shards=2, overwrite=True)
+                          batch_size=batch, num_shards=2, overwrite=True,
+                          pipeline_args=["--direct_running_mode=" + mode])
         n = s["results"]
     print(json.dumps({"n": n, "seconds": time.perf_counter() - t0}))
 """)
+
+
+KINDS = ("in-process", "beam", "beam-threads", "loop")
+LABELS = {"in-process": "`explain_dataset` in-process", "beam": "Beam, multi-processing (2 workers)",
+          "beam-threads": "Beam, multi-threading (2 workers)", "loop": "`tpa.attribute` loop"}
 
 
 def run_child(kind, model_path, data_path, out, method, n_steps, batch):
@@ -102,18 +109,17 @@ def main():
         tmp = Path(d)
         for name, n, model_path, data_path, n_steps, batch in workloads(tmp, args.quick):
             res = {}
-            for kind in ("in-process", "beam", "loop"):
+            for kind in KINDS:
                 res[kind] = run_child(kind, model_path, data_path, tmp / f"out_{kind}", "ig", n_steps, batch)
                 assert res[kind]["n"] == n, (kind, res[kind])
                 print(name, kind, res[kind], flush=True)
             base = n / res["in-process"]["seconds"]
-            for kind in ("in-process", "beam", "loop"):
+            for kind in KINDS:
                 eps = n / res[kind]["seconds"]
                 rows.append(f"| {name} | {n} | IG {n_steps} steps, batch {batch} | {kind} | {res[kind]['seconds']:.1f} "
                             f"| {eps:.1f} | {eps / base:.2f}x | {res[kind]['load'][0]:.1f} / {res[kind]['load'][1]:.1f} |")
-    names = {"in-process": "`explain_dataset`", "beam": "Beam FnApiRunner, multi-processing", "loop": "loop"}
-    rows = [r.replace("| in-process |", f"| {names['in-process']} |").replace("| beam |", f"| {names['beam']} |")
-            .replace("| loop |", "| `tpa.attribute` loop |") for r in rows]
+    for kind, label in LABELS.items():
+        rows = [r.replace(f"| {kind} |", f"| {label} |") for r in rows]
     body = [
         "## Dataset-scale attribution (`benchmarks/bench_dataset.py`)",
         "",
@@ -125,7 +131,8 @@ def main():
         "each); the loop only calls "
         "`tpa.attribute` per batch. Beam: `explain_files` on `--runner=FnApiRunner "
         "--direct_running_mode=multi_processing --direct_num_workers=2` (the CLI's local default), two worker "
-        "processes that each import TensorFlow and load the model.",
+        "processes that each import TensorFlow and load the model; the multi-threading row runs the same job with "
+        "`--direct_running_mode=multi_threading` (one process, one model, TensorFlow releases the GIL).",
         "",
         "| workload | examples | method | runner | wall s | examples/s | vs in-process | load before / after |",
         "|---|---|---|---|---|---|---|---|",
