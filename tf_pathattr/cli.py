@@ -246,7 +246,7 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
         use_beam = False
     if not use_beam and pipeline_args:
         raise CLIError(f"unrecognized arguments (Beam pipeline options need Beam): {' '.join(pipeline_args)}")
-    load_model(args.model)  # one clear error line for a bad --model, before any work
+    model, shape = load_model(args.model)  # one clear error line for a bad --model, before any work
     try:
         if use_beam:
             from .beam import explain_files
@@ -254,12 +254,13 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
             extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
             summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
                                     metrics=metrics, batch_size=args.batch_size, num_shards=args.num_shards,
-                                    format=args.format, pipeline_args=extra, overwrite=args.overwrite)
+                                    format=args.format, input_shape=shape, pipeline_args=extra,
+                                    overwrite=args.overwrite)
             records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
         else:
-            res = _ds.explain_dataset(args.model, files, target, method=method, out=args.out, options=options,
+            res = _ds.explain_dataset(model, files, target, method=method, out=args.out, options=options,
                                       batch_size=args.batch_size, shard_size=args.shard_size, format=args.format,
-                                      metrics=metrics, overwrite=args.overwrite, progress=True)
+                                      metrics=metrics, input_shape=shape, overwrite=args.overwrite, progress=True)
             records, results, dead = res.n_records, res.n_results, res.n_dead_letters
             if res.shards_skipped:
                 print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
