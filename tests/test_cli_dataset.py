@@ -112,3 +112,19 @@ def test_cli_errors(files, tmp_path):
                  "--out", str(tmp_path / "o"), "--no-beam", "--project=x"]) == 1
     with pytest.raises(SystemExit):  # other commands still refuse unknown options
         main(["methods", "--project=x"])
+
+
+@pytest.mark.slow
+def test_core_imports_without_beam_and_the_beam_module_says_what_to_install():
+    code = NO_BEAM.split("from tf_pathattr.cli import main")[0] + textwrap.dedent("""
+        import tf_pathattr, tf_pathattr.dataset
+        assert tf_pathattr.explain_dataset is tf_pathattr.dataset.explain_dataset
+        try:
+            import tf_pathattr.beam
+        except ImportError as exc:
+            print("ImportError:", exc)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ImportError: tf_pathattr.beam needs Apache Beam: pip install 'tf_pathattr[beam]'" in res.stdout

@@ -40,8 +40,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-import apache_beam as beam
 import numpy as np
+
+try:
+    import apache_beam as beam
+except ImportError as exc:  # the optional extra is missing
+    raise ImportError("tf_pathattr.beam needs Apache Beam: pip install 'tf_pathattr[beam]' (apache-beam>=2.76); "
+                      "tf_pathattr.dataset.explain_dataset runs in-process without it") from exc
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
