@@ -176,3 +176,13 @@ def test_file_job_equals_in_process_attribute(setup, tmp_path, method):
     for name in before:
         for k in before[name]:
             np.testing.assert_array_equal(after[name][k], before[name][k])
+
+
+def test_handler_with_a_keras_model_survives_pickling(setup):
+    import pickle
+
+    _, model, x = setup
+    h = pickle.loads(pickle.dumps(AttributionModelHandler(model, "ig", options={"n_steps": 8})))
+    out = list(h.run_inference(list(x[:3]), h.load_model()))
+    np.testing.assert_allclose(np.stack([o.inference["attributions"] for o in out]),
+                               tpa.attribute(model, x[:3], None, method="ig", n_steps=8), atol=1e-6, rtol=0)
