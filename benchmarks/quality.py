@@ -27,7 +27,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import data as tdata  # noqa: E402
@@ -51,6 +50,15 @@ METHOD_CONFIGS = {
     "SmoothTaylor": {"method": "smooth_taylor", "n_roots": 64, "noise_scale": 0.15, "percent": True, "seed": 0},
     "NoiseTunnel(IG)": {"method": "noise_tunnel", "base_method": "integrated_gradients", "nt_type": "smoothgrad",
                         "nt_samples": 8, "stdevs": 0.15, "n_steps": 32, "seed": 0},
+    "IDGI (IG)": {"method": "important_direction_gradient_integration", "base_method": "integrated_gradients",
+                  "n_steps": 64},
+    "IDGI (Guided IG)": {"method": "important_direction_gradient_integration",
+                         "base_method": "guided_integrated_gradients", "max_dist": 0.02, "n_steps": 100},
+    "IDGI (Blur IG)": {"method": "important_direction_gradient_integration", "base_method": "blur_integrated_gradients",
+                       "max_sigma": "@max_sigma", "n_steps": 64, "_images_only": True},
+    # AGI walks towards other classes: classifiers only (the tabular model is a regression, so "_images_only")
+    "AGI": {"method": "adversarial_gradient_integration", "epsilon": 0.05, "max_iter": 20, "clip": "@clip", "seed": 0,
+            "_images_only": True},
 }
 REFERENCE = "IG (zero baseline)"
 IG2_REFS = 4
@@ -393,6 +401,14 @@ def claim_lines(pattern, digits, tabular):
                  ("digits", "deletion", False, "deletion AUC on digits")]),
         ("SmoothTaylor", [("pattern", "aupc", False, "AUPC on pattern images"),
                           ("pattern", "autvc", False, "AUTVC on pattern images")]),
+        ("IDGI", [("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                  ("pattern", "sic", True, "SIC AUC on pattern images"),
+                  ("pattern", "aic", True, "AIC AUC on pattern images"),
+                  ("digits", "insertion", True, "insertion AUC on digits")]),
+        ("AGI", [("pattern", "deletion", False, "deletion AUC on pattern images"),
+                 ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                 ("digits", "deletion", False, "deletion AUC on digits"),
+                 ("digits", "insertion", True, "insertion AUC on digits")]),
     ]
     sets = {"pattern": pattern, "digits": digits, "tabular": tabular}
     for prefix, items in checks:

@@ -48,7 +48,7 @@ print("test accuracy", model.evaluate(x[1500:], y[1500:], verbose=0)[1])"""),
 attr, delta = tpa.integrated_gradients(model, probe, target=None, n_steps=64, return_convergence_delta=True)
 print("max |delta|:", float(tf.reduce_max(tf.abs(delta))))
 for rule in ["riemann_left", "riemann_trapezoid", "gausslegendre"]:
-    _, d = tpa.integrated_gradients(model, probe, None, n_steps=16, method=rule, return_convergence_delta=True)
+    _, d = tpa.integrated_gradients(model, probe, None, n_steps=16, rule=rule, return_convergence_delta=True)
     print(f"{rule:18s} max |delta| at 16 steps: {float(tf.reduce_max(tf.abs(d))):.2e}")"""),
     new_markdown_cell("## Every method side by side"),
     new_code_cell("""options = {

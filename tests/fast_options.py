@@ -29,6 +29,8 @@ FAST_OPTIONS = {
     "smooth_taylor": {"n_roots": 8, "seed": 0},
     "noise_tunnel": {"nt_samples": 2, "n_steps": 8, "seed": 0},
     "split_integrated_gradients": {"n_steps": 8},
+    "important_direction_gradient_integration": {"n_steps": 8},
+    "adversarial_gradient_integration": {"max_iter": 3, "k": 2, "seed": 0},
 }
 
 

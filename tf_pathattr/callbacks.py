@@ -127,7 +127,8 @@ class AttributionLogger(keras.callbacks.Callback):
     Parameters
     ----------
     inputs : array ``[B, ...]`` (or list / dict for multi-input models)
-        The probe batch, explained at every logging step (copied once as float32).
+        The probe batch, explained at every logging step (copied once: float as float32, integer
+        token ids unchanged, for ``method_options={"layer": ...}``).
     target : None, int, B ints or callable
         As for every method (``None``: the class predicted at that step).
     method : str or callable
@@ -180,7 +181,7 @@ class AttributionLogger(keras.callbacks.Callback):
         self.inputs = self._copy_inputs(inputs)
         self.target = target
         if "completeness_gap" in metrics and completeness_mode(self._method) == "none":
-            warnings.warn(f"{self.method_name} has no completeness target (no return_convergence_delta); "
+            warnings.warn(f"{self.method_name} has no completeness target (see its registry entry); "
                           "the completeness_gap scalar is not logged", stacklevel=2)
         self._writer = None
         self._global_batch = 0
@@ -192,7 +193,12 @@ class AttributionLogger(keras.callbacks.Callback):
     @staticmethod
     def _copy_inputs(inputs):
         def conv(v):
-            return np.array(_numpy(v), dtype=np.float32, copy=True)
+            # float probes become float32; integer probes (token ids for layer= attribution) stay integers:
+            # ids cast to float have no gradient path through an Embedding
+            a = _numpy(v)
+            if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+                return np.array(a, copy=True)
+            return np.array(a, dtype=np.float32, copy=True)
 
         if isinstance(inputs, dict):
             return {k: conv(v) for k, v in inputs.items()}

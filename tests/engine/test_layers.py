@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tf_pathattr as tpa
 
@@ -83,3 +82,74 @@ def test_errors(rng):
         tpa.integrated_gradients(model, [ids, mask], 0, layer="nope")
     with pytest.raises(TypeError, match="layer must be"):
         tpa.integrated_gradients(model, [ids, mask], 0, layer=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer= on every gradient method (issue 9 defect 8): attribution to the embedding output equals the
+# method's input attribution of the model's tail evaluated at the embeddings
+
+
+def _split_text_model(seed=0, vocab=30, length=6, dim=4):
+    """ids -> Embedding -> tail; returns (full model, tail model on embeddings), sharing the tail's layers."""
+    keras.utils.set_random_seed(seed)
+    tail_layers = [keras.layers.Dense(6, activation="tanh"), keras.layers.GlobalAveragePooling1D(),
+                   keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(3)]
+    ids = keras.Input((length,), dtype="int32")
+    h = keras.layers.Embedding(vocab, dim, name="embedding")(ids)
+    e_in = keras.Input((length, dim))
+    t = e_in
+    for lay in tail_layers:
+        h, t = lay(h), lay(t)
+    return keras.Model(ids, h), keras.Model(e_in, t)
+
+
+LAYER_CASES = {
+    "guided_integrated_gradients": dict(n_steps=6),
+    "integrated_decision_gradients": dict(n_steps=6),
+    "smooth_taylor": dict(n_roots=5, noise_scale=0.3, seed=4),
+    "ig2": dict(step_size=0.1, n_steps=4),
+    "expected_gradients": dict(n_samples=5, seed=1),
+    "split_integrated_gradients": dict(n_steps=6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_layer_attribution_equals_the_tail_models_input_attribution(name, rng):
+    model, tail = _split_text_model()
+    ids = rng.integers(1, 30, size=(2, 6)).astype("int32")
+    emb = tpa.layer_activations(model, "embedding", ids).numpy()
+    opts = dict(LAYER_CASES[name])
+    if name == "ig2":
+        opts["references"] = rng.normal(size=(2, 6, 4)).astype("float32")  # in the layer's output space
+    if name == "expected_gradients":
+        opts["background"] = rng.normal(size=(3, 6, 4)).astype("float32")
+    got = tpa.attribute(model, ids, 1, method=name, layer="embedding", **opts)
+    ref = tpa.attribute(tail, emb, 1, method=name, **opts)
+    if name == "split_integrated_gradients":
+        got, ref = got[0], ref[0]
+    assert got.shape == (2, 6, 4)
+    assert np.abs(ref.numpy()).max() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref.numpy()).max())
+
+
+@pytest.mark.parametrize("name", ["blur_integrated_gradients", "xrai", "noise_tunnel", "smoothgrad"])
+def test_methods_that_cannot_take_layer_say_why(name):
+    from tf_pathattr.methods import registry
+
+    spec = registry.get(name)
+    assert isinstance(spec.layer, str)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
+    with pytest.raises(ValueError, match="layer") as info:
+        tpa.attribute(model, x, 0, method=name, layer="conv2d", **spec.options_for(x))
+    assert spec.layer in str(info.value)
+
+
+def test_registry_declares_layer_support_truthfully():
+    from tf_pathattr.methods import registry
+
+    for name in ("integrated_gradients", "expected_gradients", "gradients", "split_integrated_gradients",
+                 "guided_integrated_gradients", "integrated_decision_gradients", "ig2", "smooth_taylor"):
+        assert registry.get(name).layer is True, name

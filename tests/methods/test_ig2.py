@@ -216,9 +216,12 @@ def test_mean_over_references_per_explicand_refs_and_max_batch(mlp, data):
     np.testing.assert_allclose(det_pe["per_reference"].numpy()[0], det["per_reference"].numpy()[0], atol=1e-6)
     np.testing.assert_allclose(det_pe["per_reference"].numpy()[1], det["per_reference"].numpy()[1, ::-1], atol=1e-6)
     np.testing.assert_allclose(attr_pe.numpy(), attr.numpy(), atol=1e-6)
-    attr_mb, det_mb = tpa.ig2(mlp, x, [0, 2], references=refs, max_batch=3, **opts)  # 1 reference per loop
+    attr_mb, det_mb = tpa.ig2(mlp, x, [0, 2], references=refs, internal_batch_size=3, **opts)  # 1 reference per loop
     np.testing.assert_allclose(attr_mb.numpy(), attr.numpy(), atol=1e-6)
     np.testing.assert_allclose(det_mb["gradcf"].numpy(), det["gradcf"].numpy(), atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="max_batch= .*internal_batch_size="):
+        attr_old = tpa.ig2(mlp, x, [0, 2], references=refs, max_batch=3, **opts)[0]
+    np.testing.assert_array_equal(attr_old.numpy(), attr_mb.numpy())
 
 
 def test_targets_callable_predicted_and_dispatch(mlp, data):
@@ -344,10 +347,10 @@ def test_errors(mlp, data):
 
 
 # --------------------------------------------------------------------------------------------
-# 8. tracing and capture (export) protocol
+# 8. tracing and the plan (export) protocol
 
 
-def test_no_retrace_for_new_inputs_targets_step_size_and_capture(mlp, data):
+def test_no_retrace_for_new_inputs_targets_step_size_and_plan(mlp, data):
     from tf_pathattr.engine import gradients as eng
 
     x, refs = data
@@ -358,8 +361,6 @@ def test_no_retrace_for_new_inputs_targets_step_size_and_capture(mlp, data):
     fn = next(iter(eng.CACHE._items.values()))[1]
     assert fn.experimental_get_tracing_count() == 1
     assert np.abs(a1.numpy() - a2.numpy()).max() > 1e-4
-    with eng.capture() as cap:
-        assert tpa.ig2(mlp, x, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5) is None
-    body, extra, problem = cap.record
-    out = tf.function(body)([tf.constant(x + 0.5)], tf.constant([2, 0], tf.int32), *extra)
+    plan = tpa.ig2.plan(mlp, x, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5)
+    out = tf.function(plan.python_fn)([tf.constant(x + 0.5)], tf.constant([2, 0], tf.int32), *plan.extra_args)
     np.testing.assert_allclose(out[0][0].numpy(), a2.numpy(), atol=1e-6)

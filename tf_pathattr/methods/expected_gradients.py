@@ -16,12 +16,15 @@ Intelligence 2021, arXiv 1906.10670.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["expected_gradients", "draw_samples"]
 
@@ -33,7 +36,81 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
     return idx, alpha
 
 
-def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
+def _flat_background(background, structure):
+    """One ``[M, *S_i]`` tensor per model input, in the inputs' order: a dict background is matched to
+    the inputs by key (never by the dict's order), a list / tuple by position."""
+    if structure.kind == "dict":
+        if not isinstance(background, dict):
+            raise ValueError(f"background: the inputs are a dict with keys {list(structure.keys)}, so background must "
+                             f"be a dict with the same keys, got a {type(background).__name__}")
+        missing = [k for k in structure.keys if k not in background]
+        extra = [k for k in background if k not in structure.keys]
+        if missing or extra:
+            raise ValueError(f"background: missing entries for inputs {missing}, unknown keys {extra}; expected "
+                             f"keys {list(structure.keys)}")
+        background = {k: background[k] for k in structure.keys}
+    flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
+    if (bg_structure.kind == "single") != (structure.kind == "single") or len(flat_bg) != len(structure.keys or (0,)):
+        raise ValueError("background must have the same structure as inputs (one array per model input)")
+    return flat_bg, n_bg
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Attributions: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
+) -> Any: ...
+
+
+@eng.planned
+def expected_gradients(model, inputs, target=None, *, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
                        sample_indices=None, sample_alphas=None, layer=None):
     """Expected Gradients (IG with baselines and alphas sampled from a background set).
@@ -64,9 +141,7 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
         raise ValueError("background is required: an array [M, ...] of reference samples (e.g. training data)")
     n_samples = check_positive_int(n_samples, "n_samples")
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
-    if bg_structure.kind != problem.structure.kind or len(flat_bg) != len(problem.flat_x):
-        raise ValueError("background must have the same structure as inputs (one array per model input)")
+    flat_bg, n_bg = _flat_background(background, problem.structure)
     for b, x in zip(flat_bg, problem.flat_x):
         if tuple(b.shape[1:]) != tuple(x.shape[1:]):
             raise ValueError(f"background examples have shape {tuple(b.shape[1:])}, inputs {tuple(x.shape[1:])}")
@@ -114,7 +189,8 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
 
         return fn
 
-    return eng.run_packed(problem, key, builder, (flat_bg, idx, alpha), jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, (flat_bg, idx, alpha), jit_compile,
+                    eng.packed_finish(problem, return_convergence_delta))
 
 
 
@@ -125,7 +201,7 @@ def _test_background(x):
 
 SPEC = MethodSpec(
     name="expected_gradients", function=expected_gradients, aliases=("eg",),
-    summary="baselines and path positions sampled from a background set",
+    summary="baselines and path positions sampled from a background set (stateless draws)",
     paper="G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, Improving performance of deep learning "
           "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
     completeness="F(x) − mean F(drawn baselines)",

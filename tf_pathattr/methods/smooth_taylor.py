@@ -24,12 +24,15 @@ released code ``garygsw/smooth-taylor`` (``attribution/analyzer.py``,
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["smooth_taylor", "adaptive_noise_search"]
 
@@ -81,9 +84,9 @@ def _prepare_noise(noise, problem):
     return out, ns.pop()
 
 
-def _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
-                       with_delta):
-    """One compiled SmoothTaylor evaluation: returns (list of maps, delta [B])."""
+def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
+                        with_delta):
+    """The plan of one compiled SmoothTaylor evaluation; its body returns (list of maps, delta [B])."""
     batch = problem.batch_size
     n_inputs = len(problem.flat_x)
     explicit = flat_noise is not None
@@ -131,13 +134,124 @@ def _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, inter
         return fn
 
     seed_t = tf.constant(int(seed), tf.int64)
-    return eng.run(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
+    return eng.Plan(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
 
 
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Attributions: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[False] = ...,
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[True],
+    jit_compile: bool = ...,
+) -> Tuple[Attributions, tf.Tensor, dict]: ...
+
+
+@overload
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: Any = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: Any = ...,
+    return_convergence_delta: bool = ...,
+    return_details: bool = ...,
+    jit_compile: bool = ...,
+) -> Any: ...
+
+
+@eng.planned
 def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale=0.5, percent: bool = False,
                   noise=None, seed=None, adaptive: bool = False, objective="aupc", objective_options=None,
                   search_options=None, internal_batch_size=None, return_convergence_delta: bool = False,
-                  return_details: bool = False, jit_compile: bool = False):
+                  return_details: bool = False, jit_compile: bool = False, layer=None):
     """SmoothTaylor attributions (Goh et al., ICPR 2020), optionally with adaptive noising.
 
     ``ST_i(x) = (1/N) sum_n (x_i - z_{n,i}) dF(z_n)/dz_i`` with roots ``z_n = x + sigma * eps_n``,
@@ -190,6 +304,11 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
         ``trajectory`` (per example, one record per search iteration) and ``n_evaluations``.
     jit_compile : bool
         Compile with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output (e.g. an ``Embedding``): the roots are drawn around the
+        layer's activations, ``z_n = a(x) + sigma eps_n``, and the Taylor terms live in that space
+        (``noise_scale`` and ``noise`` are then in the layer's output units); the raw inputs
+        (integer token ids) are fed unchanged. ``adaptive=True`` then needs a callable objective.
 
     Returns
     -------
@@ -199,34 +318,35 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
     """
     n_roots = check_positive_int(n_roots, "n_roots")
     seed = eng.as_numpy_seed(seed)
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, layer=layer)
+    if layer is not None and adaptive and not callable(objective):
+        raise ValueError(f"objective={objective!r} perturbs the model's inputs, not a layer's output; with layer= "
+                         "pass a callable objective(attributions, inputs) -> [B] or adaptive=False")
     flat_noise = None
     if noise is not None:
         flat_noise, n_roots = _prepare_noise(noise, problem)
 
-    if adaptive:
+    def finish(attr, delta, details):
+        out = [problem.pack(attr)]
+        if return_convergence_delta:
+            out.append(delta)
+        if return_details:
+            out.append(details)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    if adaptive:  # the search runs on the host: a finished result, not a plan
         if percent:
             raise ValueError("adaptive=True searches an absolute noise scale; use percent=False")
-        attr, delta, details = adaptive_noise_search(
+        return finish(*adaptive_noise_search(
             problem, model, inputs, target, n_roots=n_roots, seed=seed, flat_noise=flat_noise,
             objective=objective, objective_options=objective_options, search_options=search_options,
-            internal_batch_size=internal_batch_size, with_delta=return_convergence_delta, jit_compile=jit_compile)
-        if attr is None:
-            return None
-    else:
-        sigma = _sigma_tensor(noise_scale, problem.batch_size)
-        result = _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size,
-                                    jit_compile, return_convergence_delta)
-        if result is None:  # captured for export
-            return None
-        attr, delta = result
-        details = {"sigma": sigma.numpy(), "percent": bool(percent)}
-    out = [problem.pack(attr)]
-    if return_convergence_delta:
-        out.append(delta)
-    if return_details:
-        out.append(details)
-    return out[0] if len(out) == 1 else tuple(out)
+            internal_batch_size=internal_batch_size, with_delta=return_convergence_delta, jit_compile=jit_compile))
+    sigma = _sigma_tensor(noise_scale, problem.batch_size)
+    details = {"sigma": sigma.numpy(), "percent": bool(percent)}
+    plan = _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
+                               return_convergence_delta)
+    plan.finish = lambda result: finish(result[0], result[1], details)
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,19 +424,13 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
         c = counter[0]
         counter[0] += 1
         s = _call_seed(seed, c) if flat_noise is None else seed
-        res = _run_smooth_taylor(problem, n_roots, tf.constant(np.abs(sig), tf.float32), s, flat_noise, False,
-                                 internal_batch_size, jit_compile, with_delta)
-        if res is None:
-            return None
-        attr, delta = res
+        attr, delta = _smooth_taylor_plan(problem, n_roots, tf.constant(np.abs(sig), tf.float32), s, flat_noise,
+                                          False, internal_batch_size, jit_compile, with_delta).raw()
         return [a.numpy() for a in attr], delta.numpy(), J_obj(attr, _call_seed(seed + 1, c))
 
     flat_abs = np.concatenate([np.abs(x.numpy()).reshape(batch, -1) for x in problem.flat_x], axis=1)
     sigma = flat_abs.mean(axis=1).astype(np.float64)
-    first = J(sigma)
-    if first is None:
-        return None, None, None
-    maps, delta, obj = first
+    maps, delta, obj = J(sigma)
     best_sigma, best_obj = sigma.copy(), obj.copy()
     best_maps, best_delta = [m.copy() for m in maps], delta.copy()
     initial = (sigma.copy(), obj.copy())
@@ -367,13 +481,13 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
 
 SPEC = MethodSpec(
     name="smooth_taylor", function=smooth_taylor,
-    summary="first-order Taylor terms averaged over Gaussian roots; adaptive noise-scale search",
+    summary=("first-order Taylor terms averaged over Gaussian roots; `adaptive=True` noise-scale search on "
+            "AUPC / AUTVC"),
     paper="G. S. W. Goh, S. Lapuschkin, L. Weber, W. Samek, A. Binder, Understanding Integrated Gradients "
           "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
     completeness="F(x) − mean_n F(z_n) (exact for linear models)",
     details=True,
     stochastic=True,
-    layer="smooth_taylor does not support layer= yet",
     per_example_options={"noise_scale": tile_batch_axis(0, rank=lambda r: 1)},
     test_options={"n_roots": 8, "seed": 0},
 )
