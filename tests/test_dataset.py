@@ -135,6 +135,13 @@ def test_nan_array_record_is_a_dead_letter_not_an_error(model, digits, tmp_path)
     keep = [0, 1, 2, 4, 5, 6, 7]
     np.testing.assert_allclose(res["attributions"], tpa.attribute(model, x[keep], None, method="ig", n_steps=8),
                                atol=1e-6, rtol=0)
+    # a shard made only of dead letters, between two good ones
+    x[2:4] = np.nan
+    r = D.explain_dataset(model, x, method="ig", out=tmp_path / "mid", options={"n_steps": 8}, batch_size=2,
+                          shard_size=2, progress=False)
+    res = r.read()
+    assert (r.n_results, r.n_dead_letters, r.n_shards) == (6, 2, 4)
+    assert res["id"].tolist() == ["0", "1", "4", "5", "6", "7"] and [d for d, _ in res["dead_letters"]] == ["2", "3"]
 
 
 def test_bad_options_raise_instead_of_dead_lettering(model, digits, tmp_path):
@@ -310,3 +317,22 @@ def test_partial_batches_are_padded_to_the_batch_size(model, digits, tmp_path, m
     ref = tpa.attribute(model, x, np.arange(11) % 10, method="ig", n_steps=8).numpy()
     np.testing.assert_allclose(res["attributions"], ref, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(res["table"]["target"], np.arange(11) % 10)
+
+
+def test_image_files_follow_the_scale_option(model, tmp_path):
+    from PIL import Image
+
+    pixels = (np.random.default_rng(3).uniform(size=(8, 8)) * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    x = pixels.astype(np.float32)[None, ..., None] / 127.5 - 1.0
+    res = D.explain_dataset(model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "o", scale="-1,1",
+                            options={"n_steps": 8}, progress=False).read()
+    np.testing.assert_allclose(res["attributions"], tpa.attribute(model, x, None, method="ig", n_steps=8),
+                               atol=1e-6, rtol=0)
+    # ImageNet "caffe" preprocessing needs RGB: the grey record becomes a dead letter that says so
+    r = D.explain_dataset(model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "c", scale="caffe",
+                          progress=False)
+    assert (r.n_results, r.n_dead_letters) == (0, 1)
+    assert "needs RGB images" in r.read()["dead_letters"][0][1]
+    with pytest.raises(ValueError, match="scale"):
+        D.explain_dataset(model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "d", scale="0,2")

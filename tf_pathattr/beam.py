@@ -229,8 +229,8 @@ def shard_of(record_id: str, num_shards: int) -> int:
 
 
 class _DecodeFile(beam.DoFn):
-    def __init__(self, shape, use_labels):
-        self.shape, self.use_labels = shape, use_labels
+    def __init__(self, shape, use_labels, scale="0,1"):
+        self.shape, self.use_labels, self.scale = shape, use_labels, scale
         self.records = Metrics.counter(NAMESPACE, "records")
 
     def process(self, readable):
@@ -240,7 +240,7 @@ class _DecodeFile(beam.DoFn):
         except Exception as exc:
             recs = [_ds.Record(path, error=f"cannot read the file: {_ds._first_line(exc)}")]
         else:
-            recs = _ds.decode_file(path, data, self.shape)
+            recs = _ds.decode_file(path, data, self.shape, self.scale)
         for r in recs:
             self.records.inc()
             if r.error is not None:
@@ -329,7 +329,7 @@ def _cores() -> int:
 
 def explain_files(model, inputs, out, *, method="integrated_gradients", target=None, options=None,
                   metrics=("completeness_gap",), batch_size: int = 32, num_shards: Optional[int] = None,
-                  format: str = "npz", input_shape=None, pipeline_args: Sequence[str] = (),
+                  format: str = "npz", input_shape=None, scale: str = "0,1", pipeline_args: Sequence[str] = (),
                   overwrite: bool = False) -> Dict[str, Any]:
     """Explain every record of ``inputs`` (glob patterns or files) on a Beam runner; write into ``out``.
 
@@ -351,6 +351,8 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
         The batches ``RunInference`` forms (``min_batch_size = max_batch_size``).
     num_shards : int, optional
         Default: one per 256 matched files.
+    scale : {"0,1", "-1,1", "0,255", "caffe", "torch"}
+        Image files only: the model's input range (see :func:`tf_pathattr.dataset.decode_file`).
     pipeline_args : sequence of str
         Beam pipeline options (``--runner=DataflowRunner --project=...``); see
         :func:`default_pipeline_args` for the local default.
@@ -368,6 +370,7 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
 
     batch_size = check_positive_int(batch_size, "batch_size")
     fmt = check_choice(format, "format", _ds.FORMATS)
+    scale = _ds.check_scale(scale)
     use_labels = isinstance(target, str) and target == "labels"
     if isinstance(target, str) and not use_labels:
         raise ValueError(f"target: expected None, an int or 'labels', got {target!r}")
@@ -398,7 +401,7 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
     config = {"version": 1, "method": explainer.method_name, "options": _ds._jsonable(explainer.options),
               "target": _ds._jsonable(target), "metrics": list(explainer.metrics), "batch_size": batch_size,
               "num_shards": num_shards, "format": fmt, "table": "parquet", "inputs": patterns,
-              "n_files": len(files), "input_shape": list(shape) if shape is not None else None,
+              "n_files": len(files), "input_shape": list(shape) if shape is not None else None, "scale": scale,
               "runner": "beam", "pipeline_args": args}
     _write(FileSystems.join(out, "run.json"), json.dumps(config, indent=1).encode())
 
@@ -406,7 +409,7 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
     p = beam.Pipeline(options=PipelineOptions(args))
     readable = (p | "Files" >> beam.Create(files) | "Match" >> fileio.MatchAll() | "Read" >> fileio.ReadMatches()
                 | "Spread" >> beam.Reshuffle())
-    decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels)).with_outputs("dead_letters",
+    decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels, scale)).with_outputs("dead_letters",
                                                                                                main="records")
     # spread the records of a file (a .npy batch, a TFRecord file) over the workers before explaining
     explained = decoded.records | "SpreadRecords" >> beam.Reshuffle() | "Explain" >> ExplainRecords(handler)

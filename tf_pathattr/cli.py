@@ -444,13 +444,14 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
             extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
             summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
                                     metrics=metrics, batch_size=args.batch_size, num_shards=args.num_shards,
-                                    format=args.format, input_shape=shape, pipeline_args=extra,
+                                    format=args.format, input_shape=shape, scale=args.scale, pipeline_args=extra,
                                     overwrite=args.overwrite)
             records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
         else:
             res = _ds.explain_dataset(model, files, target, method=method, out=args.out, options=options,
                                       batch_size=args.batch_size, shard_size=args.shard_size, format=args.format,
-                                      metrics=metrics, input_shape=shape, overwrite=args.overwrite, progress=True)
+                                      metrics=metrics, input_shape=shape, scale=args.scale, overwrite=args.overwrite,
+                                      progress=True)
             records, results, dead = res.n_records, res.n_results, res.n_dead_letters
             if res.shards_skipped:
                 print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
@@ -518,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="completeness_gap",
                    help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc")
     p.add_argument("--format", choices=("npz", "tfrecord"), default="npz", help="attribution shards (default npz)")
+    p.add_argument("--scale", choices=SCALES, default="0,1",
+                   help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
     p.add_argument("--runner", default=None, help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
                    "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode")
     p.add_argument("--num-shards", type=int, default=None, help="Beam: output shards (default: one per 256 files)")

@@ -135,8 +135,18 @@ def check_example(x, shape=None) -> np.ndarray:
     return arr
 
 
-def _decode_image(data: bytes, shape):
+IMAGE_SCALES = ("0,1", "-1,1", "0,255", "caffe", "torch")
+
+
+def check_scale(scale) -> str:
+    """``scale`` for image files: one of :data:`IMAGE_SCALES` (as ``tf-pathattr explain --scale``)."""
+    return check_choice(scale, "scale", IMAGE_SCALES)
+
+
+def _decode_image(data: bytes, shape, scale: str = "0,1"):
     from PIL import Image
+
+    from .cli import CLIError, scale_pixels
 
     with Image.open(io.BytesIO(data)) as im:
         channels = shape[-1] if shape is not None and len(shape) == 3 else 3
@@ -145,8 +155,12 @@ def _decode_image(data: bytes, shape):
         im = im.convert("L" if channels == 1 else "RGB")
         if shape is not None and len(shape) == 3 and im.size != (shape[1], shape[0]):
             im = im.resize((shape[1], shape[0]), Image.BILINEAR)
-        x = np.asarray(im, dtype=np.float32) / 255.0
-    return x[..., None] if x.ndim == 2 else x
+        pixels = np.asarray(im, dtype=np.float32)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    try:
+        return scale_pixels(pixels[None], scale)[0]
+    except CLIError as exc:
+        raise RecordError(str(exc).replace("--scale", "scale", 1)) from None
 
 
 def _tfrecord_payloads(data: bytes) -> Iterator[bytes]:
@@ -180,7 +194,7 @@ def _tfrecord_payloads(data: bytes) -> Iterator[bytes]:
         pos = end + 4
 
 
-def _parse_example(payload: bytes, shape, default_id: str):
+def _parse_example(payload: bytes, shape, default_id: str, scale: str = "0,1"):
     """``(id, x, target)`` from a serialized ``tf.train.Example``.
 
     Features: ``x`` (float list, reshaped by the int64 ``shape`` feature or the model's input
@@ -208,7 +222,7 @@ def _parse_example(payload: bytes, shape, default_id: str):
             elif shape is not None and x.size == int(np.prod(shape)):
                 x = x.reshape(shape)
         elif "image" in feats and feats["image"].bytes_list.value:
-            x = _decode_image(feats["image"].bytes_list.value[0], shape)
+            x = _decode_image(feats["image"].bytes_list.value[0], shape, scale)
         else:
             raise RecordError("the tf.train.Example has neither an 'x' (float list) nor an 'image' (bytes) feature")
     except RecordError:
@@ -218,11 +232,13 @@ def _parse_example(payload: bytes, shape, default_id: str):
     return rid, x, target
 
 
-def decode_file(path: str, data: bytes, shape=None) -> List[Record]:
+def decode_file(path: str, data: bytes, shape=None, scale: str = "0,1") -> List[Record]:
     """The records in one file (``data`` = its bytes), each checked with :func:`check_example`.
 
-    * image (PNG / JPEG): one record ``path``, scaled to [0, 1], converted to the model's channel
-      count and resized to its input size when ``shape`` is known;
+    * image (PNG / JPEG): one record ``path``, converted to the model's channel count, resized to
+      its input size when ``shape`` is known, and brought to the model's input range by ``scale``
+      (``"0,1"``: ``p / 255``; ``"-1,1"``, ``"0,255"``, ``"caffe"``, ``"torch"`` as for
+      ``tf-pathattr explain --scale``);
     * ``.npy``: one record ``path`` for an array of the example shape, ``path#i`` for a batch
       ``[n, *shape]``;
     * TFRecord: one record per ``tf.train.Example`` (``path#i`` unless it has an ``id`` feature).
@@ -243,7 +259,7 @@ def decode_file(path: str, data: bytes, shape=None) -> List[Record]:
     try:
         if suffix in IMAGE_SUFFIXES:
             try:
-                img = _decode_image(data, shape)
+                img = _decode_image(data, shape, scale)
             except RecordError:
                 raise
             except Exception as exc:
@@ -262,7 +278,7 @@ def decode_file(path: str, data: bytes, shape=None) -> List[Record]:
         elif suffix in TFRECORD_SUFFIXES:
             for i, payload in enumerate(_tfrecord_payloads(data)):
                 try:
-                    rid, x, target = _parse_example(payload, shape, f"{path}#{i}")
+                    rid, x, target = _parse_example(payload, shape, f"{path}#{i}", scale)
                 except RecordError as exc:
                     out.append(Record(f"{path}#{i}", error=str(exc)))
                     continue
@@ -383,8 +399,8 @@ class _IterableSource(_Source):
 
 
 class _FileSource(_Source):
-    def __init__(self, files: List[str], shape):
-        self.files, self.shape = files, shape
+    def __init__(self, files: List[str], shape, scale="0,1"):
+        self.files, self.shape, self.scale = files, shape, scale
         self.n = None
         h = hashlib.sha1("\n".join(files).encode()).hexdigest()
         self.fingerprint = {"kind": "files", "n_files": len(files), "sha1_of_names": h}
@@ -398,17 +414,17 @@ class _FileSource(_Source):
             except OSError as exc:
                 recs = [Record(f, error=f"cannot read the file: {_first_line(exc)}")]
             else:
-                recs = decode_file(f, data, self.shape)
+                recs = decode_file(f, data, self.shape, self.scale)
             for r in recs:
                 k = i // shard_size
                 yield None if (k < len(skip) and skip[k]) else r
                 i += 1
 
 
-def _make_source(data, shape, batched):
+def _make_source(data, shape, batched, scale="0,1"):
     """``(source, use_labels)``; ``target="labels"`` reads the labels the data carries."""
     if _is_files(data):
-        return _FileSource(list_files(data), shape)
+        return _FileSource(list_files(data), shape, scale)
     try:
         import tensorflow as tf
 
@@ -826,6 +842,8 @@ def read_results(out) -> Dict[str, Any]:
             part = _read_tfrecord_arrays(f)
         else:
             continue
+        if len(part.get("id", ())) == 0:  # a shard whose records all became dead letters
+            continue
         for k, v in part.items():
             arrays.setdefault(k, []).append(v)
     res: Dict[str, Any] = {k: np.concatenate(v) for k, v in arrays.items()}
@@ -904,8 +922,8 @@ def _result_files(out: Path):
 def explain_dataset(model, data, target=None, *, method="integrated_gradients", out, options=None,
                     batch_size: int = 32, shard_size: Optional[int] = None, format: str = "npz",
                     table: Optional[str] = None, metrics=("completeness_gap",), strategy=None,
-                    batched: Optional[bool] = None, input_shape=None, progress: bool = True,
-                    overwrite: bool = False) -> DatasetResult:
+                    batched: Optional[bool] = None, input_shape=None, scale: str = "0,1",
+                    progress: bool = True, overwrite: bool = False) -> DatasetResult:
     """Explain every example of a dataset with one method; write sharded, resumable results into ``out``.
 
     Parameters
@@ -947,6 +965,8 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         active, if any).
     input_shape : tuple, optional
         Per-example input shape, where the model does not say (checked for every record).
+    scale : {"0,1", "-1,1", "0,255", "caffe", "torch"}
+        Image files only: the model's input range (see :func:`decode_file`).
     progress : bool
         A progress bar on stderr (tqdm, when installed).
     overwrite : bool
@@ -993,7 +1013,8 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
     use_labels = isinstance(target, str) and target == "labels"
     if isinstance(target, str) and not use_labels:
         raise ValueError(f"target: expected None, an int, one int per example, a callable or 'labels', got {target!r}")
-    source = _make_source(data, shape, batched)
+    scale = check_scale(scale)
+    source = _make_source(data, shape, batched, scale)
     per_example_target = None
     if not use_labels and target is not None and not callable(target) and np.ndim(target) == 1:
         per_example_target = np.asarray(target)
@@ -1006,7 +1027,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         "version": 1, "method": explainer.method_name, "options": _jsonable(explainer.options),
         "target": _jsonable(target), "metrics": list(explainer.metrics), "batch_size": batch_size,
         "shard_size": shard_size, "format": fmt, "table": table, "data": source.fingerprint,
-        "input_shape": list(shape) if shape is not None else None,
+        "input_shape": list(shape) if shape is not None else None, "scale": scale,
     }
     run_file = out / "run.json"
     if overwrite:
