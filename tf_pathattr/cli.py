@@ -439,7 +439,12 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
     model, shape = load_model(args.model)  # one clear error line for a bad --model, before any work
     try:
         if use_beam:
+            import logging
+
             from .beam import explain_files
+
+            if not args.verbose:  # Beam logs every stage at INFO
+                logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
             extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
             summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
