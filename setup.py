@@ -41,6 +41,10 @@ EXTRAS = {
     # metrics (PIC, AUTVC), XRAI, Blur IG parity and pictures
     "viz": ["matplotlib>=3.7", "pillow>=10"],
     "metrics": ["scipy>=1.11", "scikit-image>=0.22", "pillow>=10"],
+    # tf_pathattr.beam and `tf-pathattr explain-dataset` on Beam runners. Not apache-beam[tensorflow] (it installs a
+    # second TensorFlow next to tensorflow-cpu); 2.76 is the first Beam whose pins allow TF 2.21. google-crc32c:
+    # TFRecord framing (Beam's own TFRecord IO needs one CRC32C implementation too). pyarrow comes with Beam.
+    "beam": ["apache-beam>=2.76,<2.78", "google-crc32c>=1.5"],
     # tf-keras-vis Score objects (CategoricalScore, BinaryScore) as targets; recognised by class name, so
     # tf_pathattr itself never imports it
     "tf-keras-vis": ["tf-keras-vis>=0.8.7"],
@@ -67,6 +71,7 @@ EXTRAS["test"] = sorted(
         + EXTRAS["tf-keras-vis"]
         + EXTRAS["docs"]
         + EXTRAS["text-light"]  # keras-hub itself: `pip install --no-deps keras-hub` (see "text" above)
+        + EXTRAS["beam"]
         + [
             "pytest>=7",
             "ruff>=0.6",

@@ -9,7 +9,8 @@ from ._version import __version__ as __version__
 
 _import_tensorflow()  # a clear ImportError without TensorFlow; quiet when running the tf-pathattr command
 
-from . import baselines, callbacks, data, metrics, references, saved_model, text, viz  # noqa: F401
+from . import baselines, callbacks, data, dataset, metrics, references, saved_model, text, viz  # noqa: F401
+from .dataset import explain_dataset  # noqa: F401
 from .engine.layers import layer_activations  # noqa: F401
 from .methods import METHODS, attribute  # noqa: F401
 from .methods.blur_ig import blur_integrated_gradients  # noqa: F401

@@ -7,6 +7,9 @@
                         [--target N] [--options JSON] [--scale RANGE | --preprocess MODULE:FUNCTION]
                         [--png] [--batch-size N]
     tf-pathattr methods
+    tf-pathattr explain-dataset --model M --input GLOB|FILE [...] --method NAME --out DIR
+                        [--runner DirectRunner|PrismRunner|FlinkRunner|SparkRunner|DataflowRunner]
+                        [--no-beam] [beam pipeline options]
     (every command takes --verbose: show TensorFlow's C++ INFO lines, hidden by default)
 
 ``explain`` reads a ``.keras`` / ``.h5`` / ``.hdf5`` model (loaded with Keras' safe mode on) or a
@@ -17,6 +20,12 @@ resized to its input size when that is known, then brought to the model's input 
 writes the attributions, ``.png`` a strip of signed overlays, a folder both
 (``attributions.npy``, ``attributions.png``). The model's predicted class and probability are
 printed with the result. Errors are one line on stderr and a non-zero exit status.
+
+``explain-dataset`` explains every record of image / ``.npy`` / TFRecord files on Apache Beam
+(:func:`tf_pathattr.beam.explain_files`; locally: Beam's Python direct runner in multi-processing
+mode, one worker per core), or in-process (:func:`tf_pathattr.dataset.explain_dataset`, resumable)
+with ``--no-beam`` or when apache-beam is not installed. Options it does not know are Beam pipeline
+options (``--project=...``, ``--num_workers=...``).
 """
 from __future__ import annotations
 
@@ -379,6 +388,85 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _beam_available() -> bool:
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_explain_dataset(args, pipeline_args=()) -> int:
+    """Explain every record of the input files; write sharded results into ``--out``."""
+    from .methods import registry
+
+    try:
+        method = registry.canonical(args.method)
+    except ValueError as exc:
+        raise CLIError(f"--method: {exc}".replace("method: ", "", 1)) from None
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--options: not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(options, dict):
+        raise CLIError("--options: expected a JSON object such as '{\"n_steps\": 32}'")
+    target = args.target
+    if target is not None and target != "labels":
+        try:
+            target = int(target)
+        except ValueError:
+            raise CLIError(f"--target: expected a class index or 'labels', got {target!r}") from None
+    metrics = tuple(m for m in (args.metrics or "").split(",") if m)
+    from . import dataset as _ds
+
+    unknown = [m for m in metrics if m not in _ds.METRICS]
+    if unknown:
+        raise CLIError(f"--metrics: unknown {unknown}; available: {','.join(_ds.METRICS)}")
+    try:
+        files = _ds.list_files(args.input)
+    except FileNotFoundError as exc:
+        raise CLIError(f"--input: {_first_line(exc).replace('data: ', '', 1)}") from None
+    use_beam = not args.no_beam
+    if use_beam and not _beam_available():
+        if args.runner or pipeline_args:
+            raise CLIError("--runner and Beam pipeline options need apache-beam: pip install 'tf_pathattr[beam]' "
+                           "(or run in-process with --no-beam)")
+        print("tf-pathattr: note: apache-beam is not installed; explaining in-process without Beam "
+              "(pip install 'tf_pathattr[beam]' for Beam runners)", file=sys.stderr)
+        use_beam = False
+    if not use_beam and pipeline_args:
+        raise CLIError(f"unrecognized arguments (Beam pipeline options need Beam): {' '.join(pipeline_args)}")
+    model, shape = load_model(args.model)  # one clear error line for a bad --model, before any work
+    try:
+        if use_beam:
+            import logging
+
+            from .beam import explain_files
+
+            if not args.verbose:  # Beam logs every stage at INFO
+                logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+            extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
+            summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
+                                    metrics=metrics, batch_size=args.batch_size, num_shards=args.num_shards,
+                                    format=args.format, input_shape=shape, scale=args.scale, pipeline_args=extra,
+                                    overwrite=args.overwrite)
+            records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
+        else:
+            res = _ds.explain_dataset(model, files, target, method=method, out=args.out, options=options,
+                                      batch_size=args.batch_size, shard_size=args.shard_size, format=args.format,
+                                      metrics=metrics, input_shape=shape, scale=args.scale, overwrite=args.overwrite,
+                                      progress=True)
+            records, results, dead = res.n_records, res.n_results, res.n_dead_letters
+            if res.shards_skipped:
+                print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
+    except (TypeError, ValueError, NotImplementedError, FileNotFoundError) as exc:
+        raise CLIError(f"{args.method}: {_first_line(exc)}") from None
+    print(f"records {records} = results {results} + dead letters {dead} ({'Beam' if use_beam else 'in-process'})")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -422,6 +510,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", action="store_true", help="with --out FILE.npy: also write signed overlays as FILE.png")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per call (default 32)")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("explain-dataset", parents=common, help="explain every record of image / .npy / TFRecord files "
+                       "(Apache Beam, or in-process)")
+    p.add_argument("--model", required=True, help=".keras / .h5 file or SavedModel folder")
+    p.add_argument("--input", required=True, nargs="+", help="glob patterns, files or folders (PNG / JPEG, .npy, "
+                   "TFRecord of tf.train.Example)")
+    p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--target", default=None, help="class index, or 'labels' (TFRecord label feature); "
+                   "default: the predicted class")
+    p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
+    p.add_argument("--batch-size", type=int, default=32, help="explicands per method call (default 32)")
+    p.add_argument("--metrics", default="completeness_gap",
+                   help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc")
+    p.add_argument("--format", choices=("npz", "tfrecord"), default="npz", help="attribution shards (default npz)")
+    p.add_argument("--scale", choices=SCALES, default="0,1",
+                   help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
+    p.add_argument("--runner", default=None, help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
+                   "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode")
+    p.add_argument("--num-shards", type=int, default=None, help="Beam: output shards (default: one per 256 files)")
+    p.add_argument("--shard-size", type=int, default=None, help="in-process: examples per shard, the unit of "
+                   "resumption (default 8 x batch size)")
+    p.add_argument("--no-beam", action="store_true", help="explain in-process without Beam (resumable)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    p.set_defaults(func=cmd_explain_dataset, pipeline_args=True)
     p = sub.add_parser("methods", parents=common, help="list the available methods")
     p.set_defaults(func=cmd_methods)
     return parser
@@ -438,13 +550,16 @@ def _attach_negative_values(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(_attach_negative_values(argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_attach_negative_values(argv))
+    if extra and getattr(args, "pipeline_args", None) is not True:  # only explain-dataset takes unknown options
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.verbose:  # the import of tf_pathattr (before main) already filtered the native start-up lines
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if getattr(args, "batch_size", 1) < 1:
             raise CLIError("--batch-size must be >= 1")
-        code = args.func(args)
+        code = args.func(args, extra) if getattr(args, "pipeline_args", None) is True else args.func(args)
     except CLIError as exc:
         _err(str(exc))
         return EXIT_ERROR
