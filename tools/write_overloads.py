@@ -57,6 +57,8 @@ def leading_params(fn):
             break
         ann = {"model": "Model", "inputs": "Inputs", "target": "Target"}.get(p.name, "Any")
         params.append(f"{p.name}: {ann}" + (" = ..." if p.default is not p.empty else ""))
+        if p.name == "target":  # every option after target is keyword-only (tests/methods/test_signatures.py)
+            break
     return params
 
 

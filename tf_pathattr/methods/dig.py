@@ -124,22 +124,22 @@ def dig_path(x, base, table, n_steps: int = 30, strategy: str = "greedy", n_neig
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., strategy: Any = ..., n_neighbors: Any = ..., factor: Any = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., return_path: Any = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., strategy: Any = ..., n_neighbors: Any = ..., factor: Any = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., return_path: Any = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., strategy: Any = ..., n_neighbors: Any = ..., factor: Any = ..., embedding_matrix: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., return_path: Any = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
 
 
-def discretized_integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 30,
+def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 30,
                                      strategy: str = "greedy", n_neighbors: int = 500, factor: int = 0,
                                      embedding_matrix=None, internal_batch_size=None,
                                      return_convergence_delta: bool = False, jit_compile: bool = False, layer=None,
-                                     return_path: bool = False):
+                                     return_path: bool = False, seed=None):
     """Discretized Integrated Gradients (DIG) over the tokens (axis 1) of ``inputs`` or a layer's output.
 
     Parameters
@@ -164,6 +164,9 @@ def discretized_integrated_gradients(model, inputs, target=None, baseline=0.0, n
         Also return ``sum(attr) - (F(x) - F(baseline))`` per example.
     return_path : bool
         Also return the path points ``[P, B, m, ...]`` (numpy), after the delta if any.
+
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe given as ``baseline`` (``None``: the recipe's own seed).
 
     Returns
     -------
@@ -195,7 +198,7 @@ def discretized_integrated_gradients(model, inputs, target=None, baseline=0.0, n
         raise ValueError(f"embedding_matrix must be [V, {', '.join(map(str, feat))}] (one row per vocabulary token), "
                          f"got shape {table.shape}")
     table = table.reshape(table.shape[0], d)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if flat_base[0].shape[0] != 1:
         raise ValueError("discretized_integrated_gradients takes a single baseline (got several)")
     x_np = x.numpy().astype(np.float64).reshape(batch, m, d)

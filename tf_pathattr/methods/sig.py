@@ -38,21 +38,22 @@ __all__ = ["sequential_integrated_gradients"]
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., method: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., method: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., baseline: Any = ..., n_steps: Any = ..., method: Any = ..., internal_batch_size: Any = ..., return_convergence_delta: Any = ..., jit_compile: Any = ..., layer: Any = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
 
 
 @eng.planned
-def sequential_integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 50,
-                                    method: str = "gausslegendre", internal_batch_size=None,
-                                    return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
+def sequential_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 50,
+                                    rule: str = "gausslegendre", internal_batch_size=None,
+                                    return_convergence_delta: bool = False, jit_compile: bool = False, layer=None,
+                                    seed=None):
     """Sequential Integrated Gradients (SIG) over the sequence axis (axis 1) of ``inputs``.
 
     Parameters
@@ -65,18 +66,21 @@ def sequential_integrated_gradients(model, inputs, target=None, baseline=0.0, n_
         A single baseline.
     n_steps : int
         Quadrature nodes per token (default 50, as released).
-    method : str
+    rule : str
         Quadrature rule (default Gauss-Legendre, as released).
     return_convergence_delta : bool
         Also return the per-token delta ``sum_j SIG_ij - (F(x) - F(x̄^(i)))``, shape ``[B, m]``
         (``m`` extra forward passes).
 
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe given as ``baseline`` (``None``: the recipe's own seed).
+
     Returns
     -------
     attributions ``[B, m, ...]`` (and delta ``[B, m]``)
     """
-    check_choice(method, "method", RULES)
-    alphas, weights = quadrature(method, n_steps)
+    check_choice(rule, "rule", RULES)
+    alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
     if len(problem.flat_x) != 1:
         raise ValueError("sequential_integrated_gradients explains one sequence input; multi-input models are not "
@@ -85,14 +89,14 @@ def sequential_integrated_gradients(model, inputs, target=None, baseline=0.0, n_
     if x0.shape.rank < 2:
         raise ValueError(f"sequential_integrated_gradients needs inputs [B, m, ...] with tokens on axis 1, got shape "
                          f"{tuple(x0.shape)}")
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if flat_base[0].shape[0] != 1:
         raise ValueError("sequential_integrated_gradients takes a single baseline (got several)")
     batch = problem.batch_size
     m = int(x0.shape[1])
     n = len(alphas)
     chunk = eng.chunk_size(m * n, batch, internal_batch_size)
-    key = ("sig", method, int(n_steps), chunk, m, bool(return_convergence_delta), batch)
+    key = ("sig", rule, int(n_steps), chunk, m, bool(return_convergence_delta), batch)
     point_alpha = np.tile(alphas, m)
     point_weight = np.tile(weights, m)
     point_pos = np.repeat(np.arange(m), n)
