@@ -182,7 +182,9 @@ def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0
         raise ValueError("discretized_integrated_gradients explains one sequence input (use layer= for text models)")
     x = problem.flat_x[0]
     if x.shape.rank < 3:
-        raise ValueError(f"discretized_integrated_gradients needs token vectors [B, m, d...], got shape {tuple(x.shape)}")
+        raise ValueError(f"inputs: discretized_integrated_gradients needs token vectors [B, m, d...], got shape "
+                         f"{tuple(x.shape)}; token ids (integer or float) have no gradient path: pass "
+                         "layer=<the token embedding> to attribute to its output")
     if embedding_matrix is None:
         table = getattr(problem.layer, "embeddings", None) if problem.layer is not None else None
         if table is None:
