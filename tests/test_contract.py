@@ -32,8 +32,111 @@ SPECS = registry.specs()
 # KNOWN_DEFECTS: the only place that names methods. Each entry is a contract check that fails on
 # today's code because of a tracked defect; it runs as xfail(strict=True), so the suite stays green
 # and the fix turns the entry into an XPASS failure until the entry is removed here.
-# Key: (test function name, canonical method name) or (test function name, method name, case id).
-KNOWN_DEFECTS = {}
+# Key: (test function name, canonical method name), or (test, method, case id) for one case of a
+# parametrised test; a (test, method) entry covers every case. Reasons cite issue 9 (defect numbers
+# as in the issue; "contract" = a contract item of the issue with no defect number of its own).
+
+_DRAWS_DEPEND_ON_B = ("issue 9 contract batch=per-example: random draws are shaped by the whole batch from one seed, "
+                      "so an example's draws change with B and its position ({where}); draw per example (fold the "
+                      "example index into the seed) or declare batch_tolerance with the cause")
+_LAYER_REFUSAL = ("issue 9 defect 8: layer= raises {got} instead of supporting it or raising ValueError with the "
+                  "declared MethodSpec.layer reason ({where})")
+_INT_ADVICE = ("issue 9 defect 8: the integer-input error (engine/shapes.py prepare_inputs, 'Pass layer=') advises "
+               "layer= to a method that does not take it")
+_FLOAT_IDS = ("issue 9 defect 9: float ids into an Embedding give all-zero attributions: no gradient path, and "
+              "engine/gradients.py score_and_gradients uses UnconnectedGradients.ZERO (no error)")
+_NO_BATCH_AXIS = ("issue 9 defect 14: an example without its batch axis reaches the model; Keras raises its own "
+                  "'Invalid input shape' error (engine/shapes.py prepare_inputs never compares the inputs with the "
+                  "model's declared input shape)")
+_WRONG_RANK = ("issue 9 defect 14 (same fix): inputs of the wrong rank reach the model and Keras raises "
+               "'Invalid input shape' with the whole array printed; check against the model's input shape first")
+_MULTI_REFUSAL = ("issue 9 registry: the multi-input refusal is not the declared MethodSpec.multi_input reason "
+                  "({where}); raise it through registry.require(SPEC, 'multi_input', 'inputs')")
+_DICT_ORDER_NOISE = ("issue 9 contract dict inputs: noise for input i is seeded by its position in the dict's "
+                     "insertion order ({where}), so the same dict in another key order gets other noise; order "
+                     "dict inputs by key (engine/shapes.py structure_of/prepare_inputs) or seed by key")
+_MIXED = ("issue 9 contract mixed precision: amplifies the mixed model's own rounding ~40x (float16 4e-2, bfloat16 "
+          "2e-1 relative L2 vs 1e-3 / 5e-3 for plain gradients) -- {why}")
+
+KNOWN_DEFECTS = {
+    # batch = per-example (stochastic methods)
+    ("test_batch_equals_per_example", "expected_gradients"): _DRAWS_DEPEND_ON_B.format(
+        where="expected_gradients.py:74 draw_samples(n_samples, batch) -> stateless_uniform([n, B])"),
+    ("test_batch_equals_per_example", "smooth_taylor"): _DRAWS_DEPEND_ON_B.format(
+        where="smooth_taylor.py:40-49 _root_noise draws one [B, *S] normal per root"),
+    ("test_batch_equals_per_example", "noise_tunnel"): _DRAWS_DEPEND_ON_B.format(
+        where="noise_tunnel.py:136 stateless_normal(tf.shape(x)) over the whole batch"),
+    ("test_batch_equals_per_example", "smoothgrad"): _DRAWS_DEPEND_ON_B.format(
+        where="noise_tunnel.py:136 stateless_normal(tf.shape(x)) over the whole batch"),
+    # one signature style: internal_batch_size everywhere
+    ("test_internal_batch_size_does_not_change_results", "gradients"):
+        "issue 9 signature style: gradients() does not take internal_batch_size (gradients.py:16)",
+    ("test_internal_batch_size_does_not_change_results", "smoothgrad"):
+        "issue 9 signature style: smoothgrad passes internal_batch_size to gradients(), which does not take it",
+    ("test_internal_batch_size_does_not_change_results", "ig2"):
+        "issue 9 signature style: ig2 calls the memory cap max_batch, not internal_batch_size (ig2.py:242)",
+    # declared multi-input refusals
+    ("test_list_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:192"),
+    ("test_dict_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:192"),
+    ("test_list_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:312"),
+    ("test_dict_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:312"),
+    ("test_list_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
+    ("test_dict_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
+    # dicts are mappings
+    ("test_dict_key_order_does_not_matter", "expected_gradients"):
+        "issue 9 defect 3: a dict background is paired with the inputs by order, not key (expected_gradients.py:67-71 "
+        "prepare_inputs(background) flattens in the background dict's own order); here: 'background examples have "
+        "shape (3,), inputs (2,)'",
+    ("test_dict_key_order_does_not_matter", "noise_tunnel"): _DICT_ORDER_NOISE.format(
+        where="noise_tunnel.py:136 seed [s + 1000003 * i, j]"),
+    ("test_dict_key_order_does_not_matter", "smoothgrad"): _DICT_ORDER_NOISE.format(
+        where="noise_tunnel.py:136 seed [s + 1000003 * i, j]"),
+    ("test_dict_key_order_does_not_matter", "smooth_taylor"): _DICT_ORDER_NOISE.format(
+        where="smooth_taylor.py:47 seed [seed, n * n_inputs + i]"),
+    # layer= on every gradient method, or the declared refusal
+    ("test_layer_on_text_model", "guided_integrated_gradients"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="guided_ig.py:263"),
+    ("test_layer_on_text_model", "integrated_decision_gradients"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="idg.py:159"),
+    ("test_layer_on_text_model", "smooth_taylor"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="smooth_taylor.py:137"),
+    ("test_layer_on_text_model", "ig2"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="ig2.py:242"),
+    ("test_layer_on_text_model", "blur_integrated_gradients"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="blur_ig.py:143"),
+    ("test_layer_on_text_model", "xrai"): _LAYER_REFUSAL.format(
+        got="TypeError 'unexpected keyword argument'", where="xrai.py:123"),
+    ("test_layer_on_text_model", "noise_tunnel"): _LAYER_REFUSAL.format(
+        got="NotImplementedError", where="noise_tunnel.py:88"),
+    ("test_layer_on_text_model", "smoothgrad"): _LAYER_REFUSAL.format(
+        got="NotImplementedError", where="noise_tunnel.py:88"),
+    # mixed precision
+    ("test_dtype_policies", "ig2", "mixed_float16"): _MIXED.format(
+        why="GradPath's normalised steps follow the float16 gradient direction; measured 3.1e-2"),
+    ("test_dtype_policies", "ig2", "mixed_bfloat16"): _MIXED.format(
+        why="GradPath's normalised steps follow the bfloat16 gradient direction; measured 2.1e-1"),
+    ("test_dtype_policies", "integrated_decision_gradients", "mixed_float16"): _MIXED.format(
+        why="sample allocation from differences of float16 logits between coarse points; measured 4.3e-2"),
+    ("test_dtype_policies", "integrated_decision_gradients", "mixed_bfloat16"): _MIXED.format(
+        why="sample allocation from differences of bfloat16 logits between coarse points; measured 2.2e-1"),
+    # XLA = eager
+    ("test_xla_equals_eager", "smooth_taylor"):
+        "issue 9 contract XLA = eager: smooth_taylor.py:48 draws tf.random.stateless_normal inside the compiled body; "
+        "TF 2.21 on CPU gives a different stream under XLA (philox and auto_select alike; threefry has no CPU "
+        "kernel), so jit_compile=True changes the noise (1.7 of max|attr|); draw outside XLA or with integer ops",
+}
+for _name in ("expected_gradients", "gradients", "guided_integrated_gradients", "ig2", "integrated_decision_gradients",
+              "integrated_gradients", "noise_tunnel", "smooth_taylor", "smoothgrad", "split_integrated_gradients",
+              "xrai", "blur_integrated_gradients"):
+    KNOWN_DEFECTS[("test_bad_input", _name, "missing_batch_axis")] = _NO_BATCH_AXIS
+    KNOWN_DEFECTS[("test_bad_input", _name, "wrong_rank")] = _WRONG_RANK
+for _name in ("expected_gradients", "gradients", "guided_integrated_gradients", "ig2", "integrated_decision_gradients",
+              "integrated_gradients", "noise_tunnel", "smooth_taylor", "smoothgrad", "split_integrated_gradients"):
+    KNOWN_DEFECTS[("test_bad_input", _name, "float_ids_into_embedding")] = _FLOAT_IDS
+for _name in ("blur_integrated_gradients", "guided_integrated_gradients", "ig2", "integrated_decision_gradients",
+              "noise_tunnel", "smooth_taylor", "smoothgrad", "xrai"):
+    KNOWN_DEFECTS[("test_bad_input", _name, "int_inputs_without_layer")] = _INT_ADVICE
+del _name
 
 
 def _xfail_reason(test, name, case=None):
@@ -179,6 +282,7 @@ def test_known_defects_table_names_registered_methods_and_tests():
         assert key[0] in tests, f"KNOWN_DEFECTS entry {key}: no test called {key[0]}"
         assert key[1] in names, f"KNOWN_DEFECTS entry {key}: {key[1]} is not a registered method"
         assert reason.startswith("issue "), f"KNOWN_DEFECTS entry {key}: reason must cite the issue"
+        assert len(key) in (2, 3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,8 +476,12 @@ def test_dummy_feature_gets_zero(spec, x_img, image_model):
         assert np.abs(a[:, zoo.DUMMY_ROWS.stop:]).max() > 0
 
 
-# tolerance (relative L2 distance to the float32 model's attributions), per dtype policy
-DTYPE_TOL = {"float64": 1e-4, "mixed_float16": 3e-2, "mixed_bfloat16": 2e-1}
+# Tolerance: relative L2 distance to the float32 model's attributions, per dtype policy. Measured
+# on this model (tests/models.py dummy_feature_cnn, 3 images): plain gradients of the mixed models
+# differ from float32 by 1.1e-3 (float16) and 5.0e-3 (bfloat16); IG, EG, Guided IG, Blur IG, Split
+# IG, SmoothTaylor, the noise tunnel and XRAI stay within 1.2e-3 / 5.5e-3. The bounds allow 10x the
+# model's own rounding; float64 models differ from float32 by the float32 rounding (< 1e-5).
+DTYPE_TOL = {"float64": 1e-4, "mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
 
 
 @pytest.mark.parametrize("spec, dtype", methods("test_dtype_policies", list(DTYPE_TOL)))
@@ -405,10 +513,10 @@ def _bad_case(case, spec, x_img, image_model, text):
     model = image_model
     if case == "wrong_rank":
         x = x_img[..., 0]
-        return lambda: explain(spec, model, x, TARGETS), r"inputs.*(\(3, 8, 8\)|rank|shape)"
+        return lambda: explain(spec, model, x, TARGETS), r"inputs.*\(3, 8, 8\)"
     if case == "missing_batch_axis":
         x = x_img[0]
-        return lambda: explain(spec, model, x, 1), r"(?i)batch.*\(8, 8, 3\)|\(8, 8, 3\).*batch"
+        return lambda: explain(spec, model, x, 1), r"inputs.*(?i:batch).*\(8, 8, 3\)|inputs.*\(8, 8, 3\).*(?i:batch)"
     if case == "nan":
         x = x_img.copy()
         x[1, 3, 3, 0] = np.nan
@@ -425,8 +533,8 @@ def _bad_case(case, spec, x_img, image_model, text):
         tmodel, _, ids = text
         fids = ids.astype(np.float32)
         pattern = r"(?i)(embedding|gradient)"
-        if spec.image_only is not True and spec.image_only:
-            pattern = pattern + "|" + re.escape(spec.image_only)
+        if spec.image_only:  # an image method refusing a non-image input is a clear answer too
+            pattern = pattern + r"|inputs.*(?i:image)|(?i:image).*inputs"
         return lambda: explain(spec, tmodel, fids, TARGETS), pattern
     if case == "target_out_of_range":
         return lambda: explain(spec, model, x_img, 99), r"target.*(?i:range)"
@@ -446,6 +554,8 @@ def test_bad_input(spec, case, x_img, image_model, text):
         call()
     message = str(info.value)
     assert re.search(pattern, message, re.S), f"{type(info.value).__name__}: {message}"
+    # raised by tf_pathattr's own checks, not from deep inside the model call
+    assert "Exception encountered when calling" not in message, message
     if case == "int_inputs_without_layer" and spec.layer is not True:
         # a method that cannot take layer= must not advise it (or must say why it cannot)
         assert "layer=" not in message or spec.layer in message, message
