@@ -186,3 +186,57 @@ def test_export_a_tfsmlayer_wrapped_savedmodel(keras_export, tmp_path):
 def test_export_refuses_methods_the_registry_declares_not_exportable(tmp_path, name):
     with pytest.raises(ValueError, match=f"methods: '{name}' cannot be exported"):
         saved_model.export(make_model(), tmp_path / name, methods=(name,))
+
+
+def test_exported_endpoint_refuses_out_of_range_targets_with_a_clear_message(tmp_path):
+    model = make_model()
+    saved_model.export(model, tmp_path / "m", methods=("ig",), options={"ig": {"n_steps": 4}})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    ok = loaded.explain_integrated_gradients(tf.constant(X[:2]), tf.constant([2, -1], tf.int32))
+    assert ok.shape == (2,) + SHAPE
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"target out of range: the model has 3 outputs"):
+        loaded.explain_integrated_gradients(tf.constant(X[:2]), tf.constant([0, 3], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"one class index per example"):
+        loaded.explain_integrated_gradients(tf.constant(X[:2]), tf.constant([0], tf.int32))
+
+
+def test_export_with_a_target_function_for_a_multi_output_model(tmp_path):
+    keras.utils.set_random_seed(4)
+    inp = keras.Input(SHAPE)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="tanh")(inp))
+    model = keras.Model(inp, {"cls": keras.layers.Dense(3)(h), "reg": keras.layers.Dense(1)(h)})
+
+    def score(outputs):
+        return outputs["reg"][:, 0] + 0.5 * outputs["cls"][:, 1]
+
+    names = saved_model.export(model, tmp_path / "m", methods=("ig", "gradients"), target=score,
+                               options={"ig": {"n_steps": 8}})
+    assert names == ["serve", "explain_integrated_gradients", "explain_gradients"]
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    got = loaded.explain_integrated_gradients(tf.constant(X)).numpy()
+    expected = np.concatenate([tpa.integrated_gradients(model, X[i:i + 1], score, n_steps=8).numpy()
+                               for i in range(len(X))])
+    close(got, expected)
+    close(loaded.explain_gradients(tf.constant(X)).numpy(), tpa.gradients(model, X, score).numpy())
+    with pytest.raises(TypeError, match="target: export takes a callable"):
+        saved_model.export(model, tmp_path / "bad", methods=("ig",), target=1)
+
+
+def test_layer_attribution_of_a_text_model_is_exportable(tmp_path):
+    keras.utils.set_random_seed(5)
+    ids_in = keras.Input((6,), dtype="int32")
+    emb = keras.layers.Embedding(20, 4, name="embedding")(ids_in)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(8, activation="tanh")(emb)))
+    model = keras.Model(ids_in, out)
+    ids = np.random.default_rng(1).integers(1, 20, size=(3, 6)).astype(np.int32)
+    with pytest.raises(ValueError, match="integer inputs .* pass layer="):
+        saved_model.export(model, tmp_path / "nolayer", methods=("ig",))
+    saved_model.export(model, tmp_path / "m", methods=("ig",), options={"ig": {"layer": "embedding", "n_steps": 8}})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    got = loaded.explain_integrated_gradients(tf.constant(ids), tf.constant([1, -1, 0], tf.int32)).numpy()
+    pred = np.argmax(model(ids).numpy(), axis=-1)
+    expected = np.concatenate([
+        tpa.integrated_gradients(model, ids[i:i + 1], int(t if t >= 0 else pred[i]), layer="embedding",
+                                 n_steps=8).numpy() for i, t in enumerate([1, -1, 0])])
+    assert got.shape == (3, 6, 4)
+    close(got, expected)

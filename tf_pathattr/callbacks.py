@@ -180,7 +180,7 @@ class AttributionLogger(keras.callbacks.Callback):
         self.inputs = self._copy_inputs(inputs)
         self.target = target
         if "completeness_gap" in metrics and completeness_mode(self._method) == "none":
-            warnings.warn(f"{self.method_name} has no completeness target (no return_convergence_delta); "
+            warnings.warn(f"{self.method_name} has no completeness target (see its registry entry); "
                           "the completeness_gap scalar is not logged", stacklevel=2)
         self._writer = None
         self._global_batch = 0

@@ -201,16 +201,12 @@ def test_jit_compile_and_alias_dispatch():
     np.testing.assert_array_equal(tpa.attribute(model, x, 1, method="blur_ig", n_steps=20).numpy(), a)
 
 
-def test_capture_protocol_body_runs_on_new_inputs():
-    """The traced body depends on the inputs only through flat_x (export / callback embedding)."""
-    from tf_pathattr.engine import gradients as eng
-
+def test_plan_body_runs_on_new_inputs():
+    """The planned body depends on the inputs only through flat_x (export / callback embedding)."""
     model = make_smooth_cnn(12)
     x = np.random.default_rng(9).random((2, 12, 12, 3)).astype(np.float32)
     x_new = np.random.default_rng(10).random((2, 12, 12, 3)).astype(np.float32)
-    with eng.capture() as cap:
-        assert blur_integrated_gradients(model, x, 1, n_steps=10) is None
-    body, extra, problem = cap.record
-    out = tf.function(body)([tf.constant(x_new)], problem.target.indices, *extra)
+    plan = blur_integrated_gradients.plan(model, x, 1, n_steps=10)
+    out = tf.function(plan.python_fn)([tf.constant(x_new)], plan.problem.target.indices, *plan.extra_args)
     np.testing.assert_allclose(out[0][0].numpy(), blur_integrated_gradients(model, x_new, 1, n_steps=10).numpy(),
                                rtol=1e-5, atol=1e-9)

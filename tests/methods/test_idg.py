@@ -291,15 +291,11 @@ def test_jit_compile_and_alias_dispatch(smooth_cnn):
     np.testing.assert_array_equal(a2, integrated_decision_gradients(smooth_cnn, x, 2, n_steps=10).numpy())
 
 
-def test_capture_protocol_body_runs_on_new_inputs(smooth_cnn):
-    """The traced body depends on the inputs only through flat_x (export / callback embedding)."""
-    from tf_pathattr.engine import gradients as eng
-
+def test_plan_body_runs_on_new_inputs(smooth_cnn):
+    """The planned body depends on the inputs only through flat_x (export / callback embedding)."""
     x = np.random.default_rng(9).random((2, 16, 16, 3)).astype(np.float32)
     x_new = np.random.default_rng(10).random((2, 16, 16, 3)).astype(np.float32)
-    with eng.capture() as cap:
-        assert integrated_decision_gradients(smooth_cnn, x, 1, n_steps=10) is None
-    body, extra, problem = cap.record
-    out = tf.function(body)([tf.constant(x_new)], problem.target.indices, *extra)
+    plan = integrated_decision_gradients.plan(smooth_cnn, x, 1, n_steps=10)
+    out = tf.function(plan.python_fn)([tf.constant(x_new)], plan.problem.target.indices, *plan.extra_args)
     expected = integrated_decision_gradients(smooth_cnn, x_new, 1, n_steps=10).numpy()
     np.testing.assert_allclose(out[0][0].numpy(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())

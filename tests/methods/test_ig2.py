@@ -344,10 +344,10 @@ def test_errors(mlp, data):
 
 
 # --------------------------------------------------------------------------------------------
-# 8. tracing and capture (export) protocol
+# 8. tracing and the plan (export) protocol
 
 
-def test_no_retrace_for_new_inputs_targets_step_size_and_capture(mlp, data):
+def test_no_retrace_for_new_inputs_targets_step_size_and_plan(mlp, data):
     from tf_pathattr.engine import gradients as eng
 
     x, refs = data
@@ -358,8 +358,6 @@ def test_no_retrace_for_new_inputs_targets_step_size_and_capture(mlp, data):
     fn = next(iter(eng.CACHE._items.values()))[1]
     assert fn.experimental_get_tracing_count() == 1
     assert np.abs(a1.numpy() - a2.numpy()).max() > 1e-4
-    with eng.capture() as cap:
-        assert tpa.ig2(mlp, x, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5) is None
-    body, extra, problem = cap.record
-    out = tf.function(body)([tf.constant(x + 0.5)], tf.constant([2, 0], tf.int32), *extra)
+    plan = tpa.ig2.plan(mlp, x, [2, 0], references=refs[::-1], step_size=0.02, n_steps=5)
+    out = tf.function(plan.python_fn)([tf.constant(x + 0.5)], tf.constant([2, 0], tf.int32), *plan.extra_args)
     np.testing.assert_allclose(out[0][0].numpy(), a2.numpy(), atol=1e-6)

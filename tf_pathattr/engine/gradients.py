@@ -10,6 +10,8 @@ memory is bounded by ``internal_batch_size`` and does not grow with ``n_steps``.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 import weakref
 from collections import OrderedDict
@@ -73,10 +75,9 @@ def output_shape(model, forward, flat_x) -> Optional[tuple]:
     else:
         shape = tuple(tf.convert_to_tensor(out).shape[1:])
     try:
-        ref = weakref.ref(model)
-    except TypeError:  # objects without weakref support: keep a strong reference
-        ref = (lambda m: (lambda: m))(model)
-    _OUTPUT_SHAPES[key] = (ref, shape)
+        _OUTPUT_SHAPES[key] = (weakref.ref(model), shape)  # a weak reference: the model stays collectable
+    except TypeError:  # objects without weakref support are probed on every call
+        return shape
     while len(_OUTPUT_SHAPES) > 256:
         _OUTPUT_SHAPES.popitem(last=False)
     return shape
@@ -103,6 +104,11 @@ class Problem:
     scorer: Callable
     context: List[tf.Tensor] = None
     layer: Any = None
+    raw_forward: Callable = None  # the model on its own inputs (= forward without layer=)
+
+    def __post_init__(self):
+        if self.raw_forward is None:
+            self.raw_forward = self.forward
 
     def pack(self, flat):
         return self.structure.pack(flat)
@@ -146,7 +152,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
     problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
-                      _targets.make_scorer(spec, batch), context=raw, layer=lay)
+                      _targets.make_scorer(spec, batch), context=raw, layer=lay, raw_forward=raw_forward)
     problem._context_holder = holder
     return problem
 
@@ -248,31 +254,85 @@ def unrows(t, size, batch):
 # compiled-function cache
 
 
+_CACHE_ATTRIBUTE = "_tf_pathattr_compiled"
+
+
+def _cache_owner(model):
+    """The object a model's compiled functions are stored on: the model itself, or the instance a
+    bound method belongs to (bound methods take no attributes)."""
+    return getattr(model, "__self__", None) if inspect.ismethod(model) else model
+
+
 class _Cache:
-    """Traced methods cached per (method, model, static options); evicted when the model is freed."""
+    """Traced methods per (method, static options), stored *on the model object*.
+
+    A cached ``tf.function`` closes over the model (it calls it), so a cache held by this module
+    would keep every model alive. Stored as an attribute of the model, the functions form a
+    reference cycle with it that the garbage collector frees together with the model once the user
+    drops it. Only weak references to the owners are kept here (for :meth:`clear` and inspection).
+    Objects that take no attributes (rare callables) are not cached: each call traces anew.
+    """
 
     def __init__(self, maxsize: int = 64):
-        self._items: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.maxsize = maxsize
+        self._owners: "List[weakref.ref]" = []
+
+    def _store(self, model, create: bool):
+        owner = _cache_owner(model)
+        store = getattr(owner, "__dict__", {}).get(_CACHE_ATTRIBUTE)
+        if store is None and create:
+            store = OrderedDict()
+            try:
+                object.__setattr__(owner, _CACHE_ATTRIBUTE, store)
+            except (AttributeError, TypeError):
+                return None
+            try:
+                self._owners.append(weakref.ref(owner))
+            except TypeError:
+                pass
+            self._owners = [r for r in self._owners if r() is not None]
+        return store
 
     def get(self, model, key, build: Callable[[], Callable]):
-        full = (_model_key(model),) + tuple(key)
-        hit = self._items.get(full)
-        if hit is not None and hit[0]() is model:
-            self._items.move_to_end(full)
-            return hit[1]
+        full = (("bound", id(model.__func__)) + tuple(key)) if _cache_owner(model) is not model else tuple(key)
+        store = self._store(model, create=True)
+        if store is None:
+            return build()
+        fn = store.get(full)
+        if fn is not None:
+            store.move_to_end(full)
+            return fn
         fn = build()
-        try:
-            ref = weakref.ref(model)
-        except TypeError:
-            ref = (lambda m: (lambda: m))(model)
-        self._items[full] = (ref, fn)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
+        store[full] = fn
+        while len(store) > self.maxsize:
+            store.popitem(last=False)
         return fn
 
+    def functions(self, model=None) -> list:
+        """The cached functions of ``model`` (of every live model when ``None``)."""
+        if model is not None:
+            store = self._store(model, create=False)
+            return list(store.values()) if store else []
+        return [fn for _, fn in self._items.values()]
+
+    @property
+    def _items(self) -> dict:
+        """``{(owner id,) + key: (weakref to owner, function)}`` over every live owner (inspection)."""
+        out = {}
+        for ref in self._owners:
+            owner = ref()
+            if owner is None:
+                continue
+            for key, fn in owner.__dict__.get(_CACHE_ATTRIBUTE, {}).items():
+                out[(id(owner),) + tuple(key)] = (ref, fn)
+        return out
+
     def clear(self):
-        self._items.clear()
+        for ref in self._owners:
+            owner = ref()
+            if owner is not None:
+                owner.__dict__.pop(_CACHE_ATTRIBUTE, None)
+        self._owners = []
 
 
 CACHE = _Cache()
@@ -289,99 +349,140 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
         layer_key = (id(problem.layer), tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
     full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
                              tuple(problem.example_shapes), bool(jit_compile), layer_key)
-
-    def build():
-        python_fn = python_fn_builder()
-        if problem.layer is None:
-            body = python_fn
-        else:
-            holder = problem._context_holder
-
-            def body(flat_x, indices, context, *extra):
-                holder["context"] = list(context)  # the traced raw inputs feed every model call
-                return python_fn(flat_x, indices, *extra)
-
-        fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
-        fn.python_function_body = python_fn
-        return fn
-
-    return CACHE.get(problem.model, full_key, build)
+    return CACHE.get(problem.model, full_key, lambda: _trace(problem, python_fn_builder, jit_compile))
 
 
-class _Capture:
-    def __init__(self):
-        self.active = False
-        self.record = None
+def _trace(problem: Problem, python_fn_builder: Callable[[], Callable], jit_compile: bool):
+    """A new ``tf.function`` of the body ``python_fn_builder()`` (with the raw-input context for ``layer=``)."""
+    python_fn = python_fn_builder()
+    if problem.layer is None:
+        body = python_fn
+    else:
+        holder = problem._context_holder
+
+        def body(flat_x, indices, context, *extra):
+            holder["context"] = list(context)  # the traced raw inputs feed every model call
+            return python_fn(flat_x, indices, *extra)
+
+    fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
+    fn.python_function_body = python_fn
+    return fn
 
 
-_CAPTURE = _Capture()
+@dataclass
+class Plan:
+    """A method's compiled body and the arguments it is called with: what a method hands over.
 
+    ``builder()`` returns the Python body ``python_fn(flat_x, indices, *extra_args)``; its output is a
+    list of attribution tensors (one per input) or a tuple whose first item is that list. Running the
+    plan (:meth:`execute`) calls the cached ``tf.function`` of that body on the problem's inputs and
+    passes the raw result through ``finish`` (host-side packing, diagnostics) to give what the user
+    gets. Embedding it (``tpa.saved_model.export``, anything that traces a method into its own
+    ``tf.function``) calls :attr:`python_fn` with its own tensors and ``extra_args``.
 
-class capture:
-    """Context manager: the next :func:`run` records its traced body instead of executing it.
-
-    Used by ``tpa.saved_model.export`` and the Keras callback to embed a method in another
-    ``tf.function``. Inside, :func:`run` returns ``None`` and ``capture.record`` holds
-    ``(python_fn, extra_args, problem)``; ``python_fn(flat_x, indices, *extra_args)`` returns the
-    method's outputs (a list of attribution tensors, or a tuple whose first item is that list).
+    Convention every method follows: ``flat_x`` and ``indices`` are the only arguments that depend on
+    the explicands; ``extra_args`` are tensors that do not depend on input *values* (quadrature
+    tables, reference sets, seeds, shared baselines...). Anything computed from the input values is
+    computed inside the body. That is what lets the same body run on new inputs.
     """
 
-    def __enter__(self):
-        _CAPTURE.active, _CAPTURE.record = True, None
-        return self
-
-    def __exit__(self, *exc):
-        _CAPTURE.active = False
-        return False
+    problem: Problem
+    key: tuple
+    builder: Callable[[], Callable]
+    extra_args: tuple = ()
+    jit_compile: bool = False
+    finish: Optional[Callable[[Any], Any]] = None
 
     @property
-    def record(self):
-        return _CAPTURE.record
+    def function(self):
+        """The cached ``tf.function`` (built on first use; uncached when ``key`` is ``None``)."""
+        if self.key is None:
+            return _trace(self.problem, self.builder, self.jit_compile)
+        return compiled(self.problem, self.key, self.builder, self.jit_compile)
+
+    @property
+    def python_fn(self):
+        """A fresh Python body ``fn(flat_x, indices, *extra_args)`` in attribution space, for embedding."""
+        return self.builder()
+
+    def embed(self, flat_inputs, indices):
+        """Run the body inside a caller's traced function on the model's own inputs.
+
+        ``flat_inputs`` are what the model takes (token ids too, with ``layer=``: the layer's output
+        is computed from them in the same graph). Returns the body's outputs.
+        """
+        fn = self.builder()
+        problem = self.problem
+        if problem.layer is None:
+            return fn(list(flat_inputs), indices, *self.extra_args)
+        from .layers import LayerTap
+
+        flat_inputs = list(flat_inputs)
+        with LayerTap(problem.layer) as tap:
+            problem.raw_forward(flat_inputs)
+        acts = tf.cast(tap.outputs, tf.float32)
+        problem._context_holder["context"] = flat_inputs
+        return fn([acts], indices, *self.extra_args)
+
+    def raw(self):
+        """Run the compiled body on the problem's inputs; the body's outputs as they are."""
+        fn = self.function
+        if self.problem.layer is not None:
+            return fn(self.problem.flat_x, self.problem.target.indices, self.problem.context, *self.extra_args)
+        return fn(self.problem.flat_x, self.problem.target.indices, *self.extra_args)
+
+    def execute(self):
+        """Run the plan and return what the method returns to its caller."""
+        result = self.raw()
+        return result if self.finish is None else self.finish(result)
+
+
+def packed_finish(problem: Problem, return_convergence_delta: bool) -> Callable:
+    """``finish`` for bodies returning ``(attributions list, delta [B])``: attributions packed into the
+    user's structure, with the delta when asked."""
+
+    def finish(result):
+        attr, delta = result
+        attr = problem.pack(attr)
+        return (attr, delta) if return_convergence_delta else attr
+
+    return finish
+
+
+def planned(plan_fn: Callable) -> Callable:
+    """Make a public method from its planner ``plan_fn(model, inputs, target, **options) -> Plan``.
+
+    The method runs the plan (a planner may also return a finished result, for option combinations
+    that run partly on the host and so cannot be embedded); ``method.plan`` is the planner, so the
+    exporter gets the compiled body and its arguments without running anything.
+    """
+
+    @functools.wraps(plan_fn)
+    def method(*args, **kwargs):
+        result = plan_fn(*args, **kwargs)
+        return result.execute() if isinstance(result, Plan) else result
+
+    def plan(*args, **kwargs) -> Plan:
+        result = plan_fn(*args, **kwargs)
+        if not isinstance(result, Plan):
+            raise ValueError(f"{plan_fn.__name__}: these options run partly on the host and cannot be embedded "
+                             "in a graph (export or a compiled callback step)")
+        return result
+
+    method.plan = plan
+    return method
 
 
 def run_packed(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False,
                return_convergence_delta: bool = False):
-    """:func:`run` for bodies returning ``(attributions list, delta [B])``: pack the attributions into
-    the user's structure and return them, with the delta when asked (``None`` under capture)."""
-    result = run(problem, key, builder, extra_args, jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr, delta = result
-    attr = problem.pack(attr)
-    return (attr, delta) if return_convergence_delta else attr
-
-
-def capturing() -> bool:
-    """True inside :class:`capture` before the method body has been recorded."""
-    return _CAPTURE.active
-
-
-def set_capture_record(python_fn, extra_args, problem) -> None:
-    """Record a composite body (methods that wrap other methods, e.g. the noise tunnel)."""
-    _CAPTURE.record = (python_fn, tuple(extra_args), problem)
-    _CAPTURE.active = False
+    """Run a body returning ``(attributions list, delta [B])``; see :func:`packed_finish`."""
+    return Plan(problem, key, builder, tuple(extra_args), jit_compile,
+                packed_finish(problem, return_convergence_delta)).execute()
 
 
 def run(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False):
-    """Build (once, cached) and call a method's traced body ``fn(flat_x, indices, *extra_args)``.
-
-    Convention every method follows: ``flat_x`` and ``indices`` are the only arguments that
-    depend on the explicands; ``extra_args`` are tensors that do not depend on input *values*
-    (quadrature tables, reference sets, seeds, shared baselines...). Anything computed from the
-    input values is computed inside ``fn``. That is what lets the same body be exported into a
-    SavedModel and run on new inputs.
-    """
-    fn = compiled(problem, key, builder, jit_compile)
-    if _CAPTURE.active:
-        if problem.layer is not None:
-            _CAPTURE.active = False
-            raise NotImplementedError("layer= attribution cannot be captured for export; export the method without layer=")
-        _CAPTURE.record = (fn.python_function_body, tuple(extra_args), problem)
-        _CAPTURE.active = False
-        return None
-    if problem.layer is not None:
-        return fn(problem.flat_x, problem.target.indices, problem.context, *extra_args)
-    return fn(problem.flat_x, problem.target.indices, *extra_args)
+    """Build (once, cached) and call a traced body ``fn(flat_x, indices, *extra_args)``; its raw outputs."""
+    return Plan(problem, key, builder, tuple(extra_args), jit_compile).raw()
 
 
 def as_numpy_seed(seed, name: str = "seed") -> int:

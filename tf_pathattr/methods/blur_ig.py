@@ -140,6 +140,7 @@ def _check_positive_float(value, name):
     return value
 
 
+@eng.planned
 def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 50.0, n_steps: int = 100,
                               grad_step: float = 0.01, sqrt: bool = False, internal_batch_size=None,
                               return_convergence_delta: bool = False, jit_compile: bool = False):
@@ -230,12 +231,13 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
         return fn
 
     extra = tuple(tf.constant(tables[k]) for k in names)
-    return eng.run_packed(problem, key, builder, extra, jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, extra, jit_compile, eng.packed_finish(problem, return_convergence_delta))
 
 
 SPEC = MethodSpec(
     name="blur_integrated_gradients", function=blur_integrated_gradients, aliases=("blur_ig",),
-    summary="scale-space path from a heavily blurred image (scipy-exact Gaussian as banded matrices)",
+    summary=("scale-space path from a heavily blurred image; scipy-exact Gaussian blur as banded matrices in "
+            "TF"),
     paper="S. Xu, S. Venugopalan, M. Sundararajan, Attribution in Scale and Space, CVPR 2020",
     completeness="F(x) − F(blur(x, σ_max))",
     layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",

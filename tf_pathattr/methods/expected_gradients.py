@@ -33,6 +33,7 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
     return idx, alpha
 
 
+@eng.planned
 def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
                        sample_indices=None, sample_alphas=None, layer=None):
@@ -114,7 +115,8 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
 
         return fn
 
-    return eng.run_packed(problem, key, builder, (flat_bg, idx, alpha), jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, (flat_bg, idx, alpha), jit_compile,
+                    eng.packed_finish(problem, return_convergence_delta))
 
 
 
@@ -125,7 +127,7 @@ def _test_background(x):
 
 SPEC = MethodSpec(
     name="expected_gradients", function=expected_gradients, aliases=("eg",),
-    summary="baselines and path positions sampled from a background set",
+    summary="baselines and path positions sampled from a background set (stateless draws)",
     paper="G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, Improving performance of deep learning "
           "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
     completeness="F(x) − mean F(drawn baselines)",

@@ -13,6 +13,7 @@ from .registry import MethodSpec
 __all__ = ["gradients"]
 
 
+@eng.planned
 def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_compile: bool = False, layer=None):
     """Gradient of the explained scalar with respect to the inputs (optionally times the inputs).
 
@@ -28,8 +29,7 @@ def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_
 
         return fn
 
-    result = eng.run(problem, key, builder, (), jit_compile)
-    return None if result is None else problem.pack(result)
+    return eng.Plan(problem, key, builder, (), jit_compile, problem.pack)
 
 
 SPEC = MethodSpec(

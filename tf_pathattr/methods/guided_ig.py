@@ -260,6 +260,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta):
     return fn
 
 
+@eng.planned
 def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 200, fraction: float = 0.25,
                                 max_dist: float = 0.02, anchors=None, parity: bool = False, internal_batch_size=None,
                                 return_convergence_delta: bool = False, jit_compile: bool = False):
@@ -339,31 +340,31 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     def builder():
         return _build(problem, n_steps, fraction, parity, anchored, bool(return_convergence_delta))
 
-    result = eng.run(problem, key, builder, (tables, flat_base), jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr, delta, rounds, hit = result
-    rounds = rounds.numpy()
-    LAST_DIAGNOSTICS.clear()
-    LAST_DIAGNOSTICS.update(max_rounds=int(rounds[0]), mean_rounds=float(rounds[1]) / n_steps,
-                            bound=max_rounds_per_step(fraction), bound_hit=bool(hit))
-    if LAST_DIAGNOSTICS["bound_hit"]:
-        warnings.warn(
-            f"guided_integrated_gradients: a step needed more than {LAST_DIAGNOSTICS['bound']} selection rounds "
-            f"(fraction={fraction}) and was cut off; the path catches up at the next step's window floor",
-            RuntimeWarning, stacklevel=2)
-    attr = problem.pack(attr)
-    if return_convergence_delta:
-        return attr, delta
-    return attr
+    def finish(result):
+        attr, delta, rounds, hit = result
+        rounds = rounds.numpy()
+        if bool(hit):
+            warnings.warn(
+                f"guided_integrated_gradients: a step needed more than {max_rounds_per_step(fraction)} selection "
+                f"rounds (fraction={fraction}) and was cut off; the path catches up at the next step's window floor",
+                RuntimeWarning, stacklevel=3)
+        LAST_DIAGNOSTICS.clear()
+        LAST_DIAGNOSTICS.update(max_rounds=int(rounds[0]), mean_rounds=float(rounds[1]) / n_steps,
+                                bound=max_rounds_per_step(fraction), bound_hit=bool(hit))
+        attr = problem.pack(attr)
+        if return_convergence_delta:
+            return attr, delta
+        return attr
 
+    return eng.Plan(problem, key, builder, (tables, flat_base), jit_compile, finish)
 
 guided_ig = guided_integrated_gradients
 
 
 SPEC = MethodSpec(
     name="guided_integrated_gradients", function=guided_integrated_gradients, aliases=("guided_ig",),
-    summary="adaptive path that moves low-gradient features first; `max_dist`, `fraction`, `anchors=K` (GIG(K))",
+    summary=("adaptive path moving low-gradient features first; `max_dist` window, `fraction`, `anchors=K` "
+            "(GIG(K)); `parity=True` reproduces PAIR"),
     paper="A. Kapishnikov, S. Venugopalan, B. Avci, B. Wedin, M. Terry, T. Bolukbasi, Guided Integrated "
           "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
     completeness="F(x) − F(x') (loose on max-pool models, by design)",

@@ -156,6 +156,7 @@ def place(counts, n_samples: int, delta: float, placement: str = "segment", samp
     return alpha, w
 
 
+@eng.planned
 def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 50, n_coarse=None,
                                   reference_compat: bool = False, importance: str = "exact",
                                   placement: str = "segment", sample_point: str = "left", normalize=None,
@@ -307,20 +308,22 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
 
         return fn
 
-    result = eng.run(problem, key, builder, (flat_base, coarse_alphas), jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr, details = result
-    attr = problem.pack(attr)
-    if return_details:
-        names = ("alphas", "weights", "counts", "coarse_logits", "fine_logits", "importance")
-        return attr, dict(zip(names, details))
-    return attr
+    def finish(result):
+        attr, details = result
+        attr = problem.pack(attr)
+        if return_details:
+            names = ("alphas", "weights", "counts", "coarse_logits", "fine_logits", "importance")
+            return attr, dict(zip(names, details))
+        return attr
+
+    return eng.Plan(problem, key, builder, (flat_base, coarse_alphas), jit_compile, finish)
 
 
 SPEC = MethodSpec(
     name="integrated_decision_gradients", function=integrated_decision_gradients, aliases=("idg",),
-    summary="IG weighted by the path derivative of the logit, samples placed where the logit changes",
+    summary=("IG weighted by the path derivative of the logit, samples placed where the logit changes; not "
+            'complete (Σ IDG = Σ_k w_k s_k²; `normalize="completeness"` rescales); `reference_compat=True` '
+            "for the released code"),
     paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
           "Where the Model Makes Its Decision, AAAI 2024",
     details=True,

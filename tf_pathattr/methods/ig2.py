@@ -239,6 +239,7 @@ def _make_rep_fn(problem, mode, obj, indices):
 # public function
 
 
+@eng.planned
 def ig2(model, inputs, target=None, *, references=None, step_size=None, representation=None, n_steps: int = 201,
         clip=None, rule: str = "official", eps: float = 1e-12, max_batch=None, return_details: bool = False,
         jit_compile: bool = False):
@@ -358,14 +359,15 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
         return fn
 
     extra = (refs, tf.constant(eta, tf.float32)) + (tuple(clip_t) if clip_t is not None else ())
-    result = eng.run(problem, key, builder, extra, jit_compile)
-    if result is None:  # captured for export
-        return None
-    attr = problem.pack(result[0])
-    if not return_details:
-        return attr
-    names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end", "completeness_residual")
-    return attr, dict(zip(names, result[1:]))
+    def finish(result):
+        attr = problem.pack(result[0])
+        if not return_details:
+            return attr
+        names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end",
+                 "completeness_residual")
+        return attr, dict(zip(names, result[1:]))
+
+    return eng.Plan(problem, key, builder, extra, jit_compile, finish)
 
 
 
@@ -376,7 +378,9 @@ def _test_references(x):
 
 SPEC = MethodSpec(
     name="ig2", function=ig2,
-    summary="iterative gradient path (GradPath) to a counterfactual baseline (GradCF)",
+    summary=("iterative gradient path (GradPath) to a counterfactual baseline (GradCF) in one fused loop; "
+            "`references`, `step_size`, `representation`; completeness residual F(x) − mean_r F(GradCF_r) in "
+            "`return_details`"),
     paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
           "IEEE TPAMI 2024",
     details=True,

@@ -86,6 +86,7 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
     return total - (f_x - f_b)
 
 
+@eng.planned
 def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int = 64, method: str = "gausslegendre",
                          internal_batch_size=None, multiply_by_inputs: bool = True,
                          return_convergence_delta: bool = False, jit_compile: bool = False, layer=None):
@@ -153,12 +154,14 @@ def integrated_gradients(model, inputs, target=None, baseline=0.0, n_steps: int 
 
         return fn
 
-    return eng.run_packed(problem, key, builder, (flat_base,), jit_compile, return_convergence_delta)
+    return eng.Plan(problem, key, builder, (flat_base,), jit_compile, eng.packed_finish(problem, return_convergence_delta))
 
 
 SPEC = MethodSpec(
     name="integrated_gradients", function=integrated_gradients, aliases=("ig",),
-    summary="straight path from a baseline; every quadrature rule (`rule=`), any baseline, several averaged",
+    summary=("straight path from a baseline; quadrature `rule=` `gausslegendre` (default, 64 steps), "
+            "`riemann_left/right/middle/trapezoid` (weights sum to 1), `pair` (PAIR parity); any baseline, "
+            "several averaged"),
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",
     per_example_options={"baseline": tile_baseline},

@@ -111,13 +111,6 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
     group = min(group, n)
 
-    if eng.capturing():
-        if noise is not None or spec.kind == tgt.CALLABLE or return_convergence_delta:
-            raise NotImplementedError("export of noise_tunnel needs seeded noise (no noise=), an index target "
-                                      "and no convergence delta")
-        return _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, eng.as_numpy_seed(seed),
-                                   method_options)
-
     sigmas = _noise_scales(problem.flat_x, stdevs)
     if noise is not None:
         flat_noise = problem.structure.flatten(noise, "noise")
@@ -177,46 +170,77 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
     return out
 
 
-def _capture_for_export(fn, model, problem, target_rows, nt_type, n, stdevs, seed, method_options):
-    """Record a traced body that draws the noise in-graph and runs the wrapped method's body once
-    on all ``n * B`` noisy rows (the same stateless draws as the eager path)."""
+def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,
+                      stdevs: float = 0.15, seed=None, **method_options) -> eng.Plan:
+    """The noise tunnel as one embeddable body (``tpa.saved_model.export``): the noise is drawn in-graph
+    with the same stateless draws as :func:`noise_tunnel`, and the wrapped method's body runs once on
+    all ``nt_samples * B`` noisy rows. Needs a wrapped method with a planner and an index target."""
+    from . import registry, resolve_method  # late import: the registry imports this module
+
+    fn = resolve_method(method)
+    check_choice(nt_type, "nt_type", NT_TYPES)
+    n = check_positive_int(nt_samples, "nt_samples")
+    if not np.isfinite(stdevs) or stdevs < 0:
+        raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
+    for option in ("noise", "return_convergence_delta"):
+        if method_options.pop(option, None) not in (None, False):
+            raise ValueError(f"{option}: an embedded noise_tunnel draws seeded noise in-graph and returns "
+                             f"attributions only; remove {option}")
+    method_options.pop("nt_samples_batch_size", None)  # all samples run in one body
+    planner = getattr(fn, "plan", None)
+    if planner is None:
+        raise ValueError(f"method: {getattr(fn, '__name__', fn)!r} hands over no plan, so noise_tunnel over it "
+                         "cannot be embedded")
+    problem = eng.prepare(model, inputs, target)
+    if problem.target.kind == tgt.CALLABLE:
+        raise ValueError("target: an embedded noise_tunnel needs class indices, not a callable")
     batch = problem.batch_size
+    seed = eng.as_numpy_seed(seed)
     tiled = [eng.rows(tf.tile(x[None], [n] + [1] * x.shape.rank), n, batch) for x in problem.flat_x]
-    options = {k: _tile_option(v, batch, n, problem.flat_x[0].shape.rank) for k, v in method_options.items()}
-    with eng.capture() as inner:
-        fn(model, problem.pack(tiled), target_rows(n), **options)
-    if inner.record is None:
-        raise NotImplementedError("the wrapped method cannot be captured for export")
-    inner_fn, inner_extra, _ = inner.record
+    spec = registry.spec_of(method)
+    ctx = registry.TileContext(batch, n, tuple(problem.flat_x), problem.structure)
+    tilers = spec.per_example_options if spec is not None else {}
+    options = {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in method_options.items()}
+    inner = planner(model, problem.pack(tiled), tf.tile(problem.target.indices, [n]), **options)
 
-    def body(flat_x, indices, seed_t, *extra):
-        noisy = []
-        for i, (x, sigma) in enumerate(zip(flat_x, _noise_scales(flat_x, stdevs))):
-            eps = tf.stack([tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed_t + 1000003 * i, j]))
-                            for j in range(n)])
-            noisy.append(eng.rows(x[None] + eps * eng.expand_like(sigma, x)[None], n, batch))
-        res = inner_fn(noisy, tf.tile(indices, [n]), *extra)
-        attr = res[0] if isinstance(res, tuple) else res
-        out = []
-        for a in attr:
-            a = eng.unrows(a, n, batch)
-            mean = tf.reduce_mean(a, axis=0)
-            if nt_type == "smoothgrad":
-                out.append(mean)
-            elif nt_type == "vargrad":
-                out.append(tf.reduce_mean(tf.square(a - mean[None]), axis=0))
-            else:
-                out.append(tf.reduce_mean(tf.square(a), axis=0))
-        return out
+    def builder():
+        inner_fn = inner.python_fn
 
-    eng.set_capture_record(body, (tf.constant(seed, tf.int32),) + tuple(inner_extra), problem)
-    return None
+        def body(flat_x, indices, seed_t, *extra):
+            noisy = []
+            for i, (x, sigma) in enumerate(zip(flat_x, _noise_scales(flat_x, stdevs))):
+                eps = tf.stack([tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed_t + 1000003 * i, j]))
+                                for j in range(n)])
+                noisy.append(eng.rows(x[None] + eps * eng.expand_like(sigma, x)[None], n, batch))
+            res = inner_fn(noisy, tf.tile(indices, [n]), *extra)
+            attr = res[0] if isinstance(res, tuple) else res
+            out = []
+            for a in attr:
+                a = eng.unrows(a, n, batch)
+                mean = tf.reduce_mean(a, axis=0)
+                if nt_type == "smoothgrad":
+                    out.append(mean)
+                elif nt_type == "vargrad":
+                    out.append(tf.reduce_mean(tf.square(a - mean[None]), axis=0))
+                else:
+                    out.append(tf.reduce_mean(tf.square(a), axis=0))
+            return out
+
+        return body
+
+    return eng.Plan(problem, None, builder, (tf.constant(seed, tf.int32),) + tuple(inner.extra_args),
+                    finish=problem.pack)
 
 
+noise_tunnel.plan = plan_noise_tunnel
 
 def _noise_tunnel_by_name(model, inputs, target=None, *, base_method="integrated_gradients", **options):
     """``attribute(..., method="noise_tunnel", base_method=NAME, nt_type=...)``."""
     return noise_tunnel(base_method, model, inputs, target, **options)
+
+
+_noise_tunnel_by_name.plan = lambda model, inputs, target=None, *, base_method="integrated_gradients", **options: (
+    plan_noise_tunnel(base_method, model, inputs, target, **options))
 
 
 def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **options):
@@ -226,6 +250,10 @@ def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **opt
     VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`.
     """
     return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
+
+
+smoothgrad.plan = lambda model, inputs, target=None, *, nt_type="smoothgrad", **options: (
+    plan_noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options))
 
 
 SPEC = MethodSpec(

@@ -247,3 +247,31 @@ def _tile_baseline_one(value, x, ctx: TileContext):
 
 
 tile_baseline = tile_per_input(_tile_baseline_one)
+
+
+# --------------------------------------------------------------------------------------------
+# documentation
+
+
+def _mark(value: Capability) -> str:
+    return "yes" if value is True else "—"
+
+
+def markdown_table() -> str:
+    """The README's method table, written from the registry (a test keeps the README in sync)."""
+    rows = ["| method (aliases) | what it is | paper | completeness target (`return_convergence_delta`) | "
+            "`layer=` | multi-input | `seed` | export |",
+            "|---|---|---|---|---|---|---|---|"]
+    for spec in specs():
+        aliases = aliases_of(spec.name)
+        name = f"`{spec.name}`" + (f" ({', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
+        target = spec.completeness or "—"
+        rows.append(f"| {name} | {spec.summary} | {spec.paper} | {target} | {_mark(spec.layer)} | "
+                    f"{_mark(spec.multi_input)} | {'yes' if spec.stochastic else '—'} | {_mark(spec.exportable)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m tf_pathattr.methods.registry: print the README table
+    from tf_pathattr.methods import registry as _registered  # the package's instance, with every method
+
+    print(_registered.markdown_table())

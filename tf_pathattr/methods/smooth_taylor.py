@@ -81,9 +81,9 @@ def _prepare_noise(noise, problem):
     return out, ns.pop()
 
 
-def _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
-                       with_delta):
-    """One compiled SmoothTaylor evaluation: returns (list of maps, delta [B])."""
+def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
+                        with_delta):
+    """The plan of one compiled SmoothTaylor evaluation; its body returns (list of maps, delta [B])."""
     batch = problem.batch_size
     n_inputs = len(problem.flat_x)
     explicit = flat_noise is not None
@@ -131,9 +131,10 @@ def _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, inter
         return fn
 
     seed_t = tf.constant(int(seed), tf.int64)
-    return eng.run(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
+    return eng.Plan(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
 
 
+@eng.planned
 def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale=0.5, percent: bool = False,
                   noise=None, seed=None, adaptive: bool = False, objective="aupc", objective_options=None,
                   search_options=None, internal_batch_size=None, return_convergence_delta: bool = False,
@@ -204,29 +205,27 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
     if noise is not None:
         flat_noise, n_roots = _prepare_noise(noise, problem)
 
-    if adaptive:
+    def finish(attr, delta, details):
+        out = [problem.pack(attr)]
+        if return_convergence_delta:
+            out.append(delta)
+        if return_details:
+            out.append(details)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    if adaptive:  # the search runs on the host: a finished result, not a plan
         if percent:
             raise ValueError("adaptive=True searches an absolute noise scale; use percent=False")
-        attr, delta, details = adaptive_noise_search(
+        return finish(*adaptive_noise_search(
             problem, model, inputs, target, n_roots=n_roots, seed=seed, flat_noise=flat_noise,
             objective=objective, objective_options=objective_options, search_options=search_options,
-            internal_batch_size=internal_batch_size, with_delta=return_convergence_delta, jit_compile=jit_compile)
-        if attr is None:
-            return None
-    else:
-        sigma = _sigma_tensor(noise_scale, problem.batch_size)
-        result = _run_smooth_taylor(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size,
-                                    jit_compile, return_convergence_delta)
-        if result is None:  # captured for export
-            return None
-        attr, delta = result
-        details = {"sigma": sigma.numpy(), "percent": bool(percent)}
-    out = [problem.pack(attr)]
-    if return_convergence_delta:
-        out.append(delta)
-    if return_details:
-        out.append(details)
-    return out[0] if len(out) == 1 else tuple(out)
+            internal_batch_size=internal_batch_size, with_delta=return_convergence_delta, jit_compile=jit_compile))
+    sigma = _sigma_tensor(noise_scale, problem.batch_size)
+    details = {"sigma": sigma.numpy(), "percent": bool(percent)}
+    plan = _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
+                               return_convergence_delta)
+    plan.finish = lambda result: finish(result[0], result[1], details)
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,19 +303,13 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
         c = counter[0]
         counter[0] += 1
         s = _call_seed(seed, c) if flat_noise is None else seed
-        res = _run_smooth_taylor(problem, n_roots, tf.constant(np.abs(sig), tf.float32), s, flat_noise, False,
-                                 internal_batch_size, jit_compile, with_delta)
-        if res is None:
-            return None
-        attr, delta = res
+        attr, delta = _smooth_taylor_plan(problem, n_roots, tf.constant(np.abs(sig), tf.float32), s, flat_noise,
+                                          False, internal_batch_size, jit_compile, with_delta).raw()
         return [a.numpy() for a in attr], delta.numpy(), J_obj(attr, _call_seed(seed + 1, c))
 
     flat_abs = np.concatenate([np.abs(x.numpy()).reshape(batch, -1) for x in problem.flat_x], axis=1)
     sigma = flat_abs.mean(axis=1).astype(np.float64)
-    first = J(sigma)
-    if first is None:
-        return None, None, None
-    maps, delta, obj = first
+    maps, delta, obj = J(sigma)
     best_sigma, best_obj = sigma.copy(), obj.copy()
     best_maps, best_delta = [m.copy() for m in maps], delta.copy()
     initial = (sigma.copy(), obj.copy())
@@ -367,7 +360,8 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
 
 SPEC = MethodSpec(
     name="smooth_taylor", function=smooth_taylor,
-    summary="first-order Taylor terms averaged over Gaussian roots; adaptive noise-scale search",
+    summary=("first-order Taylor terms averaged over Gaussian roots; `adaptive=True` noise-scale search on "
+            "AUPC / AUTVC"),
     paper="G. S. W. Goh, S. Lapuschkin, L. Weber, W. Samek, A. Binder, Understanding Integrated Gradients "
           "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
     completeness="F(x) − mean_n F(z_n) (exact for linear models)",

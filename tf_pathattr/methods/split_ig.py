@@ -28,6 +28,7 @@ from .registry import MethodSpec, tile_baseline
 __all__ = ["split_integrated_gradients"]
 
 
+@eng.planned
 def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: float = 0.5, n_steps: int = 64,
                                method: str = "gausslegendre", internal_batch_size=None, jit_compile: bool = False,
                                return_split_alpha: bool = False, layer=None):
@@ -98,12 +99,12 @@ def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: 
 
         return fn
 
-    result = eng.run(problem, key, builder, (flat_base, tf.constant(ratio, tf.float32)), jit_compile)
-    if result is None:
-        return None
-    left, right, split_alpha = result
-    out = (problem.pack(left), problem.pack(right))
-    return out + (split_alpha,) if return_split_alpha else out
+    def finish(result):
+        left, right, split_alpha = result
+        out = (problem.pack(left), problem.pack(right))
+        return out + (split_alpha,) if return_split_alpha else out
+
+    return eng.Plan(problem, key, builder, (flat_base, tf.constant(ratio, tf.float32)), jit_compile, finish)
 
 
 SPEC = MethodSpec(

@@ -1,0 +1,69 @@
+"""The compiled-function cache: reuse per model, and no cache keeps a model alive (issue 9, defect 10)."""
+import gc
+import weakref
+
+import keras
+import numpy as np
+
+import tf_pathattr as tpa
+from tf_pathattr.engine import gradients as eng
+
+
+def _small_cnn(seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="tanh"),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+
+
+X = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
+
+
+def test_functions_are_reused_per_model_and_die_with_it():
+    model = _small_cnn(0)
+    tpa.integrated_gradients(model, X, 1, n_steps=4)
+    tpa.integrated_gradients(model, X + 0.1, [0, 2], n_steps=4)
+    (fn,) = eng.CACHE.functions(model)
+    assert fn.experimental_get_tracing_count() == 1
+    ref = weakref.ref(model)
+    del model, fn
+    gc.collect()
+    assert ref() is None, "a compiled-function cache kept the model alive"
+
+
+def test_metric_and_export_plans_do_not_keep_models_alive():
+    model = _small_cnn(1)
+    tpa.metrics.deletion(model, X, tpa.gradients(model, X, 1), 1)
+    plan = tpa.integrated_gradients.plan(model, X, 1, n_steps=4)
+    plan.execute()
+    ref = weakref.ref(model)
+    del model, plan
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_plain_function_model_is_cached_on_itself():
+    model = _small_cnn(2)
+
+    def fn(x):
+        return model(x)
+
+    tpa.gradients(fn, X, 0)
+    tpa.gradients(fn, X, 1)
+    (compiled,) = eng.CACHE.functions(fn)
+    assert compiled.experimental_get_tracing_count() == 1
+    assert eng.CACHE.functions(model) == []
+
+
+def test_bound_method_models_share_one_cache_entry():
+    class Wrapper:
+        def __init__(self, m):
+            self.m = m
+
+        def score(self, x):
+            return self.m(x)
+
+    w = Wrapper(_small_cnn(3))
+    tpa.gradients(w.score, X, 0)
+    tpa.gradients(w.score, X, 1)  # a new bound-method object each time
+    (compiled,) = eng.CACHE.functions(w.score)
+    assert compiled.experimental_get_tracing_count() == 1
