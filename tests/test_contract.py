@@ -244,26 +244,8 @@ FLOAT_TOL = 1e-5  # float rounding of the model itself (different batch shapes, 
 
 
 def _compiled_functions():
-    """The engine's cached ``tf.function``s (found by walking ``eng.CACHE``, whatever its layout)."""
-    found, seen = [], set()
-
-    def walk(obj, depth):
-        if id(obj) in seen or depth > 6:
-            return
-        seen.add(id(obj))
-        if hasattr(obj, "experimental_get_tracing_count"):
-            found.append(obj)
-        elif isinstance(obj, dict) or hasattr(obj, "values") and callable(obj.values):
-            for v in list(obj.values()):
-                walk(v, depth + 1)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                walk(v, depth + 1)
-        elif hasattr(obj, "__dict__") and not callable(obj):
-            walk(vars(obj), depth + 1)
-
-    walk(eng.CACHE, 0)
-    return found
+    """Every compiled ``tf.function`` the engine has cached (for every live model)."""
+    return list(eng.CACHE.functions())
 
 
 def tracing_count():
