@@ -17,7 +17,7 @@ import numpy as np
 __all__ = [
     "toy_cnn", "smooth_cnn", "maxpool_cnn", "linear_model", "dummy_feature_cnn", "DUMMY_ROWS",
     "two_input_models", "text_model", "embedding_tail", "single_output_model", "multi_output_model",
-    "variant", "dense_head", "ids",
+    "variant", "dense_head", "ids", "multi_output_cnn", "nested_cnn", "lstm_model", "calibrate_batchnorm",
 ]
 
 
@@ -25,14 +25,14 @@ def _dt(dtype):
     return {} if dtype is None else {"dtype": dtype}
 
 
-def toy_cnn(seed=0, dtype=None):
-    """``[B, 8, 8, 3] -> Conv2D(4, 3, tanh, same) -> GAP -> Dense(3)`` logits.
+def toy_cnn(seed=0, dtype=None, size=8, channels=3):
+    """``[B, size, size, channels] -> Conv2D(4, 3, tanh, same) -> GAP -> Dense(3)`` logits (default 8x8x3).
 
     Smooth (tanh, average pooling), so completeness of IG is tight with few steps.
     """
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
-        keras.Input((8, 8, 3)),
+        keras.Input((size, size, channels)),
         keras.layers.Conv2D(4, 3, padding="same", activation="tanh", **_dt(dtype)),
         keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
         keras.layers.Dense(3, **_dt(dtype)),
@@ -80,14 +80,15 @@ def maxpool_cnn(size=16, seed=0, dtype=None):
 def linear_model(weights, bias=0.0):
     """``F(x) = x @ W + b`` (one Dense layer, weights set exactly); returns ``(model, W [d, C])``.
 
-    ``weights`` ``[d]`` gives one output unit (``[B, 1]``), ``[d, C]`` gives ``C`` outputs.
+    ``weights`` ``[d]`` gives one output unit (``[B, 1]``), ``[d, C]`` gives ``C`` outputs; ``bias``
+    is a scalar or one value per output.
     """
     w = np.asarray(weights, np.float32)
     if w.ndim == 1:
         w = w[:, None]
     d, c = w.shape
     model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(c)])
-    model.layers[-1].set_weights([w, np.full((c,), bias, np.float32)])
+    model.layers[-1].set_weights([w, np.broadcast_to(np.asarray(bias, np.float32), (c,)).copy()])
     return model, w
 
 
@@ -210,3 +211,49 @@ def variant(builder, dtype, **kwargs):
     model = builder(dtype=dtype, **kwargs)
     model.set_weights(ref.get_weights())
     return model
+
+
+def multi_output_cnn(size=16, seed=0):
+    """``[B, size, size, 3] -> Conv-tanh -> GAP -> [Dense(3) logits "classes", Dense(1) "value"]``: an image
+    model with two outputs (explained through a callable target)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, padding="same", activation="tanh")(inp))
+    return keras.Model(inp, [keras.layers.Dense(3, name="classes")(h), keras.layers.Dense(1, name="value")(h)])
+
+
+def nested_cnn(size=16, seed=0):
+    """A functional model whose body is another model: ``Input -> Sequential(Conv-tanh, AvgPool) -> Sequential(GAP,
+    Dense-tanh) -> Dense(4)``, with a Rescaling layer in front (inputs in [0, 255])."""
+    keras.utils.set_random_seed(seed)
+    trunk = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+                              keras.layers.AveragePooling2D(2)], name="trunk")
+    head = keras.Sequential([keras.Input(trunk.output_shape[1:]), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(8, activation="tanh")], name="head")
+    inp = keras.Input((size, size, 3))
+    return keras.Model(inp, keras.layers.Dense(4, name="logits")(head(trunk(keras.layers.Rescaling(1 / 255.0)(inp)))))
+
+
+def lstm_model(steps=10, features=4, classes=3, seed=0):
+    """Float sequences ``[B, steps, features] -> LSTM(8) -> Dense(classes)`` (a recurrent while loop inside the
+    explained graph)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((steps, features)), keras.layers.LSTM(8), keras.layers.Dense(classes)])
+
+
+def calibrate_batchnorm(model, x):
+    """Set every BatchNormalization layer's moving statistics to the batch statistics of ``x``.
+
+    Randomly initialised deep networks (``weights=None``) have moving statistics 0 / 1 that do not
+    match their activations; in inference mode the signal then vanishes (MobileNetV3Small's logits
+    are ~1e-10) and every attribution is numerically degenerate. One training-mode pass with
+    momentum 0 makes inference normalise like training does. Returns the number of layers set.
+    """
+    bns = [lay for lay in model._flatten_layers() if isinstance(lay, keras.layers.BatchNormalization)]
+    momenta = [lay.momentum for lay in bns]
+    for lay in bns:
+        lay.momentum = 0.0
+    model(x, training=True)
+    for lay, m in zip(bns, momenta):
+        lay.momentum = m
+    return len(bns)

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 
+import models as zoo
 import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
 from saliency.metrics import pic as pair_pic  # noqa: E402
 
@@ -139,8 +140,7 @@ def test_monotone_flag_uses_threshold_order():
 
 def test_pic_on_model_equals_compute_pic_metric_with_model_pred_func():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, activation="tanh"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model = zoo.toy_cnn(size=16)
     rng = np.random.default_rng(4)
     imgs = np.stack([smooth_image(rng, 16, 16) for _ in range(3)])
     x = imgs.astype(np.float32) / 255.0
