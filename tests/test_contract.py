@@ -61,49 +61,49 @@ _MIXED = ("issue 9 contract mixed precision: amplifies the mixed model's own rou
 KNOWN_DEFECTS = {
     # batch = per-example (stochastic methods)
     ("test_batch_equals_per_example", "expected_gradients"): _DRAWS_DEPEND_ON_B.format(
-        where="expected_gradients.py:74 draw_samples(n_samples, batch) -> stateless_uniform([n, B])"),
+        where="expected_gradients.py:75 draw_samples(n_samples, batch) -> stateless_uniform([n, B])"),
     ("test_batch_equals_per_example", "smooth_taylor"): _DRAWS_DEPEND_ON_B.format(
         where="smooth_taylor.py:40-49 _root_noise draws one [B, *S] normal per root"),
     ("test_batch_equals_per_example", "noise_tunnel"): _DRAWS_DEPEND_ON_B.format(
-        where="noise_tunnel.py:136 stateless_normal(tf.shape(x)) over the whole batch"),
+        where="noise_tunnel.py:129 stateless_normal(tf.shape(x)) over the whole batch"),
     ("test_batch_equals_per_example", "smoothgrad"): _DRAWS_DEPEND_ON_B.format(
-        where="noise_tunnel.py:136 stateless_normal(tf.shape(x)) over the whole batch"),
+        where="noise_tunnel.py:129 stateless_normal(tf.shape(x)) over the whole batch"),
     # one signature style: internal_batch_size everywhere
     ("test_internal_batch_size_does_not_change_results", "gradients"):
-        "issue 9 signature style: gradients() does not take internal_batch_size (gradients.py:16)",
+        "issue 9 signature style: gradients() does not take internal_batch_size (gradients.py:17)",
     ("test_internal_batch_size_does_not_change_results", "smoothgrad"):
         "issue 9 signature style: smoothgrad passes internal_batch_size to gradients(), which does not take it",
     ("test_internal_batch_size_does_not_change_results", "ig2"):
-        "issue 9 signature style: ig2 calls the memory cap max_batch, not internal_batch_size (ig2.py:242)",
+        "issue 9 signature style: ig2 calls the memory cap max_batch, not internal_batch_size (ig2.py:243)",
     # declared multi-input refusals
-    ("test_list_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:192"),
-    ("test_dict_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:192"),
-    ("test_list_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:312"),
-    ("test_dict_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:312"),
+    ("test_list_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
+    ("test_dict_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
+    ("test_list_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:313"),
+    ("test_dict_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:313"),
     ("test_list_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
     ("test_dict_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
     # dicts are mappings
     ("test_dict_key_order_does_not_matter", "expected_gradients"):
-        "issue 9 defect 3: a dict background is paired with the inputs by order, not key (expected_gradients.py:67-71 "
+        "issue 9 defect 3: a dict background is paired with the inputs by order, not key (expected_gradients.py:68-72 "
         "prepare_inputs(background) flattens in the background dict's own order); here: 'background examples have "
         "shape (3,), inputs (2,)'",
     ("test_dict_key_order_does_not_matter", "noise_tunnel"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:136 seed [s + 1000003 * i, j]"),
+        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"),
     ("test_dict_key_order_does_not_matter", "smoothgrad"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:136 seed [s + 1000003 * i, j]"),
+        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"),
     ("test_dict_key_order_does_not_matter", "smooth_taylor"): _DICT_ORDER_NOISE.format(
         where="smooth_taylor.py:47 seed [seed, n * n_inputs + i]"),
     # layer= on every gradient method, or the declared refusal
     ("test_layer_on_text_model", "guided_integrated_gradients"): _LAYER_REFUSAL.format(
-        got="TypeError 'unexpected keyword argument'", where="guided_ig.py:263"),
+        got="TypeError 'unexpected keyword argument'", where="guided_ig.py:264"),
     ("test_layer_on_text_model", "integrated_decision_gradients"): _LAYER_REFUSAL.format(
-        got="TypeError 'unexpected keyword argument'", where="idg.py:159"),
+        got="TypeError 'unexpected keyword argument'", where="idg.py:160"),
     ("test_layer_on_text_model", "smooth_taylor"): _LAYER_REFUSAL.format(
-        got="TypeError 'unexpected keyword argument'", where="smooth_taylor.py:137"),
+        got="TypeError 'unexpected keyword argument'", where="smooth_taylor.py:138"),
     ("test_layer_on_text_model", "ig2"): _LAYER_REFUSAL.format(
-        got="TypeError 'unexpected keyword argument'", where="ig2.py:242"),
+        got="TypeError 'unexpected keyword argument'", where="ig2.py:243"),
     ("test_layer_on_text_model", "blur_integrated_gradients"): _LAYER_REFUSAL.format(
-        got="TypeError 'unexpected keyword argument'", where="blur_ig.py:143"),
+        got="TypeError 'unexpected keyword argument'", where="blur_ig.py:144"),
     ("test_layer_on_text_model", "xrai"): _LAYER_REFUSAL.format(
         got="TypeError 'unexpected keyword argument'", where="xrai.py:123"),
     ("test_layer_on_text_model", "noise_tunnel"): _LAYER_REFUSAL.format(
@@ -119,6 +119,14 @@ KNOWN_DEFECTS = {
         why="sample allocation from differences of float16 logits between coarse points; measured 4.3e-2"),
     ("test_dtype_policies", "integrated_decision_gradients", "mixed_bfloat16"): _MIXED.format(
         why="sample allocation from differences of bfloat16 logits between coarse points; measured 2.2e-1"),
+    # real architectures (tests/test_architectures.py reads this table too)
+    ("test_real_architectures", "guided_integrated_gradients", "mobilenet_v3_small"):
+        "issue 9 defect 11: Guided IG (fast mode, the default) gives example 0 a different result inside a batch "
+        "than alone on MobileNetV3Small: 7.1% of max|attr|, 62% of features changed (8 steps). Gradients at x "
+        "are bit-identical; parity=True is bit-identical; [x0, x1] equals [x0, x0] bit-exactly (no coupling "
+        "between examples); with guided_ig.XLA_ROUNDS = False it is bit-identical too. Cause: the selection "
+        "rounds run in a nested tf.function(jit_compile=True) (guided_ig.py:233) whose float32 reductions "
+        "depend on the batch shape; the discrete selection amplifies the 1-ulp differences",
     # XLA = eager
     ("test_xla_equals_eager", "smooth_taylor"):
         "issue 9 contract XLA = eager: smooth_taylor.py:48 draws tf.random.stateless_normal inside the compiled body; "
@@ -258,7 +266,7 @@ def tracing_count():
 
 
 def test_known_defects_table_names_registered_methods_and_tests():
-    tests = {name for name in globals() if name.startswith("test_")}
+    tests = {name for name in globals() if name.startswith("test_")} | {"test_real_architectures"}
     names = set(registry.names())
     for key, reason in KNOWN_DEFECTS.items():
         assert key[0] in tests, f"KNOWN_DEFECTS entry {key}: no test called {key[0]}"
