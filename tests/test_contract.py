@@ -152,13 +152,16 @@ def _xfail_reason(test, name, case=None):
     return KNOWN_DEFECTS.get((test, name, case)) or KNOWN_DEFECTS.get((test, name))
 
 
-def methods(test, cases=None):
-    """``pytest.param`` per registered spec (and case), xfail(strict) where KNOWN_DEFECTS says so."""
+def methods(test, cases=None, slow_if=None):
+    """``pytest.param`` per registered spec (and case), xfail(strict) where KNOWN_DEFECTS says so, and
+    marked slow where ``slow_if(spec)`` (e.g. host-side methods in tests with many calls)."""
     out = []
     for spec in SPECS:
         for case in (cases or [None]):
             reason = _xfail_reason(test, spec.name, case)
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            if slow_if is not None and slow_if(spec):
+                marks.append(pytest.mark.slow)
             values = (spec,) if cases is None else (spec, case)
             ident = spec.name if case is None else f"{spec.name}-{case}"
             out.append(pytest.param(*values, marks=marks, id=ident))
@@ -323,7 +326,7 @@ def test_internal_batch_size_does_not_change_results(spec, x_img, image_model):
 # targets
 
 
-@pytest.mark.parametrize("spec", methods("test_target_kinds_agree"))
+@pytest.mark.parametrize("spec", methods("test_target_kinds_agree", slow_if=lambda spec: spec.host_side))
 def test_target_kinds_agree(spec, x_img, image_model):
     same = explain(spec, image_model, x_img, 1)
     for other in ([1] * B, np.full(B, 1), lambda out: out[:, 1], CategoricalScore(1), CategoricalScore([1] * B)):
