@@ -16,7 +16,6 @@ Writes the ``blur_idg`` section of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 

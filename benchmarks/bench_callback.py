@@ -24,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 
 from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 from tf_pathattr.callbacks import AttributionLogger  # noqa: E402

@@ -110,8 +110,7 @@ def bench_model(name, model, n_images, n_steps, repeats, n_saliency, parity=True
     t0 = time.perf_counter()
     res = time_interleaved(cands, repeats=repeats, warmup=1)
     # rounds per step of the default flavour (for the record)
-    tpa.guided_integrated_gradients(model, x, target, n_steps=n_steps)
-    rounds = dict(tpa.methods.guided_ig.LAST_DIAGNOSTICS)
+    _, rounds = tpa.guided_integrated_gradients(model, x, target, n_steps=n_steps, return_details=True)
     # saliency: per image, on n_saliency images, extrapolated to n_images
     sal = saliency_runner(model, x[:n_saliency], target, n_steps)
     sal()  # warm the compiled gradient

@@ -27,7 +27,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import data as tdata  # noqa: E402
@@ -51,6 +50,18 @@ METHOD_CONFIGS = {
     "SmoothTaylor": {"method": "smooth_taylor", "n_roots": 64, "noise_scale": 0.15, "percent": True, "seed": 0},
     "NoiseTunnel(IG)": {"method": "noise_tunnel", "base_method": "integrated_gradients", "nt_type": "smoothgrad",
                         "nt_samples": 8, "stdevs": 0.15, "n_steps": 32, "seed": 0},
+    "IDGI (IG)": {"method": "important_direction_gradient_integration", "base_method": "integrated_gradients",
+                  "n_steps": 64},
+    "IDGI (Guided IG)": {"method": "important_direction_gradient_integration",
+                         "base_method": "guided_integrated_gradients", "max_dist": 0.02, "n_steps": 100},
+    "IDGI (Blur IG)": {"method": "important_direction_gradient_integration", "base_method": "blur_integrated_gradients",
+                       "max_sigma": "@max_sigma", "n_steps": 64, "_images_only": True},
+    # AGI walks towards other classes: classifiers only (the tabular model is a regression, so "_images_only")
+    "AGI": {"method": "adversarial_gradient_integration", "epsilon": 0.05, "max_iter": 20, "clip": "@clip", "seed": 0,
+            "_images_only": True},
+    # XRAI returns one map per pixel [B, H, W] (registry: output="pixels"); its Felzenszwalb segments need
+    # images larger than the digits' 8x8, so it runs on the pattern images only
+    "XRAI (over IG)": {"method": "xrai", "n_steps": 32, "min_pixel_diff": 8, "_pattern_only": True},
 }
 REFERENCE = "IG (zero baseline)"
 IG2_REFS = 4
@@ -191,6 +202,24 @@ def run_method(model, x, target, opts, ctx):
     return attr, delta, time.perf_counter() - t0
 
 
+def pixel_map(name, attr):
+    """Signed per-pixel map [B, H, W]: the channel sum, or the method's own map (registry output="pixels")."""
+    return attr if registry.get(name).output == "pixels" else attr.sum(-1)
+
+
+def faithfulness(model, x, attr, y, res):
+    """The captum / xplique / ROAD metrics on one image set (scale-free infidelity, so that methods with
+    different sums compare), added to ``res``."""
+    res["infidelity"] = tmetrics.infidelity(model, x, attr, y, n_perturb_samples=20, noise_scale=0.2, clip=(0.0, 1.0),
+                                            normalize=True, seed=0).infidelity
+    res["mu_fidelity"] = tmetrics.mu_fidelity(model, x, attr, y, nb_samples=100, seed=0).mu_fidelity
+    rd = tmetrics.road(model, x, attr, y, order="both", seed=0)
+    span = rd.fractions[-1] - rd.fractions[0]
+    for o in ("morf", "lerf"):
+        res[f"road_{o}"] = np.trapezoid(rd.correct[o], rd.fractions, axis=1) / span
+    res["road_gap"] = res["road_lerf"] - res["road_morf"]
+
+
 def ig2_step(x, refs, n_steps):
     """IG2 step size from the data scale: twice the median explicand-reference L2 distance over K steps."""
     d = np.linalg.norm((x[:, None] - refs).reshape(x.shape[0], refs.shape[1], -1), axis=-1)
@@ -262,7 +291,7 @@ def eval_pattern(model, train, test, n, methods, log):
     for label, opts in methods.items():
         log(f"  pattern: {label}")
         attr, delta, secs = run_method(model, x, y, opts, ctx)
-        sal = np.abs(attr.sum(-1))
+        sal = np.abs(pixel_map(opts["method"], attr))
         tot = sal.reshape(len(x), -1).sum(1)
         inside = (sal * masks).reshape(len(x), -1).sum(1)
         flat_arg = sal.reshape(len(x), -1).argmax(1)
@@ -292,6 +321,7 @@ def eval_pattern(model, train, test, n, methods, log):
                 r["autvc"] = np.asarray(tv(attr, min_size=8)[0])
             except Exception as exc:
                 log(f"    total_variation skipped: {exc}")
+        faithfulness(model, x, attr, y, r)
         res[label] = r
     return res, len(x)
 
@@ -304,6 +334,8 @@ def eval_digits(model, train, test, n, methods, log):
     ctx = image_context(x, y, train[0], train[1], 0.0, 1.0, 8)
     res = {}
     for label, opts in methods.items():
+        if opts.get("_pattern_only"):
+            continue
         log(f"  digits: {label}")
         attr, delta, secs = run_method(model, x, y, opts, ctx)
         ab = tmetrics.meb_ablation(model, x, attr, y, low=0.0, high=1.0, order="both", n_draws=5, seed=0)
@@ -316,6 +348,33 @@ def eval_digits(model, train, test, n, methods, log):
             "delta": None if delta is None else np.abs(delta),
             "time": secs,
         }
+        faithfulness(model, x, attr, y, res[label])
+    return res, len(x)
+
+
+def eval_softmax_head(model, test, n, methods, log):
+    """The digits CNN with a softmax head (as keras.applications models end): deletion / insertion AUC by the
+    shared scoring rule (the head's probabilities) and by the rule before issue #10 (the probabilities
+    softmaxed again, reproduced with a second Softmax layer)."""
+    xt, yt = test
+    pred = predict(model, xt).argmax(1)
+    ok = np.flatnonzero(pred == yt)[:n]
+    x, y = xt[ok], yt[ok]
+    head = keras.Sequential([model, keras.layers.Softmax()], name="digits_softmax_head")
+    double = keras.Sequential([head, keras.layers.Softmax()], name="digits_double_softmax")
+    ctx = image_context(x, y, xt, yt, 0.0, 1.0, 8)
+    res = {}
+    for label, opts in methods.items():
+        if opts.get("_pattern_only"):
+            continue
+        log(f"  softmax head: {label}")
+        attr, _, _ = run_method(head, x, y, opts, ctx)
+        r = {}
+        for tag, m in (("new", head), ("old", double)):
+            r[f"deletion_{tag}"] = tmetrics.deletion(m, x, attr, y, pixels_per_step=4).auc
+            r[f"insertion_{tag}"] = tmetrics.insertion(m, x, attr, y, pixels_per_step=4, blur_size=5,
+                                                       blur_sigma=2.0).auc
+        res[label] = r
     return res, len(x)
 
 
@@ -343,7 +402,7 @@ def eval_tabular(mlp, prob, n_train, n, methods, log):
 
     res = {}
     for label, opts in methods.items():
-        if opts.get("_images_only"):
+        if opts.get("_images_only") or opts.get("_pattern_only"):
             continue
         log(f"  tabular: {label}")
         r = {}
@@ -393,6 +452,14 @@ def claim_lines(pattern, digits, tabular):
                  ("digits", "deletion", False, "deletion AUC on digits")]),
         ("SmoothTaylor", [("pattern", "aupc", False, "AUPC on pattern images"),
                           ("pattern", "autvc", False, "AUTVC on pattern images")]),
+        ("IDGI", [("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                  ("pattern", "sic", True, "SIC AUC on pattern images"),
+                  ("pattern", "aic", True, "AIC AUC on pattern images"),
+                  ("digits", "insertion", True, "insertion AUC on digits")]),
+        ("AGI", [("pattern", "deletion", False, "deletion AUC on pattern images"),
+                 ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                 ("digits", "deletion", False, "deletion AUC on digits"),
+                 ("digits", "insertion", True, "insertion AUC on digits")]),
     ]
     sets = {"pattern": pattern, "digits": digits, "tabular": tabular}
     for prefix, items in checks:
@@ -447,12 +514,17 @@ def main(argv=None):
 
     pattern, n_p = eval_pattern(p_model, p_train, p_test, n, methods, log)
     digits, n_d = eval_digits(d_model, d_train, d_test, n, methods, log)
+    soft, n_s = eval_softmax_head(d_model, d_test, n, methods, log)
     tabular, n_t = eval_tabular(t_model, t_prob, t_ntrain, n, methods, log)
 
     elapsed = time.perf_counter() - t_start
     write_report(Path(args.out), args.note, args.quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, t_prob, pattern, digits, tabular,
-                 skipped, elapsed)
+                 skipped, elapsed, soft, n_s)
     log(f"wrote {args.out}")
+
+
+FAITH_KEYS = [("infidelity", "infidelity ↓"), ("mu_fidelity", "MuFidelity ↑"), ("road_morf", "ROAD MoRF ↓"),
+              ("road_lerf", "ROAD LeRF"), ("road_gap", "ROAD gap ↑")]
 
 
 def _cell(r, key):
@@ -460,7 +532,8 @@ def _cell(r, key):
     return "n/a" if v is None else mean_std(v)
 
 
-def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pattern, digits, tabular, skipped, elapsed):
+def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pattern, digits, tabular, skipped, elapsed,
+                 soft=None, n_s=0):
     sys.path.insert(0, str(Path(__file__).parent))
     from _harness import machine
 
@@ -471,7 +544,14 @@ def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pat
           "insertion, SIC, AIC, mask mass, pointing, ground-truth correlation, MEB LeRF−MoRF gap: higher is better; "
           "MEB MoRF: lower is better. |δ| is the method's own convergence delta (|Σa − completeness target|, "
           "logit units; n/a where the method has none). Time: wall seconds for all explicands, first call "
-          "(tracing) included.", "",
+          "(tracing) included. Scores follow the metrics' shared rule (`tf_pathattr/metrics/_scoring.py`): "
+          "the probability of the explained class, read from a softmax head as it is and computed from "
+          "logits otherwise.", "",
+          "Faithfulness columns: infidelity (Yeh et al.; noisy baseline N(0, 0.2²) clipped to [0, 1], 20 "
+          "samples, β-normalised, on the logit; lower is better), MuFidelity (Bhatt et al.; Pearson, 9×9 grid "
+          "— pixel-wise on 8×8 digits — Bernoulli(0.2) cells, baseline 0, 100 subsets; higher is better), "
+          "ROAD (Rong et al.; noisy linear imputation, fractions 0.1–0.9, accuracy against the label; area of the "
+          "MoRF curve, lower is better, of the LeRF curve, and their gap, higher is better).", "",
           "## Models", "",
           table(["model", "data", "quality"], [
               ["pattern CNN", "tpa.data.pattern_images 32×32, 4 classes", f"test accuracy {p_acc:.3f}"],
@@ -491,6 +571,7 @@ def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pat
             ("mask_mass", "mask mass ↑"), ("pointing", "pointing ↑"), ("delta", "|δ|")]
     extra = [k for k in ("aupc", "autvc") if any(k in r for r in pattern.values())]
     keys += [(k, k.upper() + " ↓") for k in extra]
+    keys += FAITH_KEYS
     rows = []
     for label, r in pattern.items():
         rows.append([label] + [_cell(r, k) for k, _ in keys] +
@@ -500,9 +581,22 @@ def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pat
     md += [f"## Digits ({n_d} explicands)", "", "Deletion / insertion: 4 pixels per step (16 steps), insertion "
            "from a 5×5, σ 2 blur; MEB ablation: uniform noise on [0, 1], 5 draws, q = 0, 0.1, …, 1.", ""]
     keys = [("deletion", "deletion ↓"), ("insertion", "insertion ↑"), ("meb_morf", "MEB MoRF ↓"),
-            ("meb_lerf", "MEB LeRF"), ("meb_gap", "MEB gap ↑"), ("delta", "|δ|")]
+            ("meb_lerf", "MEB LeRF"), ("meb_gap", "MEB gap ↑"), ("delta", "|δ|")] + FAITH_KEYS
     rows = [[label] + [_cell(r, k) for k, _ in keys] + [f"{r['time']:.1f}"] for label, r in digits.items()]
     md += [table(["method"] + [h for _, h in keys] + ["time (s)"], rows), ""]
+
+    if soft:
+        md += [f"## Digits CNN with a softmax head ({n_s} explicands)", "",
+               "The same digits CNN ending in `Softmax()` (as `keras.applications` models do by default); "
+               "attributions explain the probability. \"new\": the shared scoring rule reads the head's "
+               "probabilities; \"old\": the probabilities softmaxed again, which is what the metrics did before "
+               "issue #10 (for 10 classes every point is squeezed into [1/(e + 9), e/(e + 9)] ≈ [0.085, 0.232]). "
+               "Spread = max − min of the method means.", ""]
+        keys = [("deletion_old", "deletion (old) ↓"), ("deletion_new", "deletion ↓"),
+                ("insertion_old", "insertion (old) ↑"), ("insertion_new", "insertion ↑")]
+        rows = [[label] + [_cell(r, k) for k, _ in keys] for label, r in soft.items()]
+        spread = ["spread"] + [f"{np.ptp([np.nanmean(r[k]) for r in soft.values()]):.3f}" for k, _ in keys]
+        md += [table(["method"] + [h for _, h in keys], rows + [spread]), ""]
 
     md += [f"## Tabular ({n_t} explicands; ground truth g_i(x_i) − g_i(0) for paths from 0, "
            "and the marginal Shapley value g_i(x_i) − E g_i(X_i))", ""]

@@ -48,7 +48,7 @@ print("test accuracy", model.evaluate(x[1500:], y[1500:], verbose=0)[1])"""),
 attr, delta = tpa.integrated_gradients(model, probe, target=None, n_steps=64, return_convergence_delta=True)
 print("max |delta|:", float(tf.reduce_max(tf.abs(delta))))
 for rule in ["riemann_left", "riemann_trapezoid", "gausslegendre"]:
-    _, d = tpa.integrated_gradients(model, probe, None, n_steps=16, method=rule, return_convergence_delta=True)
+    _, d = tpa.integrated_gradients(model, probe, None, n_steps=16, rule=rule, return_convergence_delta=True)
     print(f"{rule:18s} max |delta| at 16 steps: {float(tf.reduce_max(tf.abs(d))):.2e}")"""),
     new_markdown_cell("## Every method side by side"),
     new_code_cell("""options = {
@@ -128,6 +128,127 @@ print("exported == in-process:", np.allclose(exported, in_process, atol=1e-5))
 print("explain a reloaded SavedModel:", tpa.integrated_gradients(loaded.serve, x[:3], None, n_steps=16).shape)"""),
 ]
 
+KERAS_HUB = [
+    new_markdown_cell("# keras-hub text models: token attributions, next tokens, continuations\n\n"
+                      "A keras-hub BERT classifier and a GPT-2 causal LM, built from small configs here so the "
+                      "notebook runs offline; with downloads, the same code works on presets (last cell). "
+                      "`tpa.text` attributes to the token-embedding lookup only: GPT-2's tied embedding also "
+                      "computes the logits (`token_embedding(h, reverse=True)`), and that projection keeps using "
+                      "the real weights."),
+    new_markdown_cell(
+        "**In Colab**: `pip install -q -e './tf_pathattr[dev]'` (with the full `tensorflow` wheel, "
+        "`pip install keras-hub` works as is). Next to `tensorflow-cpu`, install keras-hub without letting it "
+        "pull a second TensorFlow:\n\n"
+        "```\npip install --no-deps keras-hub\npip install absl-py packaging regex rich sentencepiece tokenizers "
+        "'kagglehub!=1.0.1' kagglesdk==0.1.28\n```\n"
+        "(keras-hub's tokenizers run eagerly without tensorflow-text.)"),
+    new_code_cell("""import numpy as np, keras, keras_hub, tensorflow as tf
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from IPython.display import HTML, display
+import tf_pathattr as tpa
+
+words = ["the", "movie", "was", "great", "awful", "plot", "acting", "and", "not", "really", "fun", "boring"]
+tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)
+preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=10)
+keras.utils.set_random_seed(0)
+classifier = keras_hub.models.BertTextClassifier(
+    backbone=keras_hub.models.BertBackbone(vocabulary_size=tokenizer.vocabulary_size(), num_layers=2, num_heads=2,
+                                           hidden_dim=16, intermediate_dim=32, max_sequence_length=10),
+    num_classes=2, preprocessor=None)   # with a preset: keras_hub.models.BertTextClassifier.from_preset(...)
+
+# a toy sentiment set: "great"/"fun" positive, "awful"/"boring" negative (tokenized eagerly, trained on ids)
+rng = np.random.default_rng(0)
+filler = ["the", "movie", "was", "plot", "acting", "and", "really"]
+sents, labels = [], []
+for _ in range(400):
+    label = int(rng.integers(2))
+    key = rng.choice(["great", "fun"] if label else ["awful", "boring"])
+    s = list(rng.choice(filler, size=4))
+    s.insert(int(rng.integers(5)), key)
+    sents.append(" ".join(s))
+    labels.append(label)
+x_train = {k: np.asarray(v) for k, v in preprocessor(sents).items()}
+classifier.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+classifier.fit(x_train, np.array(labels), epochs=10, batch_size=32, verbose=0)
+print("train accuracy", classifier.evaluate(x_train, np.array(labels), verbose=0)[1])"""),
+    new_markdown_cell("## Token attributions for the classifier\n\n"
+                      "Strings go through the preprocessor eagerly. The baseline is `[MASK]` at every word "
+                      "(the tokenizer has a mask token), `[CLS]`, `[SEP]` and padding keep their embedding and "
+                      "score exactly 0. `delta` is the completeness gap."),
+    new_code_cell("""texts = ["the movie was great", "the plot was really boring"]
+for n in (64, 256, 1024):   # always read the delta: this toy model switches sharply along the path
+    res = tpa.text.token_attributions(classifier, texts, target=1, preprocessor=preprocessor, n_steps=n,
+                                      return_convergence_delta=True)
+    print(f"n_steps={n:5d}  max |delta| = {np.abs(res.delta).max():.2e}")
+for i, t in enumerate(texts):
+    print(tpa.viz.text_terminal(res.tokens[i], res.scores[i], res.mask[i], colour=False))
+display(HTML(tpa.viz.text_html(res.tokens[0], res.scores[0], res.mask[0], title=texts[0])))
+display(HTML(tpa.viz.text_html(res.tokens[1], res.scores[1], res.mask[1], title=texts[1])))
+sig = tpa.text.token_attributions(classifier, texts, 1, method="sig", preprocessor=preprocessor, n_steps=16)
+dig = tpa.text.token_attributions(classifier, texts, 1, method="dig", preprocessor=preprocessor, n_neighbors=10)
+print("SIG:", sig.pairs(1))
+print("DIG:", dig.pairs(1))"""),
+    new_markdown_cell("## A causal LM: the next token, a continuation, and the per-token matrix"),
+    new_code_cell("""vocab, merges = {"<|endoftext|>": 0}, []          # a tiny byte-pair vocabulary built offline
+def add(t):
+    vocab.setdefault(t, len(vocab))
+for ch in sorted(set("".join(words))) + ["\\u0120"]:
+    add(ch)
+for w in words:
+    for piece in (w, "\\u0120" + w):
+        cur = piece[0]
+        for ch in piece[1:]:
+            if f"{cur} {ch}" not in merges:
+                merges.append(f"{cur} {ch}")
+            cur += ch
+            add(cur)
+gpt_tok = keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=merges)
+gpt_pre = keras_hub.models.GPT2CausalLMPreprocessor(gpt_tok, sequence_length=12, add_end_token=False)
+keras.utils.set_random_seed(1)
+lm = keras_hub.models.GPT2CausalLM(backbone=keras_hub.models.GPT2Backbone(
+    vocabulary_size=len(vocab), num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+    max_sequence_length=16), preprocessor=None)    # with a preset: keras_hub.models.GPT2CausalLM.from_preset(...)
+lm.compile(sampler="greedy")
+prompt = gpt_pre.generate_preprocess(["the movie was"])
+prompt_len = int(np.asarray(prompt["padding_mask"]).sum())
+generated = lm.generate({k: tf.convert_to_tensor(v) for k, v in prompt.items()}, stop_token_ids=None)
+generated = {k: np.asarray(v) for k, v in generated.items()}
+print([gpt_tok.id_to_token(int(i)) for i in generated["token_ids"][0]])"""),
+    new_code_cell("""# the model's own greedy next token after the prompt (log-probability, padding baseline)
+nxt = tpa.text.token_attributions(lm, prompt, tokenizer=gpt_tok, n_steps=64, return_convergence_delta=True)
+print("next token:", gpt_tok.id_to_token(int(nxt.target_tokens[0])), " delta:", nxt.delta)
+print(tpa.viz.text_terminal(nxt.tokens[0], nxt.scores[0], nxt.mask[0], colour=False))
+# the whole continuation: sum of teacher-forced log-probabilities of the generated tokens
+cont = tpa.text.token_attributions(lm, generated, tpa.text.continuation(prompt_len), tokenizer=gpt_tok, n_steps=64,
+                                   return_convergence_delta=True)
+print("continuation delta:", cont.delta)
+display(HTML(tpa.viz.text_html(cont.tokens[0], cont.scores[0], cont.mask[0], title="prompt -> whole continuation")))"""),
+    new_code_cell("""# every generated token attributed to every prompt token, in one batched call: [B, T_out, T_in]
+matrix, info = tpa.text.generation_attributions(lm, generated, prompt_len, n_steps=32)
+toks = [gpt_tok.id_to_token(int(i)) for i in generated["token_ids"][0]]
+m = matrix[0][:, :prompt_len]
+lim = np.abs(m).max()
+fig, ax = plt.subplots(figsize=(4, 4))
+ax.imshow(m, cmap="bwr", vmin=-lim, vmax=lim)
+ax.set_xticks(range(prompt_len), toks[:prompt_len], rotation=90)
+ax.set_yticks(range(m.shape[0]), toks[prompt_len:])
+ax.set_xlabel("prompt token")
+ax.set_ylabel("generated token")
+fig.tight_layout()
+fig.savefig("generation_matrix.png")
+print(matrix.shape)"""),
+    new_markdown_cell("## With downloads\n\n"
+                      "```python\nlm = keras_hub.models.GPT2CausalLM.from_preset(\"gpt2_base_en\")\n"
+                      "res = tpa.text.token_attributions(lm, [\"The capital of France is\"], "
+                      "preprocessor=lm.preprocessor)\n"
+                      "```\n"
+                      "For Gemma/Llama-style decoders keep the default padding baseline: a zero embedding is a "
+                      "singular point of their first RMSNorm."),
+]
+
 
 def write(name, cells):
     nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
@@ -139,3 +260,4 @@ if __name__ == "__main__":
     write("01_quickstart.ipynb", QUICKSTART)
     write("02_text_embeddings.ipynb", TEXT)
     write("03_savedmodel_and_callback.ipynb", WORKFLOWS)
+    write("04_keras_hub_text.ipynb", KERAS_HUB)

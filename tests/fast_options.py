@@ -29,6 +29,13 @@ FAST_OPTIONS = {
     "smooth_taylor": {"n_roots": 8, "seed": 0},
     "noise_tunnel": {"nt_samples": 2, "n_steps": 8, "seed": 0},
     "split_integrated_gradients": {"n_steps": 8},
+    "important_direction_gradient_integration": {"n_steps": 8},
+    "adversarial_gradient_integration": {"max_iter": 3, "k": 2, "seed": 0},
+    # DIG walks through a vocabulary of token vectors; on [B, m, ...] inputs each row along axis 1 is a token
+    "discretized_integrated_gradients": {"n_steps": 4, "n_neighbors": 8,
+                                         "embedding_matrix": lambda x: np.random.default_rng(3).uniform(
+                                             0.0, 1.0, size=(16,) + tuple(x.shape[2:])).astype(np.float32)},
+    "sequential_integrated_gradients": {"n_steps": 4},
 }
 
 

@@ -100,8 +100,29 @@ def test_meb_linear_transformation_invariance(rng):
     normed = tpa.baselines.maximum_entropy(0.0, 1.0, n=2, seed=9, preprocess=T)
     np.testing.assert_allclose(normed.draw(p).numpy(), T(raw.draw(p).numpy()), rtol=1e-6, atol=1e-6)
     for rule in ("gausslegendre", "riemann_right"):
-        a_raw = tpa.integrated_gradients(f_of_t, p, cls, baseline=raw, n_steps=16, method=rule).numpy()
-        a_norm = tpa.integrated_gradients(net, T(p), cls, baseline=normed, n_steps=16, method=rule).numpy()
+        a_raw = tpa.integrated_gradients(f_of_t, p, cls, baseline=raw, n_steps=16, rule=rule).numpy()
+        a_norm = tpa.integrated_gradients(net, T(p), cls, baseline=normed, n_steps=16, rule=rule).numpy()
         scale = np.abs(a_raw).max()
         np.testing.assert_allclose(a_raw, a_norm, rtol=1e-4, atol=1e-5 * scale)
         assert np.abs(a_raw - a_norm).max() / scale < 1e-5
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "guided_integrated_gradients",
+                                  "integrated_decision_gradients", "split_integrated_gradients"])
+def test_methods_with_a_random_baseline_recipe_take_seed(name):
+    # issue 9 defect 13: seed= reaches the recipe's stateless draws (None keeps the recipe's own seed)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((2, 6)).astype(np.float32)
+
+    def run(**kw):
+        out = tpa.attribute(model, x, 1, method=name, n_steps=6, baseline=tpa.baselines.uniform(0.0, 1.0), **kw)
+        return (out[0] if isinstance(out, tuple) else out).numpy()
+
+    a, b, c = run(seed=1), run(seed=1), run(seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3 * np.abs(a).max()
+    # seed=None keeps the recipe's seed: the same as passing the recipe's seed (0) explicitly
+    np.testing.assert_array_equal(run(), run(seed=0))

@@ -261,3 +261,42 @@ def test_mirrored_strategy_two_logical_cpus(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MIRRORED_OK 2" in res.stdout
+
+
+def test_text_logger_writes_escaped_token_tables(tmp_path):
+    from tf_pathattr.callbacks import TextAttributionLogger
+
+    keras.utils.set_random_seed(0)
+    ids_in = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(20, 4, name="embedding")(ids_in)
+    model = keras.Model(ids_in, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(h)))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 20, size=(32, 6)).astype("int32")
+    y = (x[:, 0] > 10).astype("int32")
+    probe = x[:2].copy()
+    probe[1, 4:] = 0  # padding
+
+    class Tok:  # a tokenizer with a hostile token
+        def id_to_token(self, i):
+            return "<script>" if i == probe[0, 0] else f"w{i}"
+
+    logger = TextAttributionLogger(probe, target=1, method_options={"n_steps": 8}, log_dir=tmp_path, tokenizer=Tok())
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[logger])
+    assert logger.n_explanations == 2
+    texts, gaps = [], []
+    for path in sorted(Path(tmp_path).glob("events.out.tfevents.*")):
+        for ev in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in ev.summary.value:
+                if v.tag == "attributions/text":
+                    texts.append((ev.step, tf.make_ndarray(v.tensor).reshape(-1)[0].decode()))
+                elif v.tag == "completeness_gap":
+                    gaps.append(float(tf.make_ndarray(v.tensor)))
+    assert [s for s, _ in texts] == [0, 1]
+    md = texts[-1][1]
+    assert "&lt;script&gt;" in md and "<script>" not in md
+    assert md.count("| w") == 6 - 1 + 4  # 5 more tokens in example 0, 4 real tokens in example 1
+    assert len(gaps) == 2 and max(gaps) < 1e-4
+    arrays = np.load(tmp_path / "arrays" / "epoch_0001.npz")
+    np.testing.assert_array_equal(arrays["token_ids"], probe)
+    np.testing.assert_array_equal(arrays["scores"][1, 4:], 0.0)

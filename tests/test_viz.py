@@ -73,3 +73,25 @@ def test_plot_attributions_grid_size(tmp_path, rng):
     np.testing.assert_allclose(np.asarray(drawn), viz.overlay(images[0], maps["a"][0]), atol=1e-6)
     with pytest.raises(ValueError, match="examples"):
         viz.plot_attributions(images, {"a": maps["a"][:2]})
+
+
+def test_text_html_escapes_tokens_and_colours_by_score():
+    tokens = ["<script>alert(1)</script>", "good", "bad", "[PAD]"]
+    scores = np.array([0.5, 1.0, -1.0, 7.0])
+    mask = np.array([True, True, True, False])
+    out = viz.text_html(tokens, scores, mask, title="<b>x</b>")
+    assert "<script>" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert "&lt;b&gt;x&lt;/b&gt;" in out
+    assert "[PAD]" not in out  # hidden tokens are left out
+    # the strongest shown token is saturated: +1 -> pure red, -1 -> pure blue, 0.5 -> half red
+    assert "rgb(255, 0, 0)" in out and "rgb(0, 0, 255)" in out and "rgb(255, 128, 128)" in out
+    np.testing.assert_allclose(viz.token_colours(scores, mask)[3], [1, 1, 1])
+
+
+def test_text_terminal_plain_and_ansi():
+    plain = viz.text_terminal(["a", "b\x1b[2J"], [0.5, -0.25], colour=False)
+    assert plain == "a(+0.5) b\\x1b[2J(-0.25)"
+    ansi = viz.text_terminal(["a", "b"], [1.0, -1.0])
+    assert "\x1b[48;2;255;0;0m" in ansi and "\x1b[48;2;0;0;255m" in ansi
+    with pytest.raises(ValueError, match="differ in length"):
+        viz.text_html(["a"], [1.0, 2.0])

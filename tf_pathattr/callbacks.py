@@ -38,7 +38,7 @@ import numpy as np
 from .engine.shapes import check_positive_int
 from .methods import registry, resolve_method
 
-__all__ = ["AttributionLogger"]
+__all__ = ["AttributionLogger", "TextAttributionLogger", "text_markdown"]
 
 METRICS = ("completeness_gap", "deletion_auc")
 
@@ -127,7 +127,8 @@ class AttributionLogger(keras.callbacks.Callback):
     Parameters
     ----------
     inputs : array ``[B, ...]`` (or list / dict for multi-input models)
-        The probe batch, explained at every logging step (copied once as float32).
+        The probe batch, explained at every logging step (copied once: float as float32, integer
+        token ids unchanged, for ``method_options={"layer": ...}``).
     target : None, int, B ints or callable
         As for every method (``None``: the class predicted at that step).
     method : str or callable
@@ -192,7 +193,12 @@ class AttributionLogger(keras.callbacks.Callback):
     @staticmethod
     def _copy_inputs(inputs):
         def conv(v):
-            return np.array(_numpy(v), dtype=np.float32, copy=True)
+            # float probes become float32; integer probes (token ids for layer= attribution) stay integers:
+            # ids cast to float have no gradient path through an Embedding
+            a = _numpy(v)
+            if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+                return np.array(a, copy=True)
+            return np.array(a, dtype=np.float32, copy=True)
 
         if isinstance(inputs, dict):
             return {k: conv(v) for k, v in inputs.items()}
@@ -241,7 +247,9 @@ class AttributionLogger(keras.callbacks.Callback):
         if delta is not None:
             scalars["completeness_gap"] = float(np.mean(np.abs(delta)))
         if "deletion_auc" in self.metrics:
-            scalars["deletion_auc"] = _mean_auc(_deletion_fn()(self.model, self.inputs, attr, self.target))
+            # rank-3 probes are grayscale images here (as for the overlays); deletion needs that said
+            kw = {"units": "pixels"} if getattr(self.inputs, "ndim", None) == 3 else {}
+            scalars["deletion_auc"] = _mean_auc(_deletion_fn()(self.model, self.inputs, attr, self.target, **kw))
         with self.writer.as_default(step=int(step)):
             for name, value in scalars.items():
                 tf_summary.scalar(prefix + name, value)
@@ -304,3 +312,112 @@ def _flat_arrays(attr):
     if isinstance(attr, (list, tuple)):
         return [_numpy(v) for v in attr]
     return [_numpy(attr)]
+
+
+def _md_escape(token: str) -> str:
+    """A token as literal markdown text: HTML and markdown syntax escaped, control characters shown."""
+    import html
+
+    safe = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(token))
+    safe = html.escape(safe)
+    for ch in "\\`*_{}[]()#+-.!|~":
+        safe = safe.replace(ch, "\\" + ch)
+    return safe if safe.strip() else "&nbsp;"
+
+
+def text_markdown(result, max_examples: int = 4, kind: str = "scores") -> str:
+    """Markdown for TensorBoard's text dashboard: per example, a table of tokens and their scores
+    (attributed positions only; tokens escaped), with the convergence delta when there is one."""
+    vals = getattr(result, kind)
+    blocks = []
+    for i in range(min(max_examples, vals.shape[0])):
+        pairs = result.pairs(i, kind)
+        head = f"**example {i}**"
+        if result.delta is not None:
+            head += f" (delta {float(np.mean(np.abs(np.asarray(result.delta)[i]))):.3g})"
+        if not pairs:
+            blocks.append(head + "\n\n(no attributed tokens)")
+            continue
+        rows = ["| " + " | ".join(_md_escape(t) for t, _ in pairs) + " |",
+                "|" + "---|" * len(pairs),
+                "| " + " | ".join(f"{v:+.3g}" for _, v in pairs) + " |"]
+        blocks.append(head + "\n\n" + "\n".join(rows))
+    return "\n\n".join(blocks)
+
+
+class TextAttributionLogger(AttributionLogger):
+    """Explain fixed token inputs during ``fit`` with :func:`tf_pathattr.text.token_attributions`.
+
+    Logs, every ``every_n_epochs`` epochs (and ``every_n_batches`` batches when set):
+
+    * ``attributions/text``: a text summary (markdown table of tokens and per-token scores, tokens
+      escaped) for the first ``max_examples`` probes;
+    * ``attributions/histogram`` of the per-token scores and the ``completeness_gap`` scalar (methods
+      with a completeness target);
+    * ``arrays/...npz`` with ``token_ids``, ``scores``, ``mask``, ``attributions`` ``[B, T, E]``.
+
+    Parameters
+    ----------
+    inputs : token ids ``[B, T]`` or the model's dict / list of inputs (ids stay integers)
+    target : as for :func:`tf_pathattr.text.token_attributions` (class index, ``next_token()``, ...)
+    method, method_options, log_dir, every_n_epochs, every_n_batches, save_arrays
+        As for :class:`AttributionLogger`.
+    tokenizer : optional, for token strings (ids are shown otherwise)
+    max_examples : int
+        Probes shown in the text summary.
+    text_options : dict
+        Extra keyword options of :func:`tf_pathattr.text.token_attributions` (``baseline``, ``layer``,
+        ``pad_id``, ...).
+    """
+
+    def __init__(self, inputs, target=None, method="integrated_gradients", method_options=None, log_dir=None,
+                 every_n_epochs=1, every_n_batches=None, metrics=("completeness_gap",), save_arrays=True,
+                 tokenizer=None, max_examples=4, text_options=None):
+        super().__init__(inputs, target=target, method=method, method_options=method_options, log_dir=log_dir,
+                         every_n_epochs=every_n_epochs, every_n_batches=every_n_batches, metrics=metrics,
+                         save_arrays=save_arrays)
+        self.tokenizer = tokenizer
+        self.max_examples = check_positive_int(max_examples, "max_examples")
+        self.text_options = dict(text_options or {})
+
+    @staticmethod
+    def _copy_inputs(inputs):
+        def conv(v):
+            return np.array(_numpy(v), copy=True)  # token ids keep their integer dtype
+
+        if isinstance(inputs, dict):
+            return {k: conv(v) for k, v in inputs.items()}
+        if isinstance(inputs, (list, tuple)) and len(inputs) and hasattr(inputs[0], "shape"):
+            return type(inputs)(conv(v) for v in inputs)
+        return conv(inputs)
+
+    def explain(self):
+        from . import text
+
+        want = "completeness_gap" in self.metrics and completeness_mode(self._method) == "delta"
+        res = text.token_attributions(self.model, self.inputs, self.target, method=self._method,
+                                      tokenizer=self.tokenizer, return_convergence_delta=want,
+                                      **self.text_options, **self.method_options)
+        self.n_explanations += 1
+        return res
+
+    def _log(self, step: int, prefix: str, array_name: str):
+        tf_summary = self.summary
+        res = self.explain()
+        with self.writer.as_default(step=int(step)):
+            if res.delta is not None:
+                tf_summary.scalar(prefix + "completeness_gap", float(np.mean(np.abs(res.delta))))
+            tf_summary.text(prefix + "attributions/text", text_markdown(res, self.max_examples))
+            _write_histogram(tf_summary, prefix + "attributions/histogram", res.scores[res.mask], int(step))
+        self.writer.flush()
+        if self.save_arrays:
+            arrays = {"token_ids": res.token_ids, "scores": res.scores, "mask": res.mask,
+                      "attributions": res.attributions}
+            if res.delta is not None:
+                arrays["completeness_gap"] = res.delta
+            folder = self.log_dir / "arrays"
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp, final = folder / f"{array_name}.npz.tmp", folder / f"{array_name}.npz"
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, final)

@@ -3,15 +3,29 @@
 ::
 
     tf-pathattr demo [--out DIR] [--quick]
-    tf-pathattr explain --model PATH --input FILE --method NAME --out FILE.npy
-                        [--target N] [--options JSON] [--png] [--batch-size N]
+    tf-pathattr explain --model PATH --input FILE --method NAME --out FILE.npy|FILE.png|DIR
+                        [--target N] [--options JSON] [--scale RANGE | --preprocess MODULE:FUNCTION]
+                        [--png] [--batch-size N]
     tf-pathattr methods
+    tf-pathattr explain-dataset --model M --input GLOB|FILE [...] --method NAME --out DIR
+                        [--runner DirectRunner|PrismRunner|FlinkRunner|SparkRunner|DataflowRunner]
+                        [--no-beam] [beam pipeline options]
+    (every command takes --verbose: show TensorFlow's C++ INFO lines, hidden by default)
 
-``explain`` reads a ``.keras`` / ``.h5`` model (loaded with Keras' safe mode on) or a SavedModel
-folder (its ``serve`` endpoint), and a ``.npy`` array (a batch ``[B, *S]`` or one example ``S``) or
-a PNG / JPEG image (scaled to [0, 1], converted to the model's channel count and resized to its
-input size when that is known). It writes the attributions as ``.npy`` and, with ``--png``, a PNG
-strip of signed overlays next to it. Errors are one line on stderr and a non-zero exit status.
+``explain`` reads a ``.keras`` / ``.h5`` / ``.hdf5`` model (loaded with Keras' safe mode on) or a
+SavedModel folder (its ``serve`` endpoint), and a ``.npy`` array (a batch ``[B, *S]`` or one
+example ``S``, used as it is) or a PNG / JPEG image (converted to the model's channel count,
+resized to its input size when that is known, then brought to the model's input range with
+``--scale`` (default ``0,1``) or ``--preprocess module:function``). ``--out`` ending in ``.npy``
+writes the attributions, ``.png`` a strip of signed overlays, a folder both
+(``attributions.npy``, ``attributions.png``). The model's predicted class and probability are
+printed with the result. Errors are one line on stderr and a non-zero exit status.
+
+``explain-dataset`` explains every record of image / ``.npy`` / TFRecord files on Apache Beam
+(:func:`tf_pathattr.beam.explain_files`; locally: Beam's Python direct runner in multi-processing
+mode, one worker per core), or in-process (:func:`tf_pathattr.dataset.explain_dataset`, resumable)
+with ``--no-beam`` or when apache-beam is not installed. Options it does not know are Beam pipeline
+options (``--project=...``, ``--num_workers=...``).
 """
 from __future__ import annotations
 
@@ -36,8 +50,11 @@ def _err(msg: str) -> None:
 # loading
 
 
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
 def load_model(path):
-    """``(model, per-example input shape or None)`` from a ``.keras`` / ``.h5`` file or a SavedModel folder."""
+    """``(model, per-example input shape or None)`` from a ``.keras`` / ``.h5`` / ``.hdf5`` file or a SavedModel folder."""
     p = Path(path)
     if not p.exists():
         raise CLIError(f"--model: no such file or folder: {path}")
@@ -60,8 +77,8 @@ def load_model(path):
         except Exception:
             shape = None
         return fn, shape
-    if p.suffix not in (".keras", ".h5"):
-        raise CLIError(f"--model: expected a .keras or .h5 file or a SavedModel folder, got {path}")
+    if p.suffix.lower() not in MODEL_SUFFIXES:
+        raise CLIError(f"--model: expected a .keras, .h5 or .hdf5 file or a SavedModel folder, got {path}")
     import keras
 
     try:
@@ -75,8 +92,100 @@ def load_model(path):
     return model, shape
 
 
-def load_input(path, shape):
-    """A float32 batch from ``.npy`` or an image file, checked against the model's input ``shape``."""
+SCALES = ("0,1", "-1,1", "0,255", "caffe", "torch")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def is_image_file(path) -> bool:
+    return Path(path).suffix.lower() in _IMAGE_SUFFIXES
+
+
+def read_image(path, shape):
+    """Pixels ``[1, H, W, C]`` float32 in 0..255, converted to the model's channel count and resized to its input."""
+    import numpy as np
+
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            channels = shape[-1] if shape is not None and len(shape) == 3 else 3
+            im = im.convert("L" if channels == 1 else "RGB")
+            if shape is not None and len(shape) == 3 and im.size != (shape[1], shape[0]):
+                im = im.resize((shape[1], shape[0]), Image.BILINEAR)
+            x = np.asarray(im, dtype=np.float32)
+    except Exception as exc:
+        raise CLIError(f"--input: cannot read {path} as an image: {_first_line(exc)}") from None
+    if x.ndim == 2:
+        x = x[..., None]
+    return x[None]
+
+
+def scale_pixels(pixels, scale: str):
+    """Bring 0..255 pixels ``[B, H, W, C]`` to a model's input range.
+
+    ``0,1``: ``p / 255``; ``-1,1``: ``p / 127.5 - 1``; ``0,255``: unchanged; ``caffe``: RGB -> BGR
+    minus the ImageNet channel means (VGG, ResNet50 in Keras); ``torch``: ``p / 255`` minus the
+    ImageNet means, divided by the standard deviations (DenseNet, EfficientNetV2 with
+    ``include_preprocessing=False``). ``caffe`` and ``torch`` need RGB images.
+    """
+    import numpy as np
+
+    p = np.asarray(pixels, np.float32)
+    if scale == "0,1":
+        return p / 255.0
+    if scale == "-1,1":
+        return p / 127.5 - 1.0
+    if scale == "0,255":
+        return p.copy()
+    if scale in ("caffe", "torch"):
+        if p.shape[-1] != 3:
+            raise CLIError(f"--scale {scale}: needs RGB images (3 channels), the model takes {p.shape[-1]}")
+        import keras
+
+        return np.asarray(keras.applications.imagenet_utils.preprocess_input(p.copy(), mode=scale), np.float32)
+    raise CLIError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+
+
+def load_preprocess(spec: str):
+    """The function named by ``module:function`` (the current folder is importable)."""
+    import importlib
+
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise CLIError(f"--preprocess: expected MODULE:FUNCTION (e.g. my_model:preprocess), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CLIError(f"--preprocess: cannot import {module_name}: {_first_line(exc)}") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise CLIError(f"--preprocess: {module_name} has no function {func_name!r}")
+    return fn
+
+
+def apply_preprocess(fn, pixels, spec: str):
+    """``fn(pixels 0..255 float32 [B, H, W, C]) -> model inputs`` with the batch size kept."""
+    import numpy as np
+
+    try:
+        out = fn(np.array(pixels, np.float32))
+        x = np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+    except Exception as exc:
+        raise CLIError(f"--preprocess: {spec} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if x.dtype.kind not in "fiub" or x.ndim < 1 or x.shape[0] != pixels.shape[0]:
+        raise CLIError(f"--preprocess: {spec} must return a numeric array with the batch size kept "
+                       f"({pixels.shape[0]}), got {x.dtype} {tuple(x.shape)}")
+    return x.astype(np.float32)
+
+
+def load_input(path, shape, scale=None, preprocess=None):
+    """``(x, display)``: the float32 batch for the model, and images in [0, 1] for pictures (or ``None``).
+
+    ``.npy`` arrays are used as they are; images are read as 0..255 pixels and mapped to the model's
+    input range by ``scale`` (default ``"0,1"``) or ``preprocess`` (``module:function``).
+    """
     import numpy as np
 
     p = Path(path)
@@ -84,6 +193,9 @@ def load_input(path, shape):
         raise CLIError(f"--input: no such file: {path}")
     suffix = p.suffix.lower()
     if suffix == ".npy":
+        if scale is not None or preprocess is not None:
+            flag = "--scale" if scale is not None else "--preprocess"
+            raise CLIError(f"{flag}: applies to image inputs (.png, .jpg); a .npy input is used as it is")
         try:
             x = np.load(p, allow_pickle=False)
         except Exception as exc:
@@ -93,29 +205,20 @@ def load_input(path, shape):
         x = x.astype(np.float32)
         if shape is not None and tuple(x.shape) == tuple(shape):
             x = x[None]
-    elif suffix in (".png", ".jpg", ".jpeg"):
-        try:
-            from PIL import Image
-
-            with Image.open(p) as im:
-                channels = shape[-1] if shape is not None and len(shape) == 3 else 3
-                im = im.convert("L" if channels == 1 else "RGB")
-                if shape is not None and len(shape) == 3 and im.size != (shape[1], shape[0]):
-                    im = im.resize((shape[1], shape[0]), Image.BILINEAR)
-                x = np.asarray(im, dtype=np.float32) / 255.0
-        except CLIError:
-            raise
-        except Exception as exc:
-            raise CLIError(f"--input: cannot read {path} as an image: {_first_line(exc)}") from None
-        if x.ndim == 2:
-            x = x[..., None]
-        x = x[None]
+        display = x if x.ndim in (3, 4) else None
+    elif suffix in _IMAGE_SUFFIXES:
+        pixels = read_image(p, shape)
+        if preprocess is not None:
+            x = apply_preprocess(load_preprocess(preprocess), pixels, preprocess)
+        else:
+            x = scale_pixels(pixels, scale or "0,1")
+        display = pixels / 255.0
     else:
         raise CLIError(f"--input: expected a .npy, .png, .jpg or .jpeg file, got {path}")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise CLIError(f"--input: shape mismatch: the model expects examples of shape {tuple(shape)} "
                        f"(batch {(None,) + tuple(shape)}), the input has shape {tuple(x.shape)}")
-    return x
+    return x, display
 
 
 def _first_line(exc) -> str:
@@ -136,6 +239,114 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def resolve_outputs(out, png_flag: bool = False):
+    """``(npy path or None, png path or None)`` for ``--out``: a ``.npy`` file, a ``.png`` file or a folder."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix in (".npy", ".png"):
+        if not out.parent.exists():
+            raise CLIError(f"--out: folder {out.parent} does not exist")
+        if suffix == ".png":
+            return None, out
+        return out, (out.with_suffix(".png") if png_flag else None)
+    if suffix and not out.is_dir():
+        raise CLIError(f"--out: expected a .npy file, a .png file or a folder, got {out}")
+    if not out.parent.exists():
+        raise CLIError(f"--out: folder {out.parent} does not exist")
+    return out / "attributions.npy", out / "attributions.png"
+
+
+def predictions(model, x, batch_size: int):
+    """``(classes [B], probabilities [B])`` for a classifier with outputs ``[B, C]``, else ``None``.
+
+    Outputs that are already probabilities (rows in [0, 1] summing to 1; a single unit in [0, 1]) are
+    read as they are; other outputs are taken as logits (softmax; sigmoid for a single unit).
+    """
+    import keras
+    import numpy as np
+
+    import tensorflow as tf
+
+    parts = []
+    for s in range(0, len(x), batch_size):
+        chunk = tf.convert_to_tensor(x[s:s + batch_size])
+        out = model(chunk, training=False) if isinstance(model, keras.layers.Layer) else model(chunk)
+        if isinstance(out, dict) and len(out) == 1:
+            out = next(iter(out.values()))
+        if isinstance(out, (list, tuple, dict)):
+            return None
+        parts.append(np.asarray(out, np.float64))
+    out = np.concatenate(parts)
+    if out.ndim != 2:
+        return None
+    if out.shape[1] == 1:
+        z = out[:, 0]
+        prob = z if np.all((z >= 0) & (z <= 1)) else 1.0 / (1.0 + np.exp(-z))
+        return np.zeros(len(z), np.int64), prob
+    is_prob = np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+    if not is_prob:
+        out = np.exp(out - out.max(axis=1, keepdims=True))
+        out = out / out.sum(axis=1, keepdims=True)
+    classes = out.argmax(axis=1)
+    return classes, out[np.arange(len(out)), classes]
+
+
+def report_predictions(pred, target, limit: int = 20) -> None:
+    if pred is None:
+        return
+    classes, prob = pred
+    for i in range(min(len(classes), limit)):
+        explained = classes[i] if target is None else target
+        print(f"example {i}: predicted class {int(classes[i])} (probability {float(prob[i]):.4f}), "
+              f"explained class {int(explained)}")
+    if len(classes) > limit:
+        print(f"... {len(classes) - limit} more examples")
+
+
+def explain_batches(fn, model, x, target, options: dict, batch_size: int, method_name: str):
+    """Attributions for ``x`` in batches of ``batch_size`` (one array, single-input models)."""
+    import numpy as np
+
+    parts = []
+    starts = range(0, len(x), batch_size)
+    if len(starts) > 1:
+        from .demo import _progress
+
+        starts = _progress(starts, desc="explaining", unit="batch")
+    for s in starts:
+        try:
+            attr = fn(model, x[s:s + batch_size], target, **options)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            raise CLIError(f"{method_name}: {_first_line(exc)}") from None
+        if isinstance(attr, (list, tuple, dict)):
+            raise CLIError(f"{method_name}: returned several arrays; the command line handles single-input models")
+        parts.append(np.asarray(attr))
+    return np.concatenate(parts)
+
+
+def write_picture(path, display, attr) -> bool:
+    """A strip of signed overlays, one per example; ``False`` when the inputs are not images."""
+    import numpy as np
+
+    from . import viz
+
+    if display is None or attr.ndim not in (3, 4) or display.shape[:attr.ndim - 1] != attr.shape[:attr.ndim - 1]:
+        return False
+    strip = np.concatenate([viz.overlay(display[i], attr[i], "signed") for i in range(len(attr))], axis=1)
+    viz.save_png(strip, path)
+    return True
+
+
+def _method_options(text):
+    try:
+        options = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--options: not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(options, dict):
+        raise CLIError("--options: expected a JSON object such as '{\"n_steps\": 32}'")
+    return options
+
+
 def cmd_explain(args) -> int:
     import numpy as np
 
@@ -145,47 +356,114 @@ def cmd_explain(args) -> int:
         fn = _methods.resolve_method(args.method)
     except ValueError as exc:
         raise CLIError(f"--method: {exc}".replace("method: ", "", 1)) from None
+    options = _method_options(args.options)
+    if args.scale is not None and args.preprocess is not None:
+        raise CLIError("--scale and --preprocess: give one of them, not both")
+    npy_path, png_path = resolve_outputs(args.out, args.png)
+    model, shape = load_model(args.model)
+    x, display = load_input(args.input, shape, scale=args.scale, preprocess=args.preprocess)
+    if npy_path is None and display is None:
+        raise CLIError(f"--out: a .png picture needs image inputs, the input has shape {tuple(x.shape)}; "
+                       "write a .npy file instead")
+    attr = explain_batches(fn, model, x, args.target, options, args.batch_size, args.method)
+    if is_image_file(args.input):
+        how = f"--preprocess {args.preprocess}" if args.preprocess else f"--scale {args.scale or '0,1'}"
+        print(f"input {args.input}: image scaled with {how}")
+    try:
+        report_predictions(predictions(model, x, args.batch_size), args.target)
+    except Exception as exc:  # a summary line must never hide the result
+        print(f"tf-pathattr: note: no prediction summary ({type(exc).__name__}: {_first_line(exc)})", file=sys.stderr)
+    if npy_path is not None:
+        npy_path.parent.mkdir(exist_ok=True)
+        np.save(npy_path, attr)
+        print(f"wrote {npy_path} {tuple(attr.shape)}")
+    if png_path is not None:
+        png_path.parent.mkdir(exist_ok=True)
+        if write_picture(png_path, display, attr):
+            print(f"wrote {png_path}")
+        elif npy_path is None:
+            raise CLIError(f"--out: cannot draw attributions of shape {tuple(attr.shape)} over the input images")
+        else:
+            print("tf-pathattr: note: picture skipped, the inputs are not images", file=sys.stderr)
+    return 0
+
+
+def _beam_available() -> bool:
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_explain_dataset(args, pipeline_args=()) -> int:
+    """Explain every record of the input files; write sharded results into ``--out``."""
+    from .methods import registry
+
+    try:
+        method = registry.canonical(args.method)
+    except ValueError as exc:
+        raise CLIError(f"--method: {exc}".replace("method: ", "", 1)) from None
     try:
         options = json.loads(args.options) if args.options else {}
     except json.JSONDecodeError as exc:
         raise CLIError(f"--options: not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(options, dict):
         raise CLIError("--options: expected a JSON object such as '{\"n_steps\": 32}'")
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        raise CLIError(f"--out: expected a .npy file name, got {args.out}")
-    if not out.parent.exists():
-        raise CLIError(f"--out: folder {out.parent} does not exist")
-    model, shape = load_model(args.model)
-    x = load_input(args.input, shape)
-    bs = args.batch_size
-    parts = []
-    starts = range(0, len(x), bs)
-    if len(starts) > 1:
-        from .demo import _progress
-
-        starts = _progress(starts, desc="explaining", unit="batch")
-    for s in starts:
+    target = args.target
+    if target is not None and target != "labels":
         try:
-            attr = fn(model, x[s:s + bs], args.target, **options)
-        except (TypeError, ValueError, NotImplementedError) as exc:
-            raise CLIError(f"{args.method}: {_first_line(exc)}") from None
-        if isinstance(attr, (list, tuple, dict)):
-            raise CLIError(f"{args.method}: returned several arrays; the command line handles single-input models")
-        parts.append(np.asarray(attr))
-    attr = np.concatenate(parts)
-    np.save(out, attr)
-    print(f"wrote {out} {tuple(attr.shape)}")
-    if args.png:
-        from . import viz
+            target = int(target)
+        except ValueError:
+            raise CLIError(f"--target: expected a class index or 'labels', got {target!r}") from None
+    metrics = tuple(m for m in (args.metrics or "").split(",") if m)
+    from . import dataset as _ds
 
-        if attr.ndim not in (3, 4):
-            print("tf-pathattr: note: --png skipped, the inputs are not images", file=sys.stderr)
+    unknown = [m for m in metrics if m not in _ds.METRICS]
+    if unknown:
+        raise CLIError(f"--metrics: unknown {unknown}; available: {','.join(_ds.METRICS)}")
+    try:
+        files = _ds.list_files(args.input)
+    except FileNotFoundError as exc:
+        raise CLIError(f"--input: {_first_line(exc).replace('data: ', '', 1)}") from None
+    use_beam = not args.no_beam
+    if use_beam and not _beam_available():
+        if args.runner or pipeline_args:
+            raise CLIError("--runner and Beam pipeline options need apache-beam: pip install 'tf_pathattr[beam]' "
+                           "(or run in-process with --no-beam)")
+        print("tf-pathattr: note: apache-beam is not installed; explaining in-process without Beam "
+              "(pip install 'tf_pathattr[beam]' for Beam runners)", file=sys.stderr)
+        use_beam = False
+    if not use_beam and pipeline_args:
+        raise CLIError(f"unrecognized arguments (Beam pipeline options need Beam): {' '.join(pipeline_args)}")
+    model, shape = load_model(args.model)  # one clear error line for a bad --model, before any work
+    try:
+        if use_beam:
+            import logging
+
+            from .beam import explain_files
+
+            if not args.verbose:  # Beam logs every stage at INFO
+                logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+            extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
+            summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
+                                    metrics=metrics, batch_size=args.batch_size, num_shards=args.num_shards,
+                                    format=args.format, input_shape=shape, scale=args.scale, pipeline_args=extra,
+                                    overwrite=args.overwrite)
+            records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
         else:
-            strip = np.concatenate([viz.overlay(x[i], attr[i], "signed") for i in range(len(x))], axis=1)
-            png = out.with_suffix(".png")
-            viz.save_png(strip, png)
-            print(f"wrote {png}")
+            res = _ds.explain_dataset(model, files, target, method=method, out=args.out, options=options,
+                                      batch_size=args.batch_size, shard_size=args.shard_size, format=args.format,
+                                      metrics=metrics, input_shape=shape, scale=args.scale, overwrite=args.overwrite,
+                                      progress=True)
+            records, results, dead = res.n_records, res.n_results, res.n_dead_letters
+            if res.shards_skipped:
+                print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
+    except (TypeError, ValueError, NotImplementedError, FileNotFoundError) as exc:
+        raise CLIError(f"{args.method}: {_first_line(exc)}") from None
+    print(f"records {records} = results {results} + dead letters {dead} ({'Beam' if use_beam else 'in-process'})")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -200,35 +478,88 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _common_options(default) -> argparse.ArgumentParser:
+    """Options every command takes (before or after the command name)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--verbose", action="store_true", default=default,
+                   help="show TensorFlow's C++ INFO lines (hidden by default)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tf-pathattr", description="Path attribution for Keras / TensorFlow models.")
+    parser = argparse.ArgumentParser(prog="tf-pathattr", description="Path attribution for Keras / TensorFlow models.",
+                                     parents=[_common_options(False)])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train (once, cached) a digits CNN and explain it with every method")
+    common = [_common_options(argparse.SUPPRESS)]
+    p = sub.add_parser("demo", parents=common, help="train (once, cached) a digits CNN and explain it with every method")
     p.add_argument("--out", default="tf_pathattr_demo", help="output folder (default: tf_pathattr_demo)")
     p.add_argument("--quick", action="store_true", help="fewer steps and digits (a smoke run)")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("explain", help="explain inputs with one method")
-    p.add_argument("--model", required=True, help=".keras / .h5 file or SavedModel folder")
-    p.add_argument("--input", required=True, help=".npy array or PNG / JPEG image")
+    p = sub.add_parser("explain", parents=common, help="explain inputs with one method")
+    p.add_argument("--model", required=True, help=".keras / .h5 / .hdf5 file or SavedModel folder")
+    p.add_argument("--input", required=True, help=".npy array (used as it is) or PNG / JPEG image")
     p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
-    p.add_argument("--out", required=True, help="output .npy file")
+    p.add_argument("--out", required=True,
+                   help="FILE.npy (attributions), FILE.png (signed overlays) or a folder (both)")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
+    p.add_argument("--preprocess", default=None, metavar="MODULE:FUNCTION",
+                   help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs")
     p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
-    p.add_argument("--png", action="store_true", help="also write signed overlays as <out>.png")
+    p.add_argument("--png", action="store_true", help="with --out FILE.npy: also write signed overlays as FILE.png")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per call (default 32)")
     p.set_defaults(func=cmd_explain)
-    p = sub.add_parser("methods", help="list the available methods")
+    p = sub.add_parser("explain-dataset", parents=common, help="explain every record of image / .npy / TFRecord files "
+                       "(Apache Beam, or in-process)")
+    p.add_argument("--model", required=True, help=".keras / .h5 file or SavedModel folder")
+    p.add_argument("--input", required=True, nargs="+", help="glob patterns, files or folders (PNG / JPEG, .npy, "
+                   "TFRecord of tf.train.Example)")
+    p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--target", default=None, help="class index, or 'labels' (TFRecord label feature); "
+                   "default: the predicted class")
+    p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
+    p.add_argument("--batch-size", type=int, default=32, help="explicands per method call (default 32)")
+    p.add_argument("--metrics", default="completeness_gap",
+                   help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc")
+    p.add_argument("--format", choices=("npz", "tfrecord"), default="npz", help="attribution shards (default npz)")
+    p.add_argument("--scale", choices=SCALES, default="0,1",
+                   help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
+    p.add_argument("--runner", default=None, help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
+                   "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode")
+    p.add_argument("--num-shards", type=int, default=None, help="Beam: output shards (default: one per 256 files)")
+    p.add_argument("--shard-size", type=int, default=None, help="in-process: examples per shard, the unit of "
+                   "resumption (default 8 x batch size)")
+    p.add_argument("--no-beam", action="store_true", help="explain in-process without Beam (resumable)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    p.set_defaults(func=cmd_explain_dataset, pipeline_args=True)
+    p = sub.add_parser("methods", parents=common, help="list the available methods")
     p.set_defaults(func=cmd_methods)
     return parser
 
 
+def _attach_negative_values(argv):
+    """``--scale -1,1`` -> ``--scale=-1,1`` (argparse would read ``-1,1`` as an option name)."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--scale" and out[i + 1].startswith("-"):
+            out[i:i + 2] = [f"--scale={out[i + 1]}", ""]
+    return [a for a in out if a != ""]
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_attach_negative_values(argv))
+    if extra and getattr(args, "pipeline_args", None) is not True:  # only explain-dataset takes unknown options
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not args.verbose:  # the import of tf_pathattr (before main) already filtered the native start-up lines
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if getattr(args, "batch_size", 1) < 1:
             raise CLIError("--batch-size must be >= 1")
-        code = args.func(args)
+        code = args.func(args, extra) if getattr(args, "pipeline_args", None) is True else args.func(args)
     except CLIError as exc:
         _err(str(exc))
         return EXIT_ERROR

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["normalize", "heatmap", "overlay", "to_uint8", "save_png", "plot_attributions"]
+__all__ = ["normalize", "heatmap", "overlay", "to_uint8", "save_png", "plot_attributions", "text_html",
+           "text_terminal", "token_colours"]
 
 KINDS = ("signed", "absolute")
 
@@ -193,3 +194,81 @@ def plot_attributions(images, attributions: dict, kind: str = "signed", path=Non
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(str(path), dpi=dpi, format="png")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# text
+
+
+def _token_rows(tokens, scores, mask=None):
+    toks = [str(t) for t in tokens]
+    sc = _as_numpy(scores).reshape(-1)
+    if len(toks) != sc.shape[0]:
+        raise ValueError(f"tokens and scores differ in length: {len(toks)} tokens, {sc.shape[0]} scores")
+    keep = np.ones(len(toks), bool) if mask is None else np.asarray(mask, bool).reshape(-1)
+    if keep.shape[0] != len(toks):
+        raise ValueError(f"mask has {keep.shape[0]} entries for {len(toks)} tokens")
+    return toks, sc, keep
+
+
+def token_colours(scores, mask=None, kind: str = "signed") -> np.ndarray:
+    """RGB in ``[0, 1]`` per token (``[T, 3]``), the same colour map as :func:`heatmap`.
+
+    Scores are divided by the largest ``|score|`` among the shown tokens (``mask``), so the
+    strongest token is fully saturated; hidden tokens are white.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    sc = _as_numpy(scores).reshape(-1)
+    keep = np.ones(sc.shape[0], bool) if mask is None else np.asarray(mask, bool).reshape(-1)
+    scale = float(np.max(np.abs(sc[keep]))) if keep.any() else 0.0
+    v = sc / scale if scale > 0 else np.zeros_like(sc)
+    v = np.where(keep, v, 0.0)
+    v = np.clip(np.abs(v), 0, 1) if kind == "absolute" else np.clip(v, -1, 1)
+    return _colour(v, kind)
+
+
+def text_html(tokens, scores, mask=None, kind: str = "signed", title: str = None) -> str:
+    """An HTML fragment with every token on a background coloured by its score.
+
+    Every token string, the title and the tooltips are HTML-escaped, so a token such as
+    ``<script>`` is displayed, never run. Tokens outside ``mask`` (padding) are left out. Accepts a
+    ``tpa.text.TokenAttributions`` row through ``text_html(res.tokens[i], res.scores[i], res.mask[i])``.
+    Show it in a notebook with ``IPython.display.HTML``.
+    """
+    import html
+
+    toks, sc, keep = _token_rows(tokens, scores, mask)
+    rgb = token_colours(sc, keep, kind)
+    parts = []
+    if title is not None:
+        parts.append(f"<div><b>{html.escape(str(title))}</b></div>")
+    spans = []
+    for t, v, c, k in zip(toks, sc, rgb, keep):
+        if not k:
+            continue
+        r, g, b = (int(round(255 * float(ch))) for ch in c)
+        label = html.escape(t) if t.strip() else "&nbsp;"
+        spans.append(f'<span style="background-color: rgb({r}, {g}, {b}); color: black; padding: 1px 2px; '
+                     f'margin: 1px; border-radius: 3px; white-space: pre" title="{html.escape(f"{v:.4g}")}">'
+                     f"{label}</span>")
+    parts.append('<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>")
+    return "\n".join(parts)
+
+
+def text_terminal(tokens, scores, mask=None, kind: str = "signed", colour: bool = True) -> str:
+    """The tokens with their scores for a terminal: 24-bit ANSI backgrounds (``colour=True``) or plain
+    ``token(+0.123)`` text. Control characters in tokens are shown escaped, never sent to the terminal."""
+    toks, sc, keep = _token_rows(tokens, scores, mask)
+    rgb = token_colours(sc, keep, kind)
+    out = []
+    for t, v, c, k in zip(toks, sc, rgb, keep):
+        if not k:
+            continue
+        safe = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in t)
+        if colour:
+            r, g, b = (int(round(255 * float(ch))) for ch in c)
+            out.append(f"\x1b[48;2;{r};{g};{b}m\x1b[30m{safe}\x1b[0m")
+        else:
+            out.append(f"{safe}({v:+.3g})")
+    return " ".join(out)

@@ -67,3 +67,13 @@ def test_bound_method_models_share_one_cache_entry():
     tpa.gradients(w.score, X, 1)  # a new bound-method object each time
     (compiled,) = eng.CACHE.functions(w.score)
     assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_aupc_with_preprocess_does_not_keep_the_model_alive():
+    model = _small_cnn(4)
+    attr = tpa.gradients(model, X, 1).numpy()
+    tpa.metrics.aupc(model, X, attr, 1, preprocess=lambda v: v * 1.0, n_regions=2, window=2, n_candidates=4)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

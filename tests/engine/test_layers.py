@@ -66,7 +66,7 @@ def test_layer_methods_and_no_retrace(rng):
     a = tpa.integrated_gradients(model, [ids, mask], 2, layer="embedding", n_steps=8)
     ids2 = rng.integers(1, 30, size=(3, 7)).astype("int32")
     b = tpa.integrated_gradients(model, [ids2, mask], 2, layer="embedding", n_steps=8)
-    (fn,) = [f for (_, f) in eng.CACHE._items.values()]
+    (fn,) = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "integrated_gradients"]
     assert fn.experimental_get_tracing_count() == 1
     assert np.max(np.abs(a.numpy() - b.numpy())) > 1e-6  # the new token ids were really used
     ref = tpa.integrated_gradients(model, [ids2, mask], 2, layer="embedding", n_steps=8, internal_batch_size=5)
@@ -83,3 +83,172 @@ def test_errors(rng):
         tpa.integrated_gradients(model, [ids, mask], 0, layer="nope")
     with pytest.raises(TypeError, match="layer must be"):
         tpa.integrated_gradients(model, [ids, mask], 0, layer=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer= on every gradient method (issue 9 defect 8): attribution to the embedding output equals the
+# method's input attribution of the model's tail evaluated at the embeddings
+
+
+def _split_text_model(seed=0, vocab=30, length=6, dim=4):
+    """ids -> Embedding -> tail; returns (full model, tail model on embeddings), sharing the tail's layers."""
+    keras.utils.set_random_seed(seed)
+    tail_layers = [keras.layers.Dense(6, activation="tanh"), keras.layers.GlobalAveragePooling1D(),
+                   keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(3)]
+    ids = keras.Input((length,), dtype="int32")
+    h = keras.layers.Embedding(vocab, dim, name="embedding")(ids)
+    e_in = keras.Input((length, dim))
+    t = e_in
+    for lay in tail_layers:
+        h, t = lay(h), lay(t)
+    return keras.Model(ids, h), keras.Model(e_in, t)
+
+
+LAYER_CASES = {
+    "guided_integrated_gradients": dict(n_steps=6),
+    "integrated_decision_gradients": dict(n_steps=6),
+    "smooth_taylor": dict(n_roots=5, noise_scale=0.3, seed=4),
+    "ig2": dict(step_size=0.1, n_steps=4),
+    "expected_gradients": dict(n_samples=5, seed=1),
+    "split_integrated_gradients": dict(n_steps=6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_layer_attribution_equals_the_tail_models_input_attribution(name, rng):
+    model, tail = _split_text_model()
+    ids = rng.integers(1, 30, size=(2, 6)).astype("int32")
+    emb = tpa.layer_activations(model, "embedding", ids).numpy()
+    opts = dict(LAYER_CASES[name])
+    if name == "ig2":
+        opts["references"] = rng.normal(size=(2, 6, 4)).astype("float32")  # in the layer's output space
+    if name == "expected_gradients":
+        opts["background"] = rng.normal(size=(3, 6, 4)).astype("float32")
+    got = tpa.attribute(model, ids, 1, method=name, layer="embedding", **opts)
+    ref = tpa.attribute(tail, emb, 1, method=name, **opts)
+    if name == "split_integrated_gradients":
+        got, ref = got[0], ref[0]
+    assert got.shape == (2, 6, 4)
+    assert np.abs(ref.numpy()).max() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref.numpy()).max())
+
+
+@pytest.mark.parametrize("name", ["blur_integrated_gradients", "xrai", "noise_tunnel", "smoothgrad"])
+def test_methods_that_cannot_take_layer_say_why(name):
+    from tf_pathattr.methods import registry
+
+    spec = registry.get(name)
+    assert isinstance(spec.layer, str)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
+    with pytest.raises(ValueError, match="layer") as info:
+        tpa.attribute(model, x, 0, method=name, layer="conv2d", **spec.options_for(x))
+    assert spec.layer in str(info.value)
+
+
+def test_registry_declares_layer_support_truthfully():
+    from tf_pathattr.methods import registry
+
+    for name in ("integrated_gradients", "expected_gradients", "gradients", "split_integrated_gradients",
+                 "guided_integrated_gradients", "integrated_decision_gradients", "ig2", "smooth_taylor"):
+        assert registry.get(name).layer is True, name
+def shared_dense_model(seed=0):
+    """x -> shared(x) -> tanh -> shared(.) -> sum: one Dense called twice."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((4,))
+    shared = keras.layers.Dense(4, activation="tanh", name="shared")
+    h = shared(x)
+    out = keras.layers.Dense(2, name="head")(shared(h * 2.0))
+    return keras.Model(x, out)
+
+
+def test_call_index_selects_one_call_of_a_shared_layer(rng):
+    model = shared_dense_model()
+    x = rng.normal(size=(3, 4)).astype("float32")
+    with pytest.raises(ValueError, match=r"ran 2 times.*layer=\('shared', call_index\)"):
+        tpa.integrated_gradients(model, x, 0, layer="shared")
+    with pytest.raises(ValueError, match="ran 2 time"):
+        tpa.integrated_gradients(model, x, 0, layer=("shared", 2))
+    with pytest.raises(TypeError, match="call_index must be an int"):
+        tpa.integrated_gradients(model, x, 0, layer=("shared", -1))
+    shared, head = model.get_layer("shared"), model.get_layer("head")
+    h1 = shared(x).numpy()
+    h2 = shared(h1 * 2.0).numpy()
+    for k, act in ((0, h1), (1, h2)):
+        np.testing.assert_allclose(tpa.layer_activations(model, ("shared", k), x), act, rtol=1e-6)
+        attr, delta = tpa.integrated_gradients(model, x, 0, layer=("shared", k), n_steps=32,
+                                               return_convergence_delta=True)
+        assert np.max(np.abs(delta)) < 1e-4
+        # independent model from the selected call's output onwards
+        z = keras.Input((4,))
+        rest = head(shared(z * 2.0)) if k == 0 else head(z)
+        ref = tpa.integrated_gradients(keras.Model(z, rest), act, 0, n_steps=32)
+        np.testing.assert_allclose(attr, ref, rtol=1e-5, atol=1e-6)
+    a0 = tpa.integrated_gradients(model, x, 0, layer=("shared", 0), n_steps=8)
+    a1 = tpa.integrated_gradients(model, x, 0, layer=("shared", 1), n_steps=8)
+    assert np.max(np.abs(a0.numpy() - a1.numpy())) > 1e-4  # two traces, not one cached for both
+
+
+def tied_lm(seed=0, vocab=20, dim=6):
+    """A causal-LM-shaped model whose embedding also computes the logits (reverse=True)."""
+    keras.utils.set_random_seed(seed)
+    ids = keras.Input((5,), dtype="int32")
+    emb = keras.layers.ReversibleEmbedding(vocab, dim, tie_weights=True, name="token_embedding")
+    h = keras.layers.Dense(dim, activation="tanh")(emb(ids))
+    h = keras.layers.LayerNormalization()(h)
+    return keras.Model(ids, emb(h, reverse=True)), emb
+
+
+def test_tied_embedding_lookup_is_replaced_and_the_projection_is_not(rng):
+    model, emb = tied_lm()
+    ids = rng.integers(1, 20, size=(2, 5)).astype("int32")
+    lookup = tf.gather(emb.embeddings, ids)
+    np.testing.assert_array_equal(tpa.layer_activations(model, "token_embedding", ids), lookup)
+    own = model(ids).numpy()
+    # the engine's forward at the path end point reproduces the model's own logits
+    from tf_pathattr.engine import gradients as eng
+
+    def score(out):
+        return out[:, -1, 3]
+
+    problem = eng.prepare(model, ids, score, layer="token_embedding")
+    assert problem.layer_call == 0
+    np.testing.assert_allclose(problem.forward([lookup]), own, atol=1e-6)
+    np.testing.assert_allclose(tf.function(lambda p: problem.forward([p]))(lookup), own, atol=1e-6)
+    # a different lookup output changes the logits only through the lookup (weights untouched)
+    moved = problem.forward([lookup * 0.0]).numpy()
+    assert np.max(np.abs(moved - own)) > 1e-3
+    pad = tf.gather(emb.embeddings, np.zeros_like(ids))
+    attr, delta = tpa.integrated_gradients(model, ids, score, layer="token_embedding", baseline=pad, n_steps=64,
+                                           return_convergence_delta=True)
+    f_x = score(own)
+    f_pad = score(model(np.zeros_like(ids)).numpy())
+    np.testing.assert_allclose(attr.numpy().reshape(2, -1).sum(1), f_x - f_pad, rtol=1e-3, atol=1e-5)
+    # the reverse call can be chosen explicitly (its output is the logits)
+    np.testing.assert_allclose(tpa.layer_activations(model, ("token_embedding", 1), ids), own, atol=1e-6)
+
+
+def test_layer_probe_is_cached_and_holds_the_model_weakly(rng):
+    import gc
+    import weakref
+
+    from tf_pathattr.engine import gradients as eng
+
+    model = text_model()
+    ids = rng.integers(1, 30, size=(2, 7)).astype("int32")
+    mask = np.ones((2, 7), np.float32)
+    lay = model.get_layer("embedding")
+    acts, k, first, out = eng.layer_probe(model, lay, None, [tf.constant(ids), tf.constant(mask)])
+    assert k == 0
+    np.testing.assert_array_equal(first, ids)
+    np.testing.assert_allclose(acts, lay(ids), rtol=1e-6)
+    np.testing.assert_allclose(out, model([ids, mask]), rtol=1e-5, atol=1e-6)
+    eng.layer_probe(model, lay, None, [tf.constant(ids + 1), tf.constant(mask)])
+    probes = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model]
+    assert len(probes) == 1 and probes[0].experimental_get_tracing_count() == 1
+    ref = weakref.ref(model)
+    del model, probes
+    gc.collect()
+    assert ref() is None

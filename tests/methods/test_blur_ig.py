@@ -177,7 +177,10 @@ def test_bad_inputs_raise_clear_errors():
     model = make_smooth_cnn(12)
     x = np.random.default_rng(0).random((1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        blur_integrated_gradients(lambda z: tf.reduce_sum(z, axis=[1, 2])[:, None], x[..., 0])
+        blur_integrated_gradients(lambda z: tf.reduce_sum(z, axis=1)[:, None], x[:, :, 0, 0])
+    with pytest.raises(TypeError, match="integer dtype int32: .*convert integer images") as info:
+        blur_integrated_gradients(model, (x * 255).astype(np.int32))
+    assert "Pass layer=" not in str(info.value)  # Blur IG cannot take layer=
     with pytest.raises(ValueError, match="max_sigma"):
         blur_integrated_gradients(model, x, max_sigma=0.0)
     with pytest.raises(ValueError, match="grad_step"):
@@ -206,3 +209,53 @@ def test_plan_body_runs_on_new_inputs():
     out = tf.function(plan.python_fn)([tf.constant(x_new)], plan.problem.target.indices, *plan.extra_args)
     np.testing.assert_allclose(out[0][0].numpy(), blur_integrated_gradients(model, x_new, 1, n_steps=10).numpy(),
                                rtol=1e-5, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# data_format (issue 9 defect 6): channels-first images are blurred along H and W, never along C
+
+
+def _cl_and_cf_models(h=8, w=6, c=3, seed=0):
+    """The same network on channels-last input and on channels-first input (a Permute in front)."""
+    keras.utils.set_random_seed(seed)
+    body = [keras.layers.Conv2D(4, 3, padding="same", activation="tanh"), keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3)]
+    cl_in, cf_in = keras.Input((h, w, c)), keras.Input((c, h, w))
+    a, b = cl_in, keras.layers.Permute((2, 3, 1))(cf_in)
+    for lay in body:
+        a, b = lay(a), lay(b)
+    return keras.Model(cl_in, a), keras.Model(cf_in, b)
+
+
+def test_channels_first_images_follow_data_format():
+    cl_model, cf_model = _cl_and_cf_models()
+    x = np.random.default_rng(0).random((2, 8, 6, 3)).astype(np.float32)
+    x_cf = np.transpose(x, (0, 3, 1, 2))
+    ref = blur_integrated_gradients(cl_model, x, 1, max_sigma=3.0, n_steps=8).numpy()
+    got = blur_integrated_gradients(cf_model, x_cf, 1, max_sigma=3.0, n_steps=8, data_format="channels_first")
+    assert got.shape == x_cf.shape
+    np.testing.assert_allclose(np.transpose(got.numpy(), (0, 2, 3, 1)), ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    # the default comes from keras.config.image_data_format()
+    saved = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        default = blur_integrated_gradients(cf_model, x_cf, 1, max_sigma=3.0, n_steps=8).numpy()
+    finally:
+        keras.config.set_image_data_format(saved)
+    np.testing.assert_array_equal(default, got.numpy())
+    with pytest.raises(ValueError, match="data_format must be one of"):
+        blur_integrated_gradients(cl_model, x, 1, n_steps=2, data_format="NHWC")
+
+
+def test_grayscale_images_without_a_channel_axis():
+    keras.utils.set_random_seed(1)
+    gray = keras.Sequential([keras.Input((8, 6)), keras.layers.Reshape((8, 6, 1)), keras.layers.Conv2D(2, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(2)])
+    x = np.random.default_rng(1).random((2, 8, 6)).astype(np.float32)
+    got = blur_integrated_gradients(gray, x, 0, max_sigma=2.0, n_steps=8)
+    keras.utils.set_random_seed(1)
+    with_c = keras.Sequential([keras.Input((8, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                               keras.layers.Dense(2)])
+    with_c.set_weights(gray.get_weights())
+    ref = blur_integrated_gradients(with_c, x[..., None], 0, max_sigma=2.0, n_steps=8).numpy()[..., 0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)

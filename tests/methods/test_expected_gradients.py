@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -44,3 +45,29 @@ def test_errors(toy_cnn, rng):
         tpa.expected_gradients(toy_cnn, x, 0, background=x, n_samples=0)
     with pytest.raises(ValueError, match="sample_indices must lie"):
         tpa.expected_gradients(toy_cnn, x, 0, background=x, n_samples=1, sample_indices=[[0, 5]])
+
+
+def _dict_model():
+    """Inputs "a" [4] and "b" [3] -> concat -> Dense(6, tanh) -> Dense(2)."""
+    keras.utils.set_random_seed(5)
+    ia, ib = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    h = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([ia, ib]))
+    return keras.Model({"a": ia, "b": ib}, keras.layers.Dense(2)(h))
+
+
+def test_dict_background_is_paired_by_key_not_by_order(rng):
+    # issue 9 defect 3
+    model = _dict_model()
+    x = {"a": rng.random((2, 4)).astype("float32"), "b": rng.random((2, 3)).astype("float32")}
+    bg_a, bg_b = rng.random((5, 4)).astype("float32"), rng.random((5, 3)).astype("float32")
+    ordered = tpa.expected_gradients(model, x, 1, background={"a": bg_a, "b": bg_b}, n_samples=6, seed=0)
+    swapped = tpa.expected_gradients(model, x, 1, background={"b": bg_b, "a": bg_a}, n_samples=6, seed=0)
+    for k in ("a", "b"):
+        np.testing.assert_allclose(swapped[k], ordered[k], rtol=1e-6, atol=1e-8)
+    # inputs given in the other order too
+    x_rev = {"b": x["b"], "a": x["a"]}
+    rev = tpa.expected_gradients(model, x_rev, 1, background={"a": bg_a, "b": bg_b}, n_samples=6, seed=0)
+    for k in ("a", "b"):
+        np.testing.assert_allclose(rev[k], ordered[k], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="background.*missing.*'b'"):
+        tpa.expected_gradients(model, x, 1, background={"a": bg_a, "c": bg_b}, n_samples=2)

@@ -97,7 +97,7 @@ def test_quadratic_reductions_to_ig(quad, kw):
 @pytest.mark.parametrize("kw", [dict(max_dist=0.0), dict(fraction=1.0), dict(max_dist=0.0, parity=True)])
 def test_reduces_to_left_riemann_ig(smooth, images, kw):
     x = images[:2]
-    ig = tpa.integrated_gradients(smooth, x, 3, method="riemann_left", n_steps=20).numpy()
+    ig = tpa.integrated_gradients(smooth, x, 3, rule="riemann_left", n_steps=20).numpy()
     attr = gig(smooth, x, 3, n_steps=20, **kw).numpy()
     scale = np.abs(ig).max()
     assert np.abs(attr - ig).max() / scale < 1e-5
@@ -173,7 +173,7 @@ def test_anchors_zero_is_unbounded(cnn, images):
 
 def test_anchors_t_minus_one_is_left_riemann(smooth, images):
     x = images[:2]
-    ig = tpa.integrated_gradients(smooth, x, 1, method="riemann_left", n_steps=16).numpy()
+    ig = tpa.integrated_gradients(smooth, x, 1, rule="riemann_left", n_steps=16).numpy()
     attr = gig(smooth, x, 1, n_steps=16, anchors=15, parity=True).numpy()
     assert np.abs(attr - ig).max() / np.abs(ig).max() < 1e-5
 
@@ -342,8 +342,7 @@ def test_zero_distance_returns_zeros_without_model_calls():
 
 @pytest.mark.parametrize("fraction, max_dist", [(0.1, 0.02), (0.25, 0.02), (0.5, 1.0), (0.05, 0.02)])
 def test_rounds_within_bound(cnn, images, fraction, max_dist):
-    gig(cnn, images[:2], 0, n_steps=20, fraction=fraction, max_dist=max_dist)
-    diag = dict(gig_mod.LAST_DIAGNOSTICS)
+    _, diag = gig(cnn, images[:2], 0, n_steps=20, fraction=fraction, max_dist=max_dist, return_details=True)
     assert diag["bound"] == math.ceil(1 / fraction) + 2
     assert 1 <= diag["max_rounds"] <= diag["bound"]
     assert not diag["bound_hit"]
@@ -423,6 +422,63 @@ def test_round_bound_cut_off_is_reported(cnn, images, monkeypatch):
     monkeypatch.setattr(gig_mod, "max_rounds_per_step", lambda fraction: 1)
     eng.CACHE.clear()
     with pytest.warns(RuntimeWarning, match="selection rounds"):
-        gig(cnn, images[:2], 0, n_steps=10, fraction=0.1, max_dist=0.02)
-    assert gig_mod.LAST_DIAGNOSTICS["bound_hit"] and gig_mod.LAST_DIAGNOSTICS["max_rounds"] == 1
+        _, diag = gig(cnn, images[:2], 0, n_steps=10, fraction=0.1, max_dist=0.02, return_details=True)
+    assert diag["bound_hit"] and diag["max_rounds"] == 1
+
+
+def test_details_come_with_the_call_and_no_module_state_is_kept(cnn, images):
+    # issue 9 (Build): the round statistics are returned, not kept in module-level mutable state
+    assert not hasattr(gig_mod, "LAST_DIAGNOSTICS")
+    attr, delta, diag = gig(cnn, images[:2], 0, n_steps=6, return_convergence_delta=True, return_details=True)
+    assert attr.shape == images[:2].shape and delta.shape == (2,)
+    assert set(diag) == {"max_rounds", "mean_rounds", "bound", "bound_hit"}
+    from tf_pathattr.methods import registry
+
+    assert registry.get("guided_ig").details is True
     eng.CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# batch = per-example (issue 9 defect 11)
+
+
+def _maxpool_bn_cnn(seed=0, size=48):
+    """A random-weight max-pool / BatchNorm CNN like the emotion CNN of the report (7 classes)."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((size, size, 1)), L.Conv2D(32, 3, activation="relu", padding="same"), L.BatchNormalization(),
+        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.BatchNormalization(),
+        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(7)])
+
+
+@pytest.mark.parametrize("parity", [False, True])
+def test_no_coupling_between_rows_with_a_batch_invariant_model(parity):
+    # the model's input gradients depend (by ~4e-9) on how many rows it is called with (oneDNN picks
+    # batch-size-dependent kernels); calling it row by row removes that, and then an example's Guided IG
+    # inside a batch is bit-identical to its Guided IG alone: the method itself shares no state across rows
+    model = _maxpool_bn_cnn()
+    x = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+
+    def rowwise(z):
+        return tf.concat([model(z[i:i + 1], training=False) for i in range(z.shape[0])], axis=0)
+
+    batch = gig(rowwise, x, None, n_steps=30, parity=parity).numpy()
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], gig(rowwise, x[i:i + 1], None, n_steps=30, parity=parity).numpy()[0])
+
+
+def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
+    from tf_pathattr.methods import registry
+
+    tol = registry.get("guided_integrated_gradients").batch_tolerance
+    assert 0.0 < tol < 1.0
+    model = _maxpool_bn_cnn()
+    x = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+    batch = gig(model, x, None, n_steps=50).numpy()
+    worst = 0.0
+    for i in range(3):
+        one = gig(model, x[i:i + 1], None, n_steps=50).numpy()[0]
+        worst = max(worst, np.abs(batch[i] - one).max() / np.abs(one).max())
+    assert worst <= tol

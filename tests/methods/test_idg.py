@@ -300,3 +300,48 @@ def test_plan_body_runs_on_new_inputs(smooth_cnn):
     out = tf.function(plan.python_fn)([tf.constant(x_new)], plan.problem.target.indices, *plan.extra_args)
     expected = integrated_decision_gradients(smooth_cnn, x_new, 1, n_steps=10).numpy()
     np.testing.assert_allclose(out[0][0].numpy(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def _decreasing_tail_logits(n_paths, n, seed):
+    """Coarse logits that are flat, then decrease: the minimum slope is the last segments'."""
+    rng = np.random.default_rng(seed)
+    c = np.zeros((n_paths, n), np.float32)
+    for i in range(n_paths):
+        k = rng.integers(2, n - 1)
+        c[i, k:] = -np.cumsum(rng.random(n - k).astype(np.float32) * 0.02)
+        c[i] += rng.normal()
+    return c
+
+
+def test_allocation_is_the_same_eager_and_under_xla():
+    # issue 9 defect 5: XLA evaluated S_j - min S as -1e-8 for the minimum slope, floor made it a count of -1
+    import tf_pathattr.methods.idg as idg_module
+
+    c = tf.constant(_decreasing_tail_logits(300, 10, 0))
+    for compat in (False, True):
+        def f(c):
+            if hasattr(idg_module, "allocate_from_logits"):
+                return idg_module.allocate_from_logits(c, 10, compat)
+            seg = (c[:, 1:] - c[:, :-1]) / (1.0 / 9)  # the pre-fix computation
+            if compat:
+                seg = tf.concat([tf.zeros_like(seg[:, :1]), seg], axis=1)
+            return allocate(seg, 10, reference=compat)[0]
+
+        eager = f(c).numpy()
+        xla = tf.function(f, jit_compile=True)(c).numpy()
+        assert eager.min() >= 0 and xla.min() >= 0
+        np.testing.assert_array_equal(xla, eager)
+
+
+def test_relu_model_attributions_agree_eager_and_xla():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    w, b = model.layers[0].get_weights()
+    model.layers[0].set_weights([w, b - 0.8])  # dead units: flat logit segments along the path
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32) * 2
+    a, da = integrated_decision_gradients(model, x, 0, n_steps=10, return_details=True)
+    b, db = integrated_decision_gradients(model, x, 0, n_steps=10, return_details=True, jit_compile=True)
+    np.testing.assert_array_equal(db["counts"].numpy(), da["counts"].numpy())
+    scale = np.maximum(np.abs(a.numpy()).max(axis=1, keepdims=True), 1e-6)
+    assert np.max(np.abs(a.numpy() - b.numpy()) / scale) < 1e-4

@@ -216,9 +216,12 @@ def test_mean_over_references_per_explicand_refs_and_max_batch(mlp, data):
     np.testing.assert_allclose(det_pe["per_reference"].numpy()[0], det["per_reference"].numpy()[0], atol=1e-6)
     np.testing.assert_allclose(det_pe["per_reference"].numpy()[1], det["per_reference"].numpy()[1, ::-1], atol=1e-6)
     np.testing.assert_allclose(attr_pe.numpy(), attr.numpy(), atol=1e-6)
-    attr_mb, det_mb = tpa.ig2(mlp, x, [0, 2], references=refs, max_batch=3, **opts)  # 1 reference per loop
+    attr_mb, det_mb = tpa.ig2(mlp, x, [0, 2], references=refs, internal_batch_size=3, **opts)  # 1 reference per loop
     np.testing.assert_allclose(attr_mb.numpy(), attr.numpy(), atol=1e-6)
     np.testing.assert_allclose(det_mb["gradcf"].numpy(), det["gradcf"].numpy(), atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="max_batch= .*internal_batch_size="):
+        attr_old = tpa.ig2(mlp, x, [0, 2], references=refs, max_batch=3, **opts)[0]
+    np.testing.assert_array_equal(attr_old.numpy(), attr_mb.numpy())
 
 
 def test_targets_callable_predicted_and_dispatch(mlp, data):

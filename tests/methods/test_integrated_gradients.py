@@ -38,12 +38,12 @@ VECTORS = {
 @pytest.mark.parametrize("key", sorted(VECTORS))
 def test_closed_form_quadrature_vectors(key):
     rule, p, n = key
-    attr = tpa.integrated_gradients(power_model(p), X3, None, n_steps=n, method=rule)
+    attr = tpa.integrated_gradients(power_model(p), X3, None, n_steps=n, rule=rule)
     np.testing.assert_allclose(attr.numpy()[0], VECTORS[key], rtol=2e-6)
 
 
 def test_trapezoid_does_not_reproduce_the_captum_bug():
-    attr = tpa.integrated_gradients(power_model(2), X3, None, n_steps=4, method="riemann_trapezoid")
+    attr = tpa.integrated_gradients(power_model(2), X3, None, n_steps=4, rule="riemann_trapezoid")
     assert abs(attr.numpy()[0, 0] - 40.5) > 1.0  # (n-1)/n * 54 would be the captum/alibi bias
 
 
@@ -52,7 +52,7 @@ def test_linear_model_is_exact_under_every_rule(rule, rng):
     model, w = make_linear_model(rng.normal(size=(6, 3)), bias=0.3)
     x = rng.normal(size=(4, 6)).astype("float32")
     base = rng.normal(size=(4, 6)).astype("float32")
-    attr = tpa.integrated_gradients(model, x, [0, 1, 2, 1], baseline=base, n_steps=5, method=rule)
+    attr = tpa.integrated_gradients(model, x, [0, 1, 2, 1], baseline=base, n_steps=5, rule=rule)
     expected = w[:, [0, 1, 2, 1]].T * (x - base)
     np.testing.assert_allclose(attr, expected, rtol=1e-5, atol=1e-6)
 
@@ -62,7 +62,7 @@ def test_quadratic_model_exact_rules(rule, rng):
     a = rng.uniform(0.5, 2.0, size=5).astype("float32")
     model = lambda z: tf.reduce_sum(a * z * z, axis=1)  # noqa: E731
     x = rng.normal(size=(3, 5)).astype("float32")
-    attr = tpa.integrated_gradients(model, x, None, n_steps=7, method=rule)
+    attr = tpa.integrated_gradients(model, x, None, n_steps=7, rule=rule)
     np.testing.assert_allclose(attr, a * x * x, rtol=1e-5, atol=1e-6)
 
 
@@ -83,7 +83,7 @@ def test_pair_rule_matches_saliency_package(rng):
     model = make_smooth_cnn(size=16)
     x = rng.random((2, 16, 16, 3)).astype("float32")
     base = rng.random((16, 16, 3)).astype("float32")
-    ours = tpa.integrated_gradients(model, x, 4, baseline=base, n_steps=25, method="pair").numpy()
+    ours = tpa.integrated_gradients(model, x, 4, baseline=base, n_steps=25, rule="pair").numpy()
     for i in range(2):
         ref = reference.saliency.IntegratedGradients().GetMask(
             x[i], reference.call_model_function(model, 4), x_baseline=base, x_steps=25, batch_size=10)
@@ -95,7 +95,7 @@ def test_pair_rule_matches_saliency_package(rng):
 def test_results_do_not_depend_on_internal_batch_size(rule, rng):
     model = make_smooth_cnn(size=16)
     x = rng.random((3, 16, 16, 3)).astype("float32")
-    results = [tpa.integrated_gradients(model, x, 2, n_steps=20, method=rule, internal_batch_size=ibs).numpy()
+    results = [tpa.integrated_gradients(model, x, 2, n_steps=20, rule=rule, internal_batch_size=ibs).numpy()
                for ibs in (3, 21, 60, None)]
     scale = np.max(np.abs(results[0]))
     for r in results[1:]:
@@ -188,7 +188,7 @@ def test_memory_does_not_grow_with_n_steps(rng):
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(baseline=np.zeros((5, 5, 3))), ValueError, "baseline has shape"),
-    (dict(method="simpson"), ValueError, "method must be one of"),
+    (dict(rule="simpson"), ValueError, "rule must be one of"),
     (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
     (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
 ])
@@ -216,3 +216,27 @@ def test_reloaded_savedmodel_serve_and_tfsmlayer(toy_cnn, rng, tmp_path):
     np.testing.assert_allclose(tpa.integrated_gradients(loaded.serve, x, 1, n_steps=16), ref, rtol=1e-5, atol=1e-7)
     layer = keras.layers.TFSMLayer(str(tmp_path / "sm"), call_endpoint="serve")
     np.testing.assert_allclose(tpa.integrated_gradients(layer, x, 1, n_steps=16), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_quadrature_option_is_rule_and_reachable_through_attribute_and_the_tunnel(toy_cnn):
+    # issue 9 defect 12: the quadrature option is `rule` (attribute's own `method` names the method)
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    left = tpa.integrated_gradients(toy_cnn, x, 1, n_steps=6, rule="riemann_left").numpy()
+    gl = tpa.integrated_gradients(toy_cnn, x, 1, n_steps=6).numpy()
+    assert np.abs(left - gl).max() > 1e-6  # the rule matters
+    np.testing.assert_array_equal(tpa.attribute(toy_cnn, x, 1, method="ig", n_steps=6, rule="riemann_left"), left)
+    nt = tpa.noise_tunnel("ig", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, n_steps=6, rule="riemann_left")
+    np.testing.assert_allclose(nt, left, rtol=1e-6, atol=1e-9)
+    with pytest.warns(DeprecationWarning, match="method= .*renamed.*rule="):
+        old = tpa.integrated_gradients(toy_cnn, x, 1, n_steps=6, method="riemann_left").numpy()
+    np.testing.assert_array_equal(old, left)
+    with pytest.raises(TypeError, match="both"):
+        tpa.integrated_gradients(toy_cnn, x, 1, n_steps=6, method="pair", rule="pair")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        tpa.integrated_gradients(toy_cnn, x, 1, rule="simpson")
+
+
+def test_options_after_target_are_keyword_only(toy_cnn):
+    x = np.zeros((1, 8, 8, 3), np.float32)
+    with pytest.raises(TypeError):
+        tpa.integrated_gradients(toy_cnn, x, 1, 0.0)

@@ -1,8 +1,10 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
+from tf_pathattr.methods import noise_tunnel as noise_tunnel_module
 
 from conftest import make_linear_model
 
@@ -29,7 +31,7 @@ def test_injected_noise_matches_numpy(rng):
     for nt_type, expected in [("smoothgrad", per.mean(0)), ("smoothgrad_sq", (per ** 2).mean(0)),
                               ("vargrad", per.var(0))]:
         out = tpa.noise_tunnel("gradients", model, x, 1, nt_type=nt_type, nt_samples=5, stdevs=0.2, noise=eps,
-                               multiply_by_inputs=True, nt_samples_batch_size=2)
+                               multiply_by_inputs=True, internal_batch_size=6)  # 2 samples per call
         np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
 
 
@@ -38,8 +40,12 @@ def test_vargrad_non_negative_and_seeded(toy_cnn, rng):
     a = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8)
     assert float(tf.reduce_min(a)) >= 0.0
     b = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
-                         nt_samples_batch_size=4)
+                         internal_batch_size=8)  # 4 noise samples per call
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
+    with pytest.warns(DeprecationWarning, match="nt_samples_batch_size"):
+        c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
+                             nt_samples_batch_size=4)
+    np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-9)
     c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=5, n_steps=8)
     assert np.max(np.abs(a.numpy() - c.numpy())) > 0
 
@@ -91,3 +97,137 @@ def test_errors(toy_cnn, kwargs, match):
         tpa.noise_tunnel("ig", toy_cnn, x, 0, **kwargs)
     with pytest.raises(ValueError, match="unknown method"):
         tpa.noise_tunnel("nope", toy_cnn, x, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-example options of the wrapped method are tiled as its registry entry declares (issue 9)
+
+
+def _two_input_model(kind):
+    """Inputs a [4] and b [3] -> concat -> Dense(8, tanh) -> Dense(3): list or dict inputs."""
+    keras.utils.set_random_seed(3)
+    ia, ib = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([ia, ib]))
+    out = keras.layers.Dense(3)(h)
+    return keras.Model({"a": ia, "b": ib} if kind == "dict" else [ia, ib], out)
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_per_example_baselines_of_multi_input_models_are_tiled(kind, rng):
+    # issue 9 defect 1: with stdevs=0 the tunnel is the wrapped method, per-example baselines included
+    model = _two_input_model(kind)
+    xa, xb = rng.random((2, 4)).astype("float32"), rng.random((2, 3)).astype("float32")
+    ba, bb = rng.random((2, 4)).astype("float32"), rng.random((2, 3)).astype("float32")
+    if kind == "dict":
+        x, base = {"a": xa, "b": xb}, {"a": ba, "b": bb}
+    else:
+        x, base = [xa, xb], [ba, bb]
+    ig = tpa.integrated_gradients(model, x, 1, baseline=base, n_steps=8)
+    nt = tpa.noise_tunnel("ig", model, x, 1, stdevs=0.0, nt_samples=2, baseline=base, n_steps=8)
+    flat = (lambda v: [v["a"], v["b"]]) if kind == "dict" else list
+    for a, b in zip(flat(nt), flat(ig)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # and they matter: zero baselines give something else
+    ig0 = tpa.integrated_gradients(model, x, 1, n_steps=8)
+    assert max(np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(flat(nt), flat(ig0))) > 1e-3
+
+
+def test_smoothgrad_is_smoothgrad_over_gradients(toy_cnn, rng):
+    # issue 9 defect 2: the name means Smilkov et al.'s SmoothGrad (plain gradients), not SmoothGrad over IG
+    x = rng.random((2, 8, 8, 3)).astype("float32")
+    sg = tpa.attribute(toy_cnn, x, 1, method="smoothgrad", nt_samples=4, stdevs=0.2, seed=7)
+    over_grad = tpa.noise_tunnel("gradients", toy_cnn, x, 1, nt_samples=4, stdevs=0.2, seed=7)
+    over_ig = tpa.noise_tunnel("integrated_gradients", toy_cnn, x, 1, nt_samples=4, stdevs=0.2, seed=7, n_steps=8)
+    np.testing.assert_allclose(sg, over_grad, rtol=1e-6, atol=1e-9)
+    scale = np.max(np.abs(over_grad))
+    assert np.max(np.abs(sg.numpy() - over_ig.numpy())) > 0.1 * scale
+    # independent restatement: mean over the same stateless draws of the plain input gradient
+    sigma = 0.2 * (x.reshape(2, -1).max(1) - x.reshape(2, -1).min(1))
+    grads = []
+    for j in range(4):
+        eps = tf.random.stateless_normal(x.shape, seed=[7, j]).numpy()  # the tunnel's draws for seed=7
+        z = tf.constant(x + eps * sigma[:, None, None, None])
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            s = toy_cnn(z)[:, 1]
+        grads.append(tape.gradient(s, z).numpy())
+    np.testing.assert_allclose(sg, np.mean(grads, 0), rtol=1e-4, atol=1e-7)
+
+
+def test_smooth_taylor_per_example_noise_scale_is_tiled(toy_cnn, rng):
+    # issue 9 defect 7: noise_scale [B] is per example; the tunnel repeats it with the rows
+    x = rng.random((2, 8, 8, 3)).astype("float32")
+    scales = np.array([0.1, 0.4], np.float32)
+    nt = tpa.noise_tunnel("smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, noise_scale=scales,
+                          n_roots=4, seed=3)
+    # the wrapped method on the 2B tiled rows (with the seed the tunnel derives for it), averaged over the copies
+    inner = noise_tunnel_module.inner_seed(3, 0)
+    assert inner != 3
+    tiled = tpa.smooth_taylor(toy_cnn, np.concatenate([x, x]), [1] * 4, noise_scale=np.tile(scales, 2), n_roots=4,
+                              seed=inner).numpy()
+    np.testing.assert_allclose(nt, tiled.reshape(2, 2, 8, 8, 3).mean(0), rtol=1e-5, atol=1e-8)
+    one = tpa.noise_tunnel("smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=1, noise_scale=scales,
+                           n_roots=4, seed=3)
+    np.testing.assert_allclose(one, tpa.smooth_taylor(toy_cnn, x, 1, noise_scale=scales, n_roots=4, seed=inner),
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_ig2_per_example_references_are_tiled(rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)])
+    x = rng.random((2, 5)).astype("float32")
+    refs = rng.random((2, 3, 5)).astype("float32")  # [B, R, *S]
+    opts = dict(references=refs, step_size=0.05, n_steps=6)
+    nt = tpa.noise_tunnel("ig2", model, x, 1, stdevs=0.0, nt_samples=2, **opts)
+    np.testing.assert_allclose(nt, tpa.ig2(model, x, 1, **opts), rtol=1e-5, atol=1e-7)
+
+
+def test_expected_gradients_injected_draws_are_tiled_along_the_batch_axis(rng):
+    # n_samples == B: [n_samples, B] must be tiled along axis 1, not axis 0
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)])
+    x = rng.random((3, 5)).astype("float32")
+    bg = rng.random((4, 5)).astype("float32")
+    idx = np.array([[0, 1, 2], [3, 0, 1], [2, 3, 0]])
+    alphas = rng.random((3, 3)).astype("float32")
+    opts = dict(background=bg, n_samples=3, sample_indices=idx, sample_alphas=alphas)
+    nt = tpa.noise_tunnel("eg", model, x, 1, stdevs=0.0, nt_samples=2, **opts)
+    np.testing.assert_allclose(nt, tpa.expected_gradients(model, x, 1, **opts), rtol=1e-5, atol=1e-7)
+
+
+def test_only_declared_options_are_tiled(rng):
+    # a [B, *S]-shaped option the wrapped method does not declare per-example reaches it unchanged
+    seen = {}
+
+    def method(model, inputs, target=None, *, table=None):
+        seen["table"] = np.asarray(table)
+        return tf.zeros_like(inputs)
+
+    model, _ = make_linear_model(rng.normal(size=(4, 2)))
+    x = rng.random((2, 4)).astype("float32")
+    table = rng.random((2, 4)).astype("float32")
+    tpa.noise_tunnel(method, model, x, 0, nt_samples=3, table=table)
+    np.testing.assert_array_equal(seen["table"], table)
+
+
+def test_ig2_per_example_clip_is_tiled(rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)])
+    xv = rng.random((2, 5)).astype("float32")
+    low = np.stack([np.full(5, 0.2), np.full(5, -1.0)]).astype("float32")  # per example [B, *S]
+    opts = dict(references=rng.random((3, 5)).astype("float32"), step_size=0.2, n_steps=6, clip=(low, 1.0))
+    nt = tpa.noise_tunnel("ig2", model, xv, 1, stdevs=0.0, nt_samples=2, **opts)
+    np.testing.assert_allclose(nt, tpa.ig2(model, xv, 1, **opts), rtol=1e-5, atol=1e-7)
+
+
+def test_xrai_per_example_base_attribution_and_segments_are_tiled(toy_cnn, rng):
+    x = rng.random((2, 8, 8, 3)).astype("float32")
+    base = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    left = np.zeros((8, 8), bool)
+    left[:, :4] = True
+    top = np.zeros((8, 8), bool)
+    top[:4] = True
+    segments = [[left, ~left], [top, ~top]]  # one list of masks per image
+    opts = dict(base_attribution=base, segments=segments, min_pixel_diff=1)
+    nt = tpa.noise_tunnel("xrai", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, **opts)
+    np.testing.assert_allclose(nt, tpa.xrai(toy_cnn, x, 1, **opts), rtol=1e-6)

@@ -81,3 +81,15 @@ def test_masks_shapes_and_errors(rng):
         tpa.xrai(None, img[None], 0, base_attribution=np.zeros((1, 5, 5)))
     with pytest.raises(ValueError, match="inputs must be one array"):
         tpa.xrai(None, np.zeros((2, 5), np.float32), 0, base_attribution=np.zeros((2, 5)))
+
+
+def test_channels_first_images_follow_data_format(rng):
+    # issue 9 defect 6: segmentation and the channel reduction use the image's own layout
+    img = np.stack([smooth_image(rng, 24), smooth_image(rng, 24)])  # [2, 24, 24, 3]
+    base = rng.normal(size=img.shape).astype(np.float32)
+    ref = tpa.xrai(None, img, 0, base_attribution=base).numpy()
+    img_cf, base_cf = np.transpose(img, (0, 3, 1, 2)), np.transpose(base, (0, 3, 1, 2))
+    got = tpa.xrai(None, img_cf, 0, base_attribution=base_cf, data_format="channels_first").numpy()
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(ValueError, match="data_format must be one of"):
+        tpa.xrai(None, img, 0, base_attribution=base, data_format="NCHW")

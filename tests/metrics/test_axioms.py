@@ -31,7 +31,7 @@ def test_integrated_gradients_gap_is_small_and_matches_its_delta(smooth_cnn):
     np.testing.assert_allclose(res.delta, delta.numpy(), atol=1e-5)
     assert res.median_relative < 1e-3 and res.max_relative < 1e-3
     # a coarse left Riemann sum leaves a visible gap: the metric detects it
-    coarse = tpa.integrated_gradients(smooth_cnn, x, n_steps=2, method="riemann_left")
+    coarse = tpa.integrated_gradients(smooth_cnn, x, n_steps=2, rule="riemann_left")
     assert completeness_gap(smooth_cnn, x, coarse).median_relative > 10 * res.median_relative
 
 

@@ -65,17 +65,42 @@ def test_curve_follows_saliency_order_with_deterministic_ties():
     np.testing.assert_allclose(d2.curves, d.curves, atol=1e-6)
 
 
-def test_auc_is_trapezoid_on_unit_axis(smooth_cnn):
+def test_curves_on_a_cnn_match_an_independent_restatement(smooth_cnn):
+    """Curve values (not only AUCs recomputed from the function's own curves): every point rebuilt in
+    numpy (pixel order by |sum_c a|, zero substrate / scipy blur start), scored by the model's softmax."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
     attr = rng.normal(size=x.shape)
+    counts = np.rint(np.arange(11) * 256 / 10).astype(int)
+    k = gaussian_kernel_rise(11, 5.0)
+
+    def probs(v):
+        lo = np.asarray(smooth_cnn(np.asarray(v, np.float32)), np.float64)
+        e = np.exp(lo - lo.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    cls = probs(x).argmax(1)
     for fn in (deletion, insertion):
         r = fn(smooth_cnn, x, attr, n_steps=10)
         assert r.curves.shape == (3, 11)
         for b in range(3):
-            s = r.curves[b]
-            assert r.auc[b] == pytest.approx(np.trapezoid(s, dx=1.0 / (len(s) - 1)), abs=1e-12)
-        assert np.all((r.curves >= 0) & (r.curves <= 1))  # softmax probabilities
+            sal = np.abs(attr[b].sum(-1)).reshape(-1)
+            order = sorted(range(256), key=lambda i: (-sal[i], i))
+            blurred = np.stack([scipy.ndimage.convolve(x[b, :, :, c].astype(np.float64), k, mode="constant")
+                                for c in range(3)], -1).reshape(256, 3)
+            pts = []
+            for n in counts:
+                changed = np.zeros(256, bool)
+                changed[order[:n]] = True
+                flat = x[b].reshape(256, 3).astype(np.float64)
+                if fn is deletion:
+                    img = np.where(changed[:, None], 0.0, flat)
+                else:
+                    img = np.where(changed[:, None], flat, blurred)
+                pts.append(img.reshape(16, 16, 3))
+            expect = probs(np.stack(pts))[:, cls[b]]
+            np.testing.assert_allclose(r.curves[b], expect, atol=2e-5)
+            assert r.auc[b] == pytest.approx(np.trapezoid(expect, dx=0.1), abs=2e-5)
 
 
 def test_softmax_score_of_predicted_class(smooth_cnn):

@@ -3,7 +3,6 @@ import keras
 import numpy as np
 import pytest
 
-import models as zoo
 import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
 from saliency.metrics import pic as pair_pic  # noqa: E402
 
@@ -138,33 +137,61 @@ def test_monotone_flag_uses_threshold_order():
     assert np.interp(0.5, mono.x, mono.y) == pytest.approx(0.625)
 
 
-def test_pic_on_model_equals_compute_pic_metric_with_model_pred_func():
-    keras.utils.set_random_seed(0)
-    model = zoo.toy_cnn(size=16)
+def detail_model(threshold):
+    """Class 0 when the image has fine detail: logits (+-10 (mean |Laplacian| - threshold)).
+
+    The bokeh image (linear interpolation) has less detail than the original, so the class flips
+    when the salient pixels are removed: every PIC case is scored, none is skipped."""
+    lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, activation="relu", use_bias=False),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    k = np.zeros((3, 3, 3, 2), np.float32)
+    for c in range(3):
+        k[:, :, c, 0], k[:, :, c, 1] = lap, -lap
+    model.layers[0].set_weights([k])
+    model.layers[-1].set_weights([np.array([[10.0, -10.0], [10.0, -10.0]], np.float32),
+                                  np.array([-10 * threshold, 10 * threshold], np.float32)])
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("softmax_head", [False, True])
+def test_pic_on_model_equals_pair_with_model_pred_func(softmax_head):
     rng = np.random.default_rng(4)
     imgs = np.stack([smooth_image(rng, 16, 16) for _ in range(3)])
     x = imgs.astype(np.float32) / 255.0
+    energy = [float(np.mean(np.abs(np.asarray(keras.ops.conv(x[i:i + 1].sum(-1, keepdims=True),
+              np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)[:, :, None, None]))))) for i in range(3)]
+    model = detail_model(0.6 * min(energy))
+    if softmax_head:  # the same classifier ending in softmax: scored on its own probabilities
+        model = keras.Sequential([model, keras.layers.Softmax()])
     attr = rng.normal(size=x.shape)
-    res = pic(model, x, attr, seed=5, min_pred_value=0.0)
-    cls = model.predict(x, verbose=0).argmax(1)
+    res = pic(model, x, attr, seed=5, min_pred_value=0.5)
+    out = np.asarray(model(x))
+    cls = out.argmax(1)
     np.testing.assert_array_equal(res.target, cls)
+    compared = 0
     for i in range(3):
         mask = generate_random_mask(16, 16, 0.01, seed=[5, i])
 
+        def probs(batch):
+            o = np.asarray(model(np.asarray(batch, np.float32) / 255.0), np.float64)
+            if softmax_head:
+                return o
+            e = np.exp(o - o.max(1, keepdims=True))
+            return e / e.sum(1, keepdims=True)
+
         def sic(batch, i=i):
-            lo = model(np.asarray(batch, np.float32) / 255.0).numpy().astype(np.float64)
-            p = np.exp(lo - lo.max(1, keepdims=True))
-            return list((p / p.sum(1, keepdims=True))[:, cls[i]])
+            return list(probs(batch)[:, cls[i]])
 
         def aic(batch, i=i):
-            lo = model(np.asarray(batch, np.float32) / 255.0).numpy()
-            return list((lo.argmax(1) == cls[i]).astype(float))
+            return list((probs(batch).argmax(1) == cls[i]).astype(float))
 
         sal = np.abs(attr[i].sum(-1))
         for kind, fn in (("sic", sic), ("aic", aic)):
-            try:
-                ref = pair_pic.compute_pic_metric(imgs[i], sal, mask, fn, list(DEFAULT_THRESHOLDS), min_pred_value=0.0)
-            except pair_pic.ComputePicMetricError:
-                assert np.isnan(res.auc[kind][i]) and res.errors[kind][i]
-                continue
+            ref = pair_pic.compute_pic_metric(imgs[i], sal, mask, fn, list(DEFAULT_THRESHOLDS), min_pred_value=0.5)
+            assert res.errors[kind][i] is None
             assert res.auc[kind][i] == pytest.approx(ref.auc, abs=1e-4)
+            np.testing.assert_allclose(res.curves[kind][i].y, ref.curve_y, atol=1e-4)
+            compared += 1
+    assert compared == 6

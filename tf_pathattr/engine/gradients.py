@@ -104,6 +104,7 @@ class Problem:
     scorer: Callable
     context: List[tf.Tensor] = None
     layer: Any = None
+    layer_call: Optional[int] = None  # which call of ``layer`` is replaced (see engine.layers)
     raw_forward: Callable = None  # the model on its own inputs (= forward without layer=)
 
     def __post_init__(self):
@@ -121,11 +122,14 @@ class Problem:
 def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> Problem:
     """Check inputs, probe the model's output shape, resolve the target.
 
-    ``layer`` (a Keras layer, its name, or ``callable(model) -> layer``) moves the attribution to
-    that layer's output; the raw inputs may then be integers (token ids).
+    ``layer`` (a Keras layer, its name, ``callable(model) -> layer``, or ``(layer, call_index)``)
+    moves the attribution to that layer's output; the raw inputs may then be integers (token ids).
+    Only the selected call of the layer is replaced along the path (a tied embedding's
+    ``reverse=True`` projection keeps running on the real weights).
     """
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+        _shapes.check_against_model(model, flat_x, structure, name_inputs)
         forward = make_forward(model, structure)
         out_shape = output_shape(model, forward, flat_x)
         spec = _targets.resolve_target(target, batch, out_shape)
@@ -134,8 +138,9 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
     from . import layers as _layers
 
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
-    lay = _layers.find_layer(model, layer)
-    acts = _layers.layer_activations(model, lay, raw_structure.pack(raw))
+    _shapes.check_against_model(model, raw, raw_structure, name_inputs)
+    lay, call_index = _layers.resolve_layer(model, layer)
+    acts, call_index, _, _ = layer_probe(model, lay, call_index, raw_structure.pack(raw))
     if not acts.dtype.is_floating:
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
@@ -146,15 +151,61 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
         (points,) = flat_points
         groups = points.shape[0] // batch
         ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in holder["context"]]
-        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32)):
+        with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32), call_index):
             return raw_forward(ctx)
 
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
     problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
-                      _targets.make_scorer(spec, batch), context=raw, layer=lay, raw_forward=raw_forward)
+                      _targets.make_scorer(spec, batch), context=raw, layer=lay, layer_call=call_index,
+                      raw_forward=raw_forward)
     problem._context_holder = holder
     return problem
+
+
+def layer_probe(model, layer, call_index, inputs):
+    """``(activations, call_index, first input of that call, model outputs)`` from one compiled model call.
+
+    ``layer`` is a layer object; ``call_index`` ``None`` is resolved as in
+    :func:`tf_pathattr.engine.layers.layer_call_activations` (the only call, or a tied embedding's
+    lookup). The traced probe is cached per model, layer, call index and input signature and holds
+    the model by weak reference, so repeated explanations of same-shaped inputs cost a graph call,
+    not an eager forward pass (an eager call of a keras-hub model costs more than a short IG run).
+    """
+    from . import layers as _layers
+
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(inputs)]
+    inputs = tf.nest.pack_sequence_as(inputs, flat)
+    sig = tuple((tuple(t.shape), t.dtype.name) for t in flat)
+    keys = tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+    try:
+        model_ref = weakref.ref(model)
+    except TypeError:
+        model_ref = (lambda m: (lambda: m))(model)
+    is_keras = isinstance(model, keras.layers.Layer)
+    found = {}
+
+    def build():
+        def probe(inputs):
+            m = model_ref()
+            with _layers.LayerTap(layer) as tap:
+                out = m(inputs, training=False) if is_keras else m(inputs)
+            k = _layers._select_call(layer, tap, call_index)
+            found["k"] = k
+            acts = tap.call_outputs[k]
+            if isinstance(acts, (list, tuple, dict)):
+                raise ValueError(f"layer {layer.name!r} returns several tensors; pick a layer with a single output")
+            first = tap.call_inputs[k]
+            first = first if isinstance(first, tf.Tensor) else tf.zeros((0,))
+            return tf.convert_to_tensor(acts), first, out
+
+        fn = tf.function(probe, autograph=False, reduce_retracing=False)
+        fn.found = found
+        return fn
+
+    fn = CACHE.get(model, ("layer_probe", id(layer), call_index, sig, keys), build)
+    acts, first, out = fn(inputs)
+    return acts, fn.found["k"], first, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +242,46 @@ def score_and_gradients(problem: Problem, flat_points, indices):
         for p in flat_points:
             tape.watch(p)
         s = problem.scorer(problem.forward(flat_points), indices)
-    grads = tape.gradient(s, flat_points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = connected_gradients(problem, tape, s, flat_points)
     return s, grads
+
+
+def _input_labels(problem, which):
+    if problem.layer is not None:
+        return f"the output of layer {problem.layer.name!r} (layer=)"
+    if problem.structure.kind == "single":
+        return "inputs"
+    return ", ".join(f"inputs[{problem.structure.keys[i]!r}]" for i in which)
+
+
+def unconnected_message(problem, which, what: str = "the explained output") -> str:
+    """The error for a missing gradient path from ``what`` to the inputs ``which`` (indices)."""
+    where = _input_labels(problem, which)
+    if problem.layer is not None:
+        hint = "pick a layer whose output the explained output depends on differentiably"
+    else:
+        hint = ("if these are token ids (or any ids / categories fed to an Embedding or a lookup), pass them as "
+                "integers with layer=<the Embedding layer or its name> to attribute to the embedding output; if the "
+                "input is unused, remove it or give it a zero baseline")
+    return (f"no gradient path from {what} to {where}: the model's output does not depend differentiably on it "
+            f"(float-cast token ids into an Embedding, an argmax / round / cast to int inside the model, "
+            f"tf.stop_gradient, or an unused input), so every attribution would be zero; {hint}")
+
+
+def connected_gradients(problem, tape, target, sources, what: str = "the explained output"):
+    """``tape.gradient(target, sources)`` that raises (at trace time) where a source has no gradient path.
+
+    A missing path used to become zeros (``UnconnectedGradients.ZERO``), which made float-cast token
+    ids give silently all-zero attributions; now it is a ``ValueError`` naming the input (or ``layer=``).
+    """
+    grads = tape.gradient(target, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
+    single = not isinstance(sources, (list, tuple))
+    glist = [grads] if single else list(grads)
+    missing = [i for i, g in enumerate(glist) if g is None]
+    if missing:
+        raise ValueError(unconnected_message(problem, missing, what))
+    glist = [tf.convert_to_tensor(g) for g in glist]
+    return glist[0] if single else glist
 
 
 def chunk_size(n_points: int, batch_size: int, internal_batch_size) -> int:
@@ -255,6 +344,22 @@ def unrows(t, size, batch):
 
 
 _CACHE_ATTRIBUTE = "_tf_pathattr_compiled"
+
+
+def attached_store(model, name: str):
+    """A dict stored *on* ``model`` (``None`` where it takes no attributes), for per-model objects that
+    refer back to the model: the cycle is freed with the model, where a module-level mapping would keep
+    it alive."""
+    owner = _cache_owner(model)
+    attr = "_tf_pathattr_" + name
+    store = getattr(owner, "__dict__", {}).get(attr)
+    if store is None:
+        store = {}
+        try:
+            object.__setattr__(owner, attr, store)
+        except (AttributeError, TypeError):
+            return None
+    return store
 
 
 def _cache_owner(model):
@@ -346,7 +451,8 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     """
     layer_key = None
     if problem.layer is not None:
-        layer_key = (id(problem.layer), tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
+        layer_key = (id(problem.layer), problem.layer_call,
+                     tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
     full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
                              tuple(problem.example_shapes), bool(jit_compile), layer_key)
     return CACHE.get(problem.model, full_key, lambda: _trace(problem, python_fn_builder, jit_compile))
@@ -364,7 +470,11 @@ def _trace(problem: Problem, python_fn_builder: Callable[[], Callable], jit_comp
             holder["context"] = list(context)  # the traced raw inputs feed every model call
             return python_fn(flat_x, indices, *extra)
 
-    fn = tf.function(body, jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
+    # One tf.function per key, traced once for its static shapes (batch size included). TF counts
+    # traces per *code object* (its frequent-retracing detector), so the per-batch-size functions
+    # built from one method body would read as "retracing" of one function and log a warning; a
+    # partial is its own detector key, so only a real retrace of this very function is counted.
+    fn = tf.function(functools.partial(body), jit_compile=bool(jit_compile), reduce_retracing=False, autograph=False)
     fn.python_function_body = python_fn
     return fn
 
@@ -420,7 +530,7 @@ class Plan:
         flat_inputs = list(flat_inputs)
         with LayerTap(problem.layer) as tap:
             problem.raw_forward(flat_inputs)
-        acts = tf.cast(tap.outputs, tf.float32)
+        acts = tf.cast(tap.call_outputs[problem.layer_call or 0], tf.float32)
         problem._context_holder["context"] = flat_inputs
         return fn([acts], indices, *self.extra_args)
 

@@ -14,6 +14,14 @@ Two uses share this module:
 Both intercept the layer's ``call`` with an instance attribute for the duration of a ``with``
 block, so they work for functional, sequential, nested and subclassed models without rebuilding
 the graph (a two-output functional model cannot be built across nested sub-models).
+
+A layer may run several times in one model call. ``layer=(layer, call_index)`` picks one call
+(counted from 0 in the order the model makes them) and only that call is replaced; the others run
+unchanged. The tied embedding of a causal language model (keras-hub ``ReversibleEmbedding``: a
+lookup, then ``token_embedding(h, reverse=True)`` for the logits) is resolved without an index:
+when a layer with a ``reverse`` call argument made exactly one non-reverse call, that call (the
+lookup) is the one attributed, and the reverse projection keeps computing the logits from the
+layer's weights.
 """
 from __future__ import annotations
 
@@ -21,10 +29,11 @@ import contextlib
 from typing import Iterator, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["iter_layers", "find_last_dense", "lookup_layer", "find_layer", "LayerTap", "replaced_output",
-           "layer_activations"]
+__all__ = ["iter_layers", "find_last_dense", "lookup_layer", "find_layer", "resolve_layer", "LayerTap",
+           "replaced_output", "layer_activations", "layer_call_activations", "is_reverse_call"]
 
 
 def _children(layer):
@@ -69,8 +78,11 @@ def lookup_layer(model, layer) -> Optional[keras.layers.Layer]:
 def find_layer(model, layer):
     """A layer from a layer object, its name (searched in nested models too) or ``callable(model)``.
 
-    Raises a clear error when it cannot be found (the ``layer=`` argument of the methods).
+    Raises a clear error when it cannot be found (the ``layer=`` argument of the methods). A
+    ``(layer, call_index)`` pair returns its layer (see :func:`resolve_layer` for the index).
     """
+    if isinstance(layer, tuple):
+        return resolve_layer(model, layer)[0]
     if isinstance(layer, keras.layers.Layer):
         return layer
     if isinstance(layer, str):
@@ -86,7 +98,46 @@ def find_layer(model, layer):
         if not isinstance(found, keras.layers.Layer):
             raise TypeError("layer: a callable must return a keras layer when given the model")
         return found
-    raise TypeError(f"layer must be a keras layer, a layer name or callable(model) -> layer, got {type(layer).__name__}")
+    raise TypeError(f"layer must be a keras layer, a layer name, callable(model) -> layer or (layer, call_index), "
+                    f"got {type(layer).__name__}")
+
+
+def resolve_layer(model, layer):
+    """``(layer object, call_index or None)`` from ``layer=``: a layer, a name, a callable or a pair.
+
+    ``(layer, call_index)`` selects one call of a layer the model calls several times (``call_index``
+    counts every call, from 0, in the order the model makes them). ``None``: decided after one model
+    call by :func:`layer_call_activations` (the only call; or the lookup of a tied embedding).
+    """
+    if isinstance(layer, tuple):
+        if len(layer) != 2:
+            raise TypeError(f"layer=(layer, call_index) must be a pair, got a tuple of {len(layer)}")
+        which, index = layer
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise TypeError(f"layer=(layer, call_index): call_index must be an int >= 0, got {index!r}")
+        if isinstance(which, tuple):
+            raise TypeError("layer=(layer, call_index): the first entry must be a layer, a name or a callable")
+        return find_layer(model, which), int(index)
+    return find_layer(model, layer), None
+
+
+def is_reverse_call(args, kwargs) -> bool:
+    """True for a ``reverse=True`` call of a two-way embedding (``layer(h, reverse=True)``)."""
+    if "reverse" in kwargs:
+        return bool(kwargs["reverse"]) if isinstance(kwargs["reverse"], (bool, np.bool_)) else True
+    return len(args) > 1 and isinstance(args[1], (bool, np.bool_)) and bool(args[1])
+
+
+def _has_reverse(layer) -> bool:
+    params = getattr(layer, "call_signature_parameters", None)
+    return params is not None and "reverse" in params
+
+
+def _check_not_quantized(layer):
+    mode = getattr(layer, "quantization_mode", None)
+    if mode is not None:
+        raise ValueError(f"layer {layer.name!r} is quantized ({mode}): Keras runs quantized_call, not call, so its "
+                         "output cannot be replaced; attribute a float copy of the model")
 
 
 class LayerTap:
@@ -94,7 +145,9 @@ class LayerTap:
 
     The layer's bound ``call`` is shadowed by an instance attribute for the duration of the block
     (restored on exit, also on error). If the layer is called several times (a shared layer), the
-    last call wins and ``calls`` counts them. Inside traced functions the tap is active while tracing.
+    last call wins in ``inputs`` / ``outputs`` and ``calls`` counts them; ``call_inputs``,
+    ``call_outputs`` and ``reverse`` hold every call in order (``reverse[k]``: call ``k`` was a
+    ``reverse=True`` call). Inside traced functions the tap is active while tracing.
     """
 
     def __init__(self, layer: keras.layers.Layer):
@@ -102,6 +155,9 @@ class LayerTap:
         self.inputs = None
         self.outputs = None
         self.calls = 0
+        self.call_inputs = []
+        self.call_outputs = []
+        self.reverse = []
         self._saved = None
 
     def __enter__(self):
@@ -117,6 +173,9 @@ class LayerTap:
             out = original(*args, **kwargs)
             self.outputs = out
             self.calls += 1
+            self.call_inputs.append(self.inputs)
+            self.call_outputs.append(out)
+            self.reverse.append(is_reverse_call(args, kwargs))
             return out
 
         object.__setattr__(layer, "call", tapped_call)
@@ -131,10 +190,27 @@ class LayerTap:
 
 
 @contextlib.contextmanager
-def replaced_output(layer, tensor):
-    """Within the block, ``layer`` returns ``tensor`` instead of computing its output."""
+def replaced_output(layer, tensor, call_index=None):
+    """Within the block, ``layer`` returns ``tensor`` instead of computing its output.
+
+    ``call_index=None`` replaces every call; an int replaces only that call (counted from 0 each
+    time the block is entered, in call order) and lets every other call run unchanged (the
+    ``reverse=True`` projection of a tied embedding keeps computing the logits).
+    """
     saved = layer.__dict__.get("call", None)
-    object.__setattr__(layer, "call", lambda *args, **kwargs: tensor)
+    if call_index is None:
+        object.__setattr__(layer, "call", lambda *args, **kwargs: tensor)
+    else:
+        _check_not_quantized(layer)
+        original = layer.call
+        state = {"k": 0}
+
+        def call(*args, **kwargs):
+            k = state["k"]
+            state["k"] = k + 1
+            return tensor if k == call_index else original(*args, **kwargs)
+
+        object.__setattr__(layer, "call", call)
     try:
         yield
     finally:
@@ -144,18 +220,55 @@ def replaced_output(layer, tensor):
             object.__setattr__(layer, "call", saved)
 
 
+def _select_call(lay, tap, call_index):
+    if tap.calls == 0:
+        raise ValueError(f"layer {lay.name!r} did not run in the model call; attribution to an unused layer is "
+                         "impossible")
+    if call_index is not None:
+        if call_index >= tap.calls:
+            raise ValueError(f"layer=({lay.name!r}, {call_index}): the layer ran {tap.calls} time(s) in one model "
+                             f"call (call_index 0..{tap.calls - 1})")
+        return call_index
+    if tap.calls == 1:
+        return 0
+    forward = [k for k, rev in enumerate(tap.reverse) if not rev]
+    if _has_reverse(lay) and len(forward) == 1:
+        return forward[0]  # the lookup of a tied embedding; the reverse projection is left alone
+    raise ValueError(f"layer {lay.name!r} ran {tap.calls} times in one model call; attribution to a shared layer "
+                     f"is ambiguous: pass layer=({lay.name!r}, call_index) with call_index in 0..{tap.calls - 1}")
+
+
+def layer_call_activations(model, layer, inputs, call_index=None, return_inputs=False):
+    """``(activations, call_index)`` of one call of ``layer`` when ``model`` runs on ``inputs``.
+
+    ``layer`` may be anything :func:`resolve_layer` takes; ``call_index`` (or the index in a
+    ``(layer, call_index)`` pair) selects the call, ``None`` resolves it as described in the module
+    docstring. With ``return_inputs=True`` the call's first input (e.g. the token ids an embedding
+    received) comes third.
+    """
+    lay, index = resolve_layer(model, layer)
+    if call_index is None:
+        call_index = index
+    with LayerTap(lay) as tap:
+        if isinstance(model, keras.layers.Layer):
+            model(inputs, training=False)
+        else:
+            model(inputs)
+    k = _select_call(lay, tap, call_index)
+    out = tap.call_outputs[k]
+    if isinstance(out, (list, tuple, dict)):
+        raise ValueError(f"layer {lay.name!r} returns several tensors; pick a layer with a single output")
+    if return_inputs:
+        return tf.convert_to_tensor(out), k, tap.call_inputs[k]
+    return tf.convert_to_tensor(out), k
+
+
 def layer_activations(model, layer, inputs):
     """The output of ``layer`` when ``model`` runs on ``inputs`` (e.g. embeddings of baseline token ids).
 
     Use it to build a baseline in the layer's space, e.g. the embedding of padding tokens:
-    ``baseline = tpa.layer_activations(model, "embedding", pad_ids)``.
+    ``baseline = tpa.layer_activations(model, "embedding", pad_ids)``. ``layer=(layer, call_index)``
+    picks one call of a layer that runs several times; a tied embedding (lookup + ``reverse=True``
+    projection) gives its lookup.
     """
-    lay = find_layer(model, layer)
-    with LayerTap(lay) as tap:
-        model(inputs, training=False)
-    if tap.calls != 1:
-        raise ValueError(f"layer {lay.name!r} ran {tap.calls} times in one model call; attribution to a shared or "
-                         "unused layer is ambiguous")
-    if isinstance(tap.outputs, (list, tuple, dict)):
-        raise ValueError(f"layer {lay.name!r} returns several tensors; pick a layer with a single output")
-    return tf.convert_to_tensor(tap.outputs)
+    return layer_call_activations(model, layer, inputs)[0]

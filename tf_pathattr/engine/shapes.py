@@ -31,21 +31,34 @@ class Structure:
         return list(flat)
 
     def flatten(self, value, name: str):
-        """Flatten a value that must mirror this structure (baselines, noise, attributions)."""
+        """Flatten a value that must mirror this structure (baselines, noise, attributions).
+
+        For a multi-input model a Python list or tuple is always read as one entry per input (what
+        captum and alibi users mean by ``baseline=(0.0, 1.0)``), never as a per-feature vector
+        shared by every input; a list of the wrong length is refused. A scalar or an array is
+        shared by every input; a dict model takes a dict with the same keys.
+        """
         if self.kind == "single":
             if isinstance(value, (list, tuple, dict)) and not _is_numeric_sequence(value):
                 raise ValueError(f"{name}: the model has a single input, so {name} must be one array, got a {type(value).__name__}")
             return [value]
         if self.kind == "dict":
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"{name}: the inputs are a dict with keys {list(self.keys)}, so a per-input {name} "
+                                 f"must be a dict with those keys (a list or tuple cannot be matched to keys); a "
+                                 f"scalar or an array is shared by every input")
             if not isinstance(value, dict):
                 return [value] * len(self.keys)  # a scalar / shared value applies to every input
             missing = [k for k in self.keys if k not in value]
             if missing:
                 raise ValueError(f"{name}: missing entries for inputs {missing}; expected keys {list(self.keys)}")
             return [value[k] for k in self.keys]
-        if isinstance(value, (list, tuple)) and not _is_numeric_sequence(value):
+        if isinstance(value, (list, tuple)):
             if len(value) != len(self.keys):
-                raise ValueError(f"{name}: expected {len(self.keys)} entries (one per model input), got {len(value)}")
+                raise ValueError(
+                    f"{name}: the model has {len(self.keys)} inputs, so a list or tuple {name} needs one entry "
+                    f"per input; got {len(value)} entries. To share one per-feature {name} with every input pass a "
+                    f"numpy array instead")
             return list(value)
         return [value] * len(self.keys)
 
@@ -114,9 +127,11 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
         if t.dtype.is_integer or t.dtype == tf.bool:
             if not allow_integer:
                 raise TypeError(
-                    f"{label} has integer dtype {t.dtype.name}: gradients do not exist for integer inputs such as "
-                    "token ids. Pass layer=<the Embedding layer or its name> to attribute to the embedding output, "
-                    "or cast the inputs to float if they are really continuous."
+                    f"{label} has integer dtype {t.dtype.name}: integer inputs such as token ids have no gradient, "
+                    "and casting ids to float does not create one (an Embedding lookup is not differentiable in its "
+                    "ids, so the attributions would all be zero). Pass layer=<the Embedding layer or its name> to "
+                    "attribute to the embedding output, with the integer ids unchanged. Only integers that are "
+                    "measurements (e.g. uint8 pixel values 0-255) should be converted to float."
                 )
         elif t.dtype.is_floating:
             t = tf.cast(t, tf.float32)
@@ -135,7 +150,63 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
     return flat, structure, int(batch)
 
 
-def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline"):
+def _declared_shapes(model, structure: Structure):
+    """The input shapes a Keras model declares (``keras.Input``), one per flat input, or ``None``."""
+    try:
+        spec = getattr(model, "input")
+    except Exception:  # Sequential models before their first call, subclassed models, plain callables
+        spec = None
+    if spec is None:
+        listed = getattr(model, "inputs", None)
+        if not isinstance(listed, (list, tuple)) or not listed:
+            return None
+        if structure.kind == "dict":
+            by_name = {getattr(t, "name", None): t for t in listed}
+            spec = {k: by_name[k] for k in structure.keys if k in by_name}
+        else:
+            spec = listed[0] if len(listed) == 1 else list(listed)
+
+    def shape_of(t):
+        shape = getattr(t, "shape", None)
+        return None if shape is None else tuple(shape)
+
+    if structure.kind == "single":
+        if isinstance(spec, (list, tuple, dict)):
+            if len(spec) != 1:
+                return None
+            spec = next(iter(spec.values())) if isinstance(spec, dict) else spec[0]
+        return [shape_of(spec)]
+    if structure.kind == "dict":
+        if not isinstance(spec, dict):
+            return None
+        return [shape_of(spec[k]) if k in spec else None for k in structure.keys]
+    if isinstance(spec, (list, tuple)) and len(spec) == len(structure.keys):
+        return [shape_of(t) for t in spec]
+    return None
+
+
+def check_against_model(model, flat, structure: Structure, name: str = "inputs") -> None:
+    """Refuse inputs whose rank differs from the batch the model declares (``keras.Input``).
+
+    The usual case is one example passed without its batch axis (``ig(model, x[0])``), which Keras
+    would otherwise report deep inside a layer (e.g. negative Conv2D output sizes).
+    """
+    declared = _declared_shapes(model, structure)
+    if not declared:
+        return
+    for i, (want, t) in enumerate(zip(declared, flat)):
+        if want is None or len(want) == 0:
+            continue
+        if t.shape.rank != len(want):
+            label = name if structure.kind == "single" else f"{name}[{structure.keys[i]!r}]"
+            dims = ", ".join("B" if j == 0 else ("?" if d is None else str(d)) for j, d in enumerate(want))
+            hint = ""
+            if t.shape.rank == len(want) - 1:
+                hint = " (one example without its batch axis? pass x[None] for a batch of one)"
+            raise ValueError(f"{label}: expected a batch [{dims}], got an array of shape {tuple(t.shape)}{hint}")
+
+
+def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline", seed=None):
     """Bring baselines to ``[K, B, *S]`` per input (``K`` baselines that get averaged).
 
     Accepted per input (``S`` = per-example shape, ``B`` = batch size):
@@ -147,7 +218,8 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     * ``[K, B, *S]`` or ``[K, 1, *S]`` -> K baselines per example, averaged.
 
     A ``[B, *S]`` array is always read as per-example; to pass ``K == B`` shared baselines use
-    ``[K, 1, *S]``. All inputs must agree on ``K``.
+    ``[K, 1, *S]``. All inputs must agree on ``K``. A ``tpa.baselines`` recipe is drawn for the
+    inputs; ``seed`` (the method's ``seed=``) overrides the recipe's own seed when it is not ``None``.
     """
     if baseline is None:
         baseline = 0.0
@@ -159,7 +231,7 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
         if b is None:
             b = 0.0
         if hasattr(b, "draw") and callable(b.draw):  # a tpa.baselines recipe
-            b = b.draw(x, input_index=i)
+            b = b.draw(x, seed=seed, input_index=i)
         t = tf.cast(_to_tensor(b, label), tf.float32)
         if not bool(tf.reduce_all(tf.math.is_finite(t))):
             raise ValueError(f"{label} contains NaN or infinite values")
@@ -191,6 +263,23 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     if len(ks) > 1:
         raise ValueError(f"{name}: every input needs the same number of baselines, got {sorted(ks)}")
     return out
+
+
+def renamed_option(new_value, old_value, new_name: str, old_name: str, default=None, stacklevel: int = 3):
+    """Resolve an option renamed from ``old_name`` to ``new_name`` (the old name stays one release).
+
+    ``new_value`` is ``None`` when the user did not pass the new name. Passing the old name warns
+    with a ``DeprecationWarning``; passing both is a ``TypeError``.
+    """
+    if old_value is None:
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise TypeError(f"{old_name}= is the deprecated name of {new_name}=; pass only {new_name}= (got both)")
+    import warnings
+
+    warnings.warn(f"{old_name}= is deprecated and has been renamed {new_name}=; {old_name}= will be removed in the "
+                  f"next release", DeprecationWarning, stacklevel=stacklevel)
+    return old_value
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:

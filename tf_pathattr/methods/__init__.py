@@ -3,8 +3,8 @@
 :data:`METHODS` lists the canonical names, :func:`attribute` dispatches by name or alias, and
 :mod:`.registry` answers what each method supports.
 """
-from . import (blur_ig, expected_gradients, gradients, guided_ig, idg, ig2, integrated_gradients, noise_tunnel,
-               registry, smooth_taylor, split_ig, xrai)
+from . import (agi, blur_ig, dig, expected_gradients, gradients, guided_ig, idg, idgi, ig2, integrated_gradients,
+               noise_tunnel, registry, sig, smooth_taylor, split_ig, xrai)
 
 # The registry: one entry per method module (the noise tunnel module also declares SmoothGrad).
 for _spec in (
@@ -20,6 +20,10 @@ for _spec in (
     xrai.SPEC,
     noise_tunnel.SPEC,
     noise_tunnel.SMOOTHGRAD_SPEC,
+    idgi.SPEC,
+    agi.SPEC,
+    dig.SPEC,
+    sig.SPEC,
 ):
     registry.register(_spec)
 del _spec

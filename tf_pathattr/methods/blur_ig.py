@@ -34,6 +34,8 @@ arXiv 2004.03383.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import functools
 import math
 
@@ -41,9 +43,12 @@ import numpy as np
 import tensorflow as tf
 
 from ..baselines import gaussian_kernel_1d
+from ..engine import accumulators as _acc
 from ..engine import gradients as eng
+from ..engine.layout import image_axes, resolve_data_format, to_channels_last
 from ..engine.shapes import check_positive_int
-from .registry import MethodSpec
+from .registry import MethodSpec, require
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = [
     "blur_integrated_gradients",
@@ -131,6 +136,18 @@ def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: floa
     )
 
 
+def _refuse_integer_images(inputs, method_name):
+    """Integer images: say to convert them to float (the engine's integer message points to layer=,
+    which image methods cannot take)."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None and not isinstance(inputs, (list, tuple, dict)):
+        dtype = np.asarray(inputs).dtype
+    if dtype is not None and (tf.as_dtype(dtype).is_integer or tf.as_dtype(dtype) == tf.bool):
+        raise TypeError(f"inputs has integer dtype {tf.as_dtype(dtype).name}: {method_name} explains float images; "
+                        "convert integer images (e.g. uint8 0-255) to float as the model expects them. "
+                        f"It cannot attribute to a layer's output (layer=), so token-id models need another method.")
+
+
 def _check_positive_float(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
@@ -140,19 +157,32 @@ def _check_positive_float(value, name):
     return value
 
 
+@overload
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 50.0, n_steps: int = 100,
                               grad_step: float = 0.01, sqrt: bool = False, internal_batch_size=None,
-                              return_convergence_delta: bool = False, jit_compile: bool = False):
+                              return_convergence_delta: bool = False, jit_compile: bool = False,
+                              data_format=None, layer=None, idgi=False):
     """Blur IG: integrated gradients along the path from ``blur(x, sigma_end)`` to ``x``.
 
     Parameters
     ----------
     model : keras.Model or callable
-        An image model taking ``[B, H, W, C]`` float batches (channels last).
-    inputs : array-like ``[B, H, W, C]``, float
-        The images. Axes 1 and 2 are blurred, the channel axis is left alone. Other ranks,
-        multi-input structures and integer dtypes raise an error.
+        An image model taking float image batches in ``data_format``.
+    inputs : array-like ``[B, H, W, C]``, ``[B, C, H, W]`` or ``[B, H, W]``, float
+        The images. The height and width axes are blurred, the channel axis is left alone. Other
+        ranks, multi-input structures and integer dtypes raise an error.
     target : None, int, sequence of B ints, or callable
         See :mod:`tf_pathattr.engine.targets`.
     max_sigma : float
@@ -171,10 +201,20 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
         Also return ``delta = sum(attr) - (F(x) - F(blur(x, sigma_end)))`` per example.
     jit_compile : bool
         Compile the whole method with XLA.
+    idgi : bool or engine.accumulators.ImportantDirection
+        Reduce the blur path with IDGI (``tpa.idgi``): the points ``z_i = blur(x, sigma_i)``,
+        ``i = 0..n-1`` (from the image towards blur), each with its gradient, and the output change
+        to the next point, the last one being ``blur(x, sigma_end)`` (one extra forward pass); the
+        sum is negated so that it runs from the blurred image to ``x``.
+    data_format : {"channels_last", "channels_first"}, optional
+        Layout of rank-4 images (default ``keras.config.image_data_format()``); ``[B, H, W]``
+        grayscale batches are the same in both.
+    layer : None
+        Not supported: the blur path is defined on the image itself (a ``ValueError`` says so).
 
     Returns
     -------
-    attributions : tf.Tensor ``[B, H, W, C]`` (float32)
+    attributions : tf.Tensor shaped like ``inputs`` (float32)
     delta : tf.Tensor ``[B]``, only with ``return_convergence_delta=True``
 
     Notes
@@ -185,28 +225,43 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     blob, not from a mean-colour image. With ``grad_step < 0.125`` the first step contributes
     exactly 0 (both blurs are the identity).
     """
+    if layer is not None:
+        require(SPEC, "layer", "layer=")
+    _refuse_integer_images(inputs, "blur_integrated_gradients")
     max_sigma = _check_positive_float(max_sigma, "max_sigma")
     grad_step = _check_positive_float(grad_step, "grad_step")
     n_steps = check_positive_int(n_steps, "n_steps")
+    accumulator = _acc.as_accumulator(idgi)
     problem = eng.prepare(model, inputs, target)
     if problem.structure.kind != "single":
         raise ValueError("inputs: blur_integrated_gradients needs a single image batch [B, H, W, C], "
                          f"got a {problem.structure.kind} of inputs")
     x0 = problem.flat_x[0]
-    if x0.shape.rank != 4:
-        raise ValueError(f"inputs must be images of shape [B, H, W, C] (channels last); got shape {tuple(x0.shape)}. "
-                         "Add a channel axis for grayscale images.")
+    fmt = resolve_data_format(data_format)
+    h_axis, w_axis, _ = image_axes(tuple(x0.shape), fmt)
+    rank = x0.shape.rank
     batch = problem.batch_size
-    h, w = int(x0.shape[1]), int(x0.shape[2])
+    h, w = int(x0.shape[h_axis]), int(x0.shape[w_axis])
+
+    def to_bhwc(t):  # the user's layout -> [B, H, W, C] (a grayscale batch gets C = 1)
+        return t[..., None] if rank == 3 else to_channels_last(t, fmt)
+
+    def from_bhwc(t):  # [..., H, W, C] -> the user's layout (leading axes kept)
+        if rank == 3:
+            return t[..., 0]
+        if fmt == "channels_first":
+            lead = t.shape.rank - 3
+            return tf.transpose(t, list(range(lead)) + [lead + 2, lead, lead + 1])
+        return t
     tables = _path_tables(h, w, max_sigma, n_steps, grad_step, bool(sqrt))
     chunk = eng.chunk_size(n_steps, batch, internal_batch_size)
     key = ("blur_integrated_gradients", float(max_sigma), n_steps, float(grad_step), bool(sqrt), chunk,
-           bool(return_convergence_delta), batch)
+           bool(return_convergence_delta), batch, fmt, _acc.cache_token(accumulator))
     names = ("bh", "bw", "dh", "dw", "bwp", "end_h", "end_w")
 
     def builder():
         def fn(flat_x, indices, bh, bw, dh, dw, bwp, end_h, end_w):
-            x = flat_x[0]
+            x = to_bhwc(flat_x[0])  # blurred along H and W in [B, H, W, C]; the model sees its own layout
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
 
             def body(start, size, acc):
@@ -216,15 +271,24 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
                 z = tf.einsum("kwj,kbhjc->kbhwc", mw, t1)
                 dz = (tf.einsum("kwj,kbhjc->kbhwc", mdw, t1)
                       + _apply(mdh, mwp, x))  # = -(d_i / h) (blur(x, s_i + h) - blur(x, s_i))
-                _, grads = eng.score_and_gradients(problem, [eng.rows(z, size, batch)], indices)
-                g = eng.unrows(grads[0], size, batch)
+                f, grads = eng.score_and_gradients(problem, [eng.rows(from_bhwc(z), size, batch)], indices)
+                g = eng.unrows(to_bhwc(grads[0]), size, batch)
+                if accumulator is not None:  # IDGI: (F, g) at blur(x, sigma_i), in path order
+                    return accumulator.update(acc, tf.reshape(f, [size, batch]), [g])
                 return acc + tf.reduce_sum(dz * g, axis=0)
 
-            attr = eng.chunked_loop(n_steps, chunk, body, tf.zeros_like(x))
+            if accumulator is not None:
+                state = eng.chunked_loop(n_steps, chunk, body, accumulator.init([x]))
+                f_end = eng.scores(problem, [from_bhwc(_apply(end_h, end_w, x)[0])], indices)
+                (attr,), _ = accumulator.finish(state, f_end)
+                attr = -attr  # from blur(x, sigma_end) to x
+            else:
+                attr = eng.chunked_loop(n_steps, chunk, body, tf.zeros_like(x))
+            attr = from_bhwc(attr)
             if not return_convergence_delta:
                 return [attr], tf.zeros((batch,), tf.float32)
-            f_x = eng.scores_at_x(problem, [x], indices, out_x)
-            f_end = eng.scores(problem, [_apply(end_h, end_w, x)[0]], indices)
+            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
+            f_end = eng.scores(problem, [from_bhwc(_apply(end_h, end_w, x)[0])], indices)
             total = tf.reduce_sum(tf.reshape(attr, [batch, -1]), axis=1)
             return [attr], total - (f_x - f_end)
 
@@ -242,6 +306,6 @@ SPEC = MethodSpec(
     completeness="F(x) − F(blur(x, σ_max))",
     layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",
     multi_input="blur_integrated_gradients blurs one image input; multi-input models are not supported",
-    image_only="blur_integrated_gradients needs images [B, H, W, C] or [B, H, W]",
+    image_only="blur_integrated_gradients needs images [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]",
     test_options={"n_steps": 8, "max_sigma": 2.0},
 )

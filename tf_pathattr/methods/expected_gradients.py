@@ -16,12 +16,15 @@ Intelligence 2021, arXiv 1906.10670.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["expected_gradients", "draw_samples"]
 
@@ -33,8 +36,39 @@ def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
     return idx, alpha
 
 
+def _flat_background(background, structure):
+    """One ``[M, *S_i]`` tensor per model input, in the inputs' order: a dict background is matched to
+    the inputs by key (never by the dict's order), a list / tuple by position."""
+    if structure.kind == "dict":
+        if not isinstance(background, dict):
+            raise ValueError(f"background: the inputs are a dict with keys {list(structure.keys)}, so background must "
+                             f"be a dict with the same keys, got a {type(background).__name__}")
+        missing = [k for k in structure.keys if k not in background]
+        extra = [k for k in background if k not in structure.keys]
+        if missing or extra:
+            raise ValueError(f"background: missing entries for inputs {missing}, unknown keys {extra}; expected "
+                             f"keys {list(structure.keys)}")
+        background = {k: background[k] for k in structure.keys}
+    flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
+    if (bg_structure.kind == "single") != (structure.kind == "single") or len(flat_bg) != len(structure.keys or (0,)):
+        raise ValueError("background must have the same structure as inputs (one array per model input)")
+    return flat_bg, n_bg
+
+
+@overload
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
-def expected_gradients(model, inputs, target=None, background=None, n_samples: int = 100, seed=None,
+def expected_gradients(model, inputs, target=None, *, background=None, n_samples: int = 100, seed=None,
                        internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
                        sample_indices=None, sample_alphas=None, layer=None):
     """Expected Gradients (IG with baselines and alphas sampled from a background set).
@@ -65,9 +99,7 @@ def expected_gradients(model, inputs, target=None, background=None, n_samples: i
         raise ValueError("background is required: an array [M, ...] of reference samples (e.g. training data)")
     n_samples = check_positive_int(n_samples, "n_samples")
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
-    if bg_structure.kind != problem.structure.kind or len(flat_bg) != len(problem.flat_x):
-        raise ValueError("background must have the same structure as inputs (one array per model input)")
+    flat_bg, n_bg = _flat_background(background, problem.structure)
     for b, x in zip(flat_bg, problem.flat_x):
         if tuple(b.shape[1:]) != tuple(x.shape[1:]):
             raise ValueError(f"background examples have shape {tuple(b.shape[1:])}, inputs {tuple(x.shape[1:])}")
@@ -133,5 +165,6 @@ SPEC = MethodSpec(
     completeness="F(x) − mean F(drawn baselines)",
     stochastic=True,
     per_example_options={"sample_indices": tile_batch_axis(1), "sample_alphas": tile_batch_axis(1)},
+    baseline_option="background",
     test_options={"background": _test_background, "n_samples": 8, "seed": 0},
 )

@@ -8,16 +8,31 @@ Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Net
 from __future__ import annotations
 
 from ..engine import gradients as eng
+from ..engine.shapes import check_optional_positive_int
 from .registry import MethodSpec
 
 __all__ = ["gradients"]
 
 
 @eng.planned
-def gradients(model, inputs, target=None, multiply_by_inputs: bool = False, jit_compile: bool = False, layer=None):
+def gradients(model, inputs, target=None, *, multiply_by_inputs: bool = False, internal_batch_size=None,
+              jit_compile: bool = False, layer=None):
     """Gradient of the explained scalar with respect to the inputs (optionally times the inputs).
 
-    With ``layer=`` the gradient is taken with respect to that layer's output."""
+    Parameters
+    ----------
+    model, inputs, target
+        As for :func:`tf_pathattr.integrated_gradients`.
+    multiply_by_inputs : bool
+        Return gradient x input.
+    internal_batch_size : int, optional
+        Validated only: one forward and one backward pass over the ``B`` examples.
+    jit_compile : bool
+        Compile with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Take the gradient with respect to that layer's output (e.g. an ``Embedding``).
+    """
+    check_optional_positive_int(internal_batch_size, "internal_batch_size")
     problem = eng.prepare(model, inputs, target, layer=layer)
     key = ("gradients", bool(multiply_by_inputs), problem.batch_size)
 

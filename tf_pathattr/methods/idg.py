@@ -44,14 +44,17 @@ Where the Model Makes Its Decision", AAAI 2024, arXiv 2305.20052. Released code:
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
+from .._typing import Attributions, Inputs, Model, Target
 
-__all__ = ["integrated_decision_gradients", "allocate", "place"]
+__all__ = ["integrated_decision_gradients", "allocate", "allocate_from_logits", "place"]
 
 IMPORTANCE = ("exact", "finite_difference")
 PLACEMENT = ("segment", "reference")
@@ -88,7 +91,7 @@ def allocate(slopes, n_samples: int, reference: bool = False):
     lo = tf.minimum(tf.reduce_min(slopes, axis=-1, keepdims=True), 0.0)
     hi = tf.maximum(tf.reduce_max(slopes, axis=-1, keepdims=True), 0.0)
     span = hi - lo
-    norm = tf.math.divide_no_nan(slopes - lo, span)
+    norm = tf.maximum(tf.math.divide_no_nan(slopes - lo, span), 0.0)  # >= 0 also after compiled rounding
     if reference:
         norm = tf.concat([tf.zeros_like(norm[:, :1]), norm[:, 1:]], axis=1)  # the sentinel gets 0
     degenerate = tf.reduce_max(norm, axis=-1) <= DEGENERATE_TOL  # [B]
@@ -120,6 +123,24 @@ def allocate(slopes, n_samples: int, reference: bool = False):
     uniform[first:first + rem] += 1
     counts = tf.where(degenerate[:, None], tf.constant(uniform)[None], counts)
     return counts, f
+
+
+def allocate_from_logits(coarse, n_samples: int, reference: bool = False):
+    """Sample counts ``[B, E]`` from the coarse logits ``[B, N]`` (the method's step 2).
+
+    The allocation is invariant to a positive scale of the slopes (``S^`` is min-max normalised), so
+    it is computed from the logit *differences* ``L_{j+1} - L_j`` rather than the slopes
+    ``(L_{j+1} - L_j) / Delta``: a float32 subtraction of the same two numbers is exact and the
+    same in every compiled form, while XLA may evaluate the division in two fused kernels with
+    different rounding, so that ``S_j - min S`` came out as ``-1e-8`` for the minimum and ``floor``
+    turned it into a count of ``-1`` (eager and ``jit_compile=True`` placed the samples
+    differently). Normalised values are also clamped at 0.
+    """
+    diffs = coarse[:, 1:] - coarse[:, :-1]  # [B, N-1], proportional to the slopes
+    if reference:
+        diffs = tf.concat([tf.zeros_like(diffs[:, :1]), diffs], axis=1)  # the released sentinel entry
+    counts, _ = allocate(diffs, n_samples, reference=reference)
+    return counts
 
 
 def place(counts, n_samples: int, delta: float, placement: str = "segment", sample_point: str = "left",
@@ -156,12 +177,24 @@ def place(counts, n_samples: int, delta: float, placement: str = "segment", samp
     return alpha, w
 
 
+@overload
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 50, n_coarse=None,
                                   reference_compat: bool = False, importance: str = "exact",
                                   placement: str = "segment", sample_point: str = "left", normalize=None,
                                   internal_batch_size=None, return_details: bool = False,
-                                  jit_compile: bool = False):
+                                  jit_compile: bool = False, layer=None, seed=None):
     """Integrated Decision Gradients with adaptive sample allocation (bug-free default).
 
     Parameters
@@ -195,6 +228,13 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
         and ``importance [B, M]``.
     jit_compile : bool
         Compile the whole method with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output (e.g. an ``Embedding``): the coarse and fine passes run on
+        the straight line from ``baseline`` (in that layer's output space, default zeros) to the
+        layer's activations; the raw inputs (integer token ids) are fed unchanged.
+    seed : int, optional
+        Seed of a random ``tpa.baselines`` recipe (``None``: the recipe's own seed). IDG itself
+        draws nothing.
 
     Returns
     -------
@@ -221,8 +261,8 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
             raise ValueError(f"reference_compat=True needs n_coarse == n_steps (the released code uses one size), "
                              f"got n_coarse={n}, n_steps={m}")
         importance, placement, sample_point = "finite_difference", "reference", "left"
-    problem = eng.prepare(model, inputs, target)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    problem = eng.prepare(model, inputs, target, layer=layer)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if int(flat_base[0].shape[0]) != 1:
         raise ValueError(f"baseline: integrated_decision_gradients takes one baseline per example, got "
                          f"{int(flat_base[0].shape[0])} stacked baselines")
@@ -256,14 +296,11 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
 
             coarse = eng.chunked_loop(n, chunk_c, coarse_body, tf.zeros((n, batch), tf.float32))
             coarse = tf.transpose(coarse)  # [B, N]
-            seg = (coarse[:, 1:] - coarse[:, :-1]) / delta  # [B, N-1]
             # 2. allocation and placement
+            counts = allocate_from_logits(coarse, m, compat)
             if compat:
-                entries = tf.concat([tf.zeros_like(seg[:, :1]), seg], axis=1)
-                counts, _ = allocate(entries, m, reference=True)
                 alpha, w = place(counts, m, delta, "reference", "left", first_left=1)
             else:
-                counts, _ = allocate(seg, m, reference=False)
                 alpha, w = place(counts, m, delta, placement, sample_point, first_left=0)
             alpha_t, w_t = tf.transpose(alpha), tf.transpose(w)  # [M, B]
 
@@ -327,7 +364,7 @@ SPEC = MethodSpec(
     paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
           "Where the Model Makes Its Decision, AAAI 2024",
     details=True,
-    layer="integrated_decision_gradients does not support layer= yet",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

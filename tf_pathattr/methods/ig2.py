@@ -37,6 +37,8 @@ Released code: github.com/JoeZhuo-ZY/IG2 (PyTorch).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import math
 
 import keras
@@ -45,8 +47,9 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
-from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
+from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int, renamed_option
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["ig2", "RULES"]
 
@@ -83,7 +86,7 @@ def _resolve_representation(model, representation):
     if isinstance(representation, str):
         layer = lookup_layer(model, representation) if is_keras else None
         if layer is None:
-            names = [l.name for l in getattr(model, "layers", [])] if is_keras else []
+            names = [lay.name for lay in getattr(model, "layers", [])] if is_keras else []
             raise ValueError(
                 f"representation: no layer named {representation!r} in the model (top-level layers: {names})"
             )
@@ -184,9 +187,8 @@ def gradpath_integral(problem, x, refs_rb, indices, rep_fn, eta, n_steps, rule, 
             tape.watch(z)
             rep, s = rep_fn(z)
             d = tf.reduce_sum(tf.square(rep - r_ref), axis=1)
-        zero = tf.UnconnectedGradients.ZERO
-        g_f = tape.gradient(s, z, unconnected_gradients=zero)
-        g_d = tape.gradient(d, z, unconnected_gradients=zero)
+        g_f = eng.connected_gradients(problem, tape, s, z)
+        g_d = eng.connected_gradients(problem, tape, d, z, what="the representation distance D_r (representation=)")
         del tape
         return (tf.ensure_shape(s, [m_rows]), tf.ensure_shape(d, [m_rows]),
                 tf.ensure_shape(g_f, shape), tf.ensure_shape(g_d, shape))
@@ -239,10 +241,22 @@ def _make_rep_fn(problem, mode, obj, indices):
 # public function
 
 
+@overload
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def ig2(model, inputs, target=None, *, references=None, step_size=None, representation=None, n_steps: int = 201,
-        clip=None, rule: str = "official", eps: float = 1e-12, max_batch=None, return_details: bool = False,
-        jit_compile: bool = False):
+        clip=None, rule: str = "official", eps: float = 1e-12, internal_batch_size=None, return_details: bool = False,
+        jit_compile: bool = False, layer=None, max_batch=None):
     """IG2: integrated gradients along the iterative gradient path (GradPath) to GradCF, averaged over references.
 
     Parameters
@@ -277,15 +291,27 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
     eps : float
         Floor of the step normaliser ``||∇D_r||``; a row whose gradient vanishes stops moving
         instead of producing NaN (the release has no floor).
-    max_batch : int, optional
-        Most rows (explicands x references) per fused loop; references are processed in groups of
-        ``max(1, max_batch // B)`` to bound activation memory.
+    internal_batch_size : int, optional
+        Most model rows (explicands x references) per call: references are processed in groups of
+        ``max(1, internal_batch_size // B)`` to bound activation memory (default: all references
+        in one fused loop).
     return_details : bool
         Also return a dict with ``per_reference`` and ``gradcf`` ``[B, R, *S]``, ``f_x [B]``,
         ``f_gradcf``, ``rep_dist_start``, ``rep_dist_end`` (``D_r = ||f̃ - f̃(x^r)||²``) and
         ``completeness_residual = Σφ^r - (f_x - f_gradcf)``, all ``[B, R]``.
     jit_compile : bool
         Compile the whole method with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output (e.g. the ``Embedding`` of a text model with integer token
+        ids): GradPath walks in that layer's output space, starting at the explicand's activations;
+        ``references``, ``step_size`` and ``clip`` are then given in that space (build references
+        with ``tpa.layer_activations(model, layer, reference_ids)``), and the raw inputs are fed
+        unchanged to every model call (a reference's representation is computed with the
+        explicand's other inputs, e.g. its padding mask). This is not ``representation``: the
+        representation is where the *distance* that steers the path is measured (it must come after
+        ``layer`` in the model), ``layer`` is where the path and the attributions live.
+    max_batch : int, optional
+        Deprecated name of ``internal_batch_size`` (kept for one release; ``DeprecationWarning``).
 
     Returns
     -------
@@ -307,8 +333,9 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
     n_steps = check_positive_int(n_steps, "n_steps")
     check_choice(rule, "rule", RULES)
     eps = _check_float(eps, "eps", allow_zero=True)
-    max_batch = check_optional_positive_int(max_batch, "max_batch")
-    problem = eng.prepare(model, inputs, target)
+    max_batch = renamed_option(internal_batch_size, max_batch, "internal_batch_size", "max_batch")
+    max_batch = check_optional_positive_int(max_batch, "internal_batch_size")
+    problem = eng.prepare(model, inputs, target, layer=layer)
     if len(problem.flat_x) != 1:
         raise ValueError("ig2 supports single-input models only (the step norm is taken over one input tensor)")
     x = problem.flat_x[0]
@@ -371,6 +398,15 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
 
 
 
+def _tile_clip(value, ctx):
+    """``clip=(low, high)``: a bound shaped like the inputs ``[B, *S]`` is per example (tiled); scalars and
+    bounds without the batch axis are shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != 2:
+        return value
+    per_row = tile_batch_axis(0, rank=lambda r: r)
+    return tuple(per_row(v, ctx) for v in value)
+
+
 def _test_references(x):
     """Two fixed uniform references shaped like the probe's examples (contract tests)."""
     return np.random.default_rng(2).uniform(0.0, 1.0, size=(2,) + tuple(x.shape[1:])).astype(np.float32)
@@ -384,8 +420,8 @@ SPEC = MethodSpec(
     paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
           "IEEE TPAMI 2024",
     details=True,
-    layer="ig2 does not support layer= yet",
     multi_input="ig2 walks one input tensor; multi-input models are not supported",
-    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1)},
+    per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1), "clip": _tile_clip},
+    baseline_option="references",
     test_options={"references": _test_references, "step_size": 0.05, "n_steps": 8},
 )

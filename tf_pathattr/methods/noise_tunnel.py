@@ -20,13 +20,18 @@ neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
-from .registry import MethodSpec
+from . import registry
+from .registry import MethodSpec, TileContext
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 
@@ -42,17 +47,42 @@ def _noise_scales(flat_x, stdevs):
     return out
 
 
-def _tile_option(value, batch, reps, example_rank):
-    """Tile a per-example option ``[B, *S]`` to ``[reps * B, *S]`` (point-major); leave others alone."""
-    if isinstance(value, (np.ndarray, tf.Tensor)) and value.ndim == example_rank and value.shape[0] == batch and batch > 1:
-        t = tf.convert_to_tensor(value)
-        return tf.reshape(tf.tile(t[None], [reps] + [1] * t.shape.rank), [reps * batch] + t.shape[1:].as_list())
-    return value
+def inner_seed(seed, start: int) -> int:
+    """The seed a stochastic wrapped method gets for the noise samples ``start, start + 1, ...`` of one
+    call: derived from the tunnel's ``seed`` and ``start`` (independent of the noise draws, which use
+    ``(seed, j)``, and different for every group of samples)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x5EED, int(start)]).generate_state(1)[0] >> 1)
 
 
-def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad", nt_samples: int = 25,
-                 stdevs: float = 0.15, nt_samples_batch_size=None, seed=None, noise=None,
-                 return_convergence_delta: bool = False, **method_options):
+def _tile_options(method, options, problem, reps):
+    """The wrapped method's options for ``reps * B`` rows (point-major).
+
+    Exactly the options its registry entry declares per-example (``MethodSpec.per_example_options``)
+    are tiled, each by its declared tiler; every other option is passed unchanged. An unregistered
+    callable declares nothing, so nothing is tiled for it.
+    """
+    spec = registry.spec_of(method)
+    tilers = spec.per_example_options if spec is not None else {}
+    ctx = TileContext(batch=problem.batch_size, reps=int(reps), flat_x=tuple(problem.flat_x),
+                      structure=problem.structure)
+    return {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in options.items()}
+
+
+@overload
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+
+
+def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,
+                 stdevs: float = 0.15, internal_batch_size=None, seed=None, noise=None,
+                 return_convergence_delta: bool = False, nt_samples_batch_size=None, **method_options):
     """Average an attribution method over Gaussian-perturbed copies of the inputs.
 
     Parameters
@@ -67,37 +97,58 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         Noise samples ``n`` (default 25).
     stdevs : float
         Noise standard deviation as a fraction of each example's value range (default 0.15).
-    nt_samples_batch_size : int, optional
-        Noise samples per call of the wrapped method (default: all). A callable target forces 1,
-        because a score written for ``B`` rows cannot be tiled.
+    internal_batch_size : int, optional
+        Most model rows per call, as for every method: the wrapped method runs on
+        ``max(1, internal_batch_size // B)`` noisy copies at a time (default: all ``nt_samples``) and
+        gets the same ``internal_batch_size`` for its own path chunks. A callable target forces one
+        copy per call, because a score written for ``B`` rows cannot be tiled.
     seed : int, optional
         Stateless noise seed; sample ``j`` uses ``(seed, j)``, so results do not depend on the
-        batching of samples.
+        batching of samples. A stochastic wrapped method (``stochastic=True`` in its registry entry:
+        Expected Gradients, SmoothTaylor, ...) gets its own seed derived from ``seed`` and the first
+        sample of each call (:func:`inner_seed`); its draws then depend on how samples are batched.
     noise : array ``[n, B, *S]`` (structure for multi-input), optional
         Standard-normal noise to use instead of drawing (scaled by the per-example sigma).
     return_convergence_delta : bool
         ``smoothgrad`` only: the mean of the wrapped method's deltas, i.e.
         ``sum(SG) - (mean_j F(x + eps_j) - F(x'))`` for IG.
+    nt_samples_batch_size : int, optional
+        Deprecated (one release, ``DeprecationWarning``): noise samples per call of the wrapped
+        method; use ``internal_batch_size`` (model rows per call).
     **method_options
-        Passed to the wrapped method (``n_steps``, ``baseline``...). A per-example ``baseline``
-        ``[B, *S]`` is tiled along with the inputs.
+        Passed to the wrapped method (``n_steps``, ``baseline``...). The options its registry entry
+        declares per-example (``tpa.methods.registry.get(name).per_example_options``: a per-example
+        ``baseline`` of IG / Guided IG / IDG / Split IG for every input of a list or dict model,
+        SmoothTaylor's ``noise_scale [B]``, IG2's ``references [B, R, *S]``, Expected Gradients'
+        ``sample_indices`` / ``sample_alphas [n_samples, B]``...) are tiled along with the noisy
+        rows; all other options are passed unchanged.
     """
     from . import resolve_method  # late import: the registry imports this module
 
     if method_options.get("layer") is not None:
-        raise NotImplementedError("noise_tunnel perturbs the inputs; it does not support layer= attribution yet")
+        registry.require(SPEC, "layer", "layer=")
 
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
     n = check_positive_int(nt_samples, "nt_samples")
     if not np.isfinite(stdevs) or stdevs < 0:
         raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
+    ibs = check_optional_positive_int(internal_batch_size, "internal_batch_size")
+    if nt_samples_batch_size is not None:
+        warnings.warn("nt_samples_batch_size= is deprecated and has been replaced by internal_batch_size= (model rows "
+                      "per call: internal_batch_size // B noise samples per call); it will be removed in the next "
+                      "release", DeprecationWarning, stacklevel=2)
+        if ibs is not None:
+            raise TypeError("pass internal_batch_size= or the deprecated nt_samples_batch_size=, not both")
     group = check_optional_positive_int(nt_samples_batch_size, "nt_samples_batch_size") or n
     if return_convergence_delta and nt_type != "smoothgrad":
         raise ValueError("return_convergence_delta is only defined for nt_type='smoothgrad'")
 
     problem = eng.prepare(model, inputs, target)
     batch = problem.batch_size
+    if ibs is not None:
+        group = max(1, ibs // batch)
+        method_options = dict(method_options, internal_batch_size=ibs)
     spec = problem.target
     if spec.kind == tgt.CALLABLE:
         group = 1
@@ -110,6 +161,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
             idx = spec.indices.numpy()
         target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
     group = min(group, n)
+    wrapped = registry.spec_of(method)
+    stochastic = wrapped is not None and wrapped.stochastic
+    seed_int = eng.as_numpy_seed(seed)
 
     sigmas = _noise_scales(problem.flat_x, stdevs)
     if noise is not None:
@@ -119,8 +173,8 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
             if tuple(e.shape) != (n,) + tuple(x.shape):
                 raise ValueError(f"noise must have shape {(n,) + tuple(x.shape)} (nt_samples, *inputs.shape), got {tuple(e.shape)}")
     else:
-        s = eng.as_numpy_seed(seed)
         flat_noise = None
+    s = seed_int
 
     def noise_for(i, start, stop):
         if flat_noise is not None:
@@ -137,7 +191,9 @@ def noise_tunnel(method, model, inputs, target=None, nt_type: str = "smoothgrad"
         for i, x in enumerate(problem.flat_x):
             eps = noise_for(i, start, stop) * eng.expand_like(sigmas[i], x)[None]
             noisy.append(eng.rows(x[None] + eps, g, batch))
-        options = {k: _tile_option(v, batch, g, problem.flat_x[0].shape.rank) for k, v in method_options.items()}
+        options = _tile_options(method, method_options, problem, g)
+        if stochastic:
+            options["seed"] = inner_seed(seed_int, start)
         if return_convergence_delta:
             options["return_convergence_delta"] = True
         res = fn(model, problem.pack(noisy), target_rows(g), **options)
@@ -175,7 +231,7 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
     """The noise tunnel as one embeddable body (``tpa.saved_model.export``): the noise is drawn in-graph
     with the same stateless draws as :func:`noise_tunnel`, and the wrapped method's body runs once on
     all ``nt_samples * B`` noisy rows. Needs a wrapped method with a planner and an index target."""
-    from . import registry, resolve_method  # late import: the registry imports this module
+    from . import resolve_method  # late import: the registry imports this module
 
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
@@ -197,10 +253,10 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
     batch = problem.batch_size
     seed = eng.as_numpy_seed(seed)
     tiled = [eng.rows(tf.tile(x[None], [n] + [1] * x.shape.rank), n, batch) for x in problem.flat_x]
+    options = _tile_options(method, method_options, problem, n)
     spec = registry.spec_of(method)
-    ctx = registry.TileContext(batch, n, tuple(problem.flat_x), problem.structure)
-    tilers = spec.per_example_options if spec is not None else {}
-    options = {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in method_options.items()}
+    if spec is not None and spec.stochastic:
+        options["seed"] = inner_seed(seed, 0)
     inner = planner(model, problem.pack(tiled), tf.tile(problem.target.indices, [n]), **options)
 
     def builder():
@@ -249,6 +305,8 @@ def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **opt
     ``noise_tunnel("gradients", ...)``; ``nt_type="smoothgrad_sq"`` / ``"vargrad"`` give SG² and
     VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`.
     """
+    if options.get("layer") is not None:
+        registry.require(SMOOTHGRAD_SPEC, "layer", "layer=")
     return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
 
 

@@ -63,7 +63,10 @@ class MethodSpec:
     multi_input : bool or str
         Explains list / dict inputs of multi-input models, or why not.
     stochastic : bool
-        Draws random numbers; takes ``seed=`` (stateless: same seed, same result).
+        Draws random numbers with its default options; takes ``seed=`` (stateless: same seed, same
+        result). Methods that take a ``baseline`` (IG, Split IG, Guided IG, IDG) also take ``seed=``,
+        which seeds a random ``tpa.baselines`` recipe (``None``: the recipe's own seed), but they
+        are deterministic without one, so they are not declared stochastic.
     exportable : bool or str
         Can be embedded in a SavedModel endpoint (``tpa.saved_model.export``) and the callback's
         compiled explain step, or why not.
@@ -83,6 +86,10 @@ class MethodSpec:
         The largest relative difference ``max|batch - single| / max|single|`` between an
         example explained inside a batch and alone (0.0 = bit-identical up to float rounding of
         the model itself). Declared and tested; a nonzero value is documented with its cause.
+    baseline_option : str or None
+        The keyword option that takes the path's starting point(s) in the attributed space
+        (``"baseline"``, ``"background"``, ``"references"``), or ``None`` when the method has none;
+        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it.
     test_options : mapping
         Small, fast options for the contract tests, benchmarks and the demo; a value may be a
         callable ``f(x_numpy) -> value`` of the probe batch.
@@ -105,6 +112,7 @@ class MethodSpec:
     wraps_method: bool = False
     per_example_options: Mapping[str, Callable] = field(default_factory=dict)
     batch_tolerance: float = 0.0
+    baseline_option: Optional[str] = None
     test_options: Mapping[str, Any] = field(default_factory=dict)
 
     def options_for(self, x) -> Dict[str, Any]:

@@ -24,12 +24,15 @@ released code ``garygsw/smooth-taylor`` (``attribution/analyzer.py``,
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["smooth_taylor", "adaptive_noise_search"]
 
@@ -134,11 +137,31 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
     return eng.Plan(problem, key, builder, (sigma, seed_t, list(flat_noise) if explicit else []), jit_compile)
 
 
+@overload
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+
+
+@overload
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+
+
+@overload
+def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
+
+
 @eng.planned
 def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale=0.5, percent: bool = False,
                   noise=None, seed=None, adaptive: bool = False, objective="aupc", objective_options=None,
                   search_options=None, internal_batch_size=None, return_convergence_delta: bool = False,
-                  return_details: bool = False, jit_compile: bool = False):
+                  return_details: bool = False, jit_compile: bool = False, layer=None):
     """SmoothTaylor attributions (Goh et al., ICPR 2020), optionally with adaptive noising.
 
     ``ST_i(x) = (1/N) sum_n (x_i - z_{n,i}) dF(z_n)/dz_i`` with roots ``z_n = x + sigma * eps_n``,
@@ -191,6 +214,11 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
         ``trajectory`` (per example, one record per search iteration) and ``n_evaluations``.
     jit_compile : bool
         Compile with XLA.
+    layer : keras layer, layer name or callable(model) -> layer, optional
+        Attribute to this layer's output (e.g. an ``Embedding``): the roots are drawn around the
+        layer's activations, ``z_n = a(x) + sigma eps_n``, and the Taylor terms live in that space
+        (``noise_scale`` and ``noise`` are then in the layer's output units); the raw inputs
+        (integer token ids) are fed unchanged. ``adaptive=True`` then needs a callable objective.
 
     Returns
     -------
@@ -200,7 +228,10 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
     """
     n_roots = check_positive_int(n_roots, "n_roots")
     seed = eng.as_numpy_seed(seed)
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, layer=layer)
+    if layer is not None and adaptive and not callable(objective):
+        raise ValueError(f"objective={objective!r} perturbs the model's inputs, not a layer's output; with layer= "
+                         "pass a callable objective(attributions, inputs) -> [B] or adaptive=False")
     flat_noise = None
     if noise is not None:
         flat_noise, n_roots = _prepare_noise(noise, problem)
@@ -367,7 +398,6 @@ SPEC = MethodSpec(
     completeness="F(x) − mean_n F(z_n) (exact for linear models)",
     details=True,
     stochastic=True,
-    layer="smooth_taylor does not support layer= yet",
     per_example_options={"noise_scale": tile_batch_axis(0, rank=lambda r: 1)},
     test_options={"n_roots": 8, "seed": 0},
 )

@@ -22,24 +22,27 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
-from ..engine.shapes import check_choice, prepare_baselines
+from ..engine.shapes import check_choice, prepare_baselines, renamed_option
 from .registry import MethodSpec, tile_baseline
 
 __all__ = ["split_integrated_gradients"]
 
 
 @eng.planned
-def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: float = 0.5, n_steps: int = 64,
-                               method: str = "gausslegendre", internal_batch_size=None, jit_compile: bool = False,
-                               return_split_alpha: bool = False, layer=None):
+def split_integrated_gradients(model, inputs, target=None, *, baseline=0.0, ratio: float = 0.5, n_steps: int = 64,
+                               rule=None, internal_batch_size=None, jit_compile: bool = False,
+                               return_split_alpha: bool = False, layer=None, seed=None, method=None):
     """Left and right parts of Integrated Gradients, split where ``F`` first exceeds the threshold.
 
     Parameters
     ----------
     ratio : float in [0, 1]
         Threshold ``tau = F(x') + ratio (F(x) - F(x'))`` (Miglani et al. used 0.95 in their notebook).
-    baseline, n_steps, method, internal_batch_size, jit_compile
-        As in :func:`tf_pathattr.integrated_gradients` (a single baseline).
+    baseline, n_steps, rule, internal_batch_size, jit_compile, layer, seed
+        As in :func:`tf_pathattr.integrated_gradients` (a single baseline; ``rule`` defaults to
+        ``"gausslegendre"``; ``seed`` seeds a random baseline recipe).
+    method : str, optional
+        Deprecated name of ``rule`` (kept for one release; ``DeprecationWarning``).
     return_split_alpha : bool
         Also return, per example, the first alpha whose score exceeded ``tau`` (1.0 when none did).
 
@@ -49,15 +52,16 @@ def split_integrated_gradients(model, inputs, target=None, baseline=0.0, ratio: 
     """
     if not np.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
-    check_choice(method, "method", RULES)
-    alphas, weights = quadrature(method, n_steps)
+    rule = renamed_option(rule, method, "rule", "method", default="gausslegendre")
+    check_choice(rule, "rule", RULES)
+    alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
-    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure)
+    flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if flat_base[0].shape[0] != 1:
         raise ValueError("split_integrated_gradients takes a single baseline (got several)")
     batch = problem.batch_size
     chunk = eng.chunk_size(n_steps, batch, internal_batch_size)
-    key = ("split_ig", method, int(n_steps), chunk, batch)
+    key = ("split_ig", rule, int(n_steps), chunk, batch)
 
     def builder():
         def fn(flat_x, indices, flat_base, ratio_t):
@@ -115,5 +119,6 @@ SPEC = MethodSpec(
     output="split",
     exportable="split_integrated_gradients returns two maps; export one of them through integrated_gradients",
     per_example_options={"baseline": tile_baseline},
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

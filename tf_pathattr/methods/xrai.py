@@ -19,11 +19,16 @@ Regions", ICCV 2019, arXiv 1906.02825.
 """
 from __future__ import annotations
 
+from typing import Any, Literal, Tuple, overload
+
 import numpy as np
 import tensorflow as tf
 
+from ..engine.layout import image_axes, resolve_data_format, to_channels_last
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
-from .registry import MethodSpec
+from .blur_ig import _refuse_integer_images
+from .registry import MethodSpec, require, tile_baseline, tile_batch_axis
+from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 
@@ -120,14 +125,26 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
     return out.reshape(shape), ranks.reshape(shape)
 
 
-def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
+@overload
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+
+
+@overload
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+
+
+@overload
+def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+
+
+def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
          n_steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50, region_score: str = "mean",
-         internal_batch_size=None, return_details: bool = False):
-    """XRAI region attribution for a batch of images ``[B, H, W, C]``.
+         internal_batch_size=None, return_details: bool = False, data_format=None, layer=None):
+    """XRAI region attribution for a batch of images ``[B, H, W, C]`` (or ``[B, C, H, W]``, ``[B, H, W]``).
 
     Parameters
     ----------
-    base_attribution : array ``[B, H, W, C]`` or ``[B, H, W]``, optional
+    base_attribution : array shaped like ``inputs``, or ``[B, H, W]``, optional
         Pixel attributions to rank regions by (any tf_pathattr map, e.g. Guided IG). Default:
         Integrated Gradients (``pair`` rule, ``n_steps``) averaged over ``baselines``.
     baselines : array ``[K, H, W, C]`` or ``[K, B, H, W, C]``, optional
@@ -141,18 +158,32 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     region_score : {"mean", "sum"}
         Rank regions by attribution density (the released code) or total (the poster's wording).
 
+    data_format : {"channels_last", "channels_first"}, optional
+        Layout of rank-4 images and of a rank-4 ``base_attribution`` (default
+        ``keras.config.image_data_format()``); the channels are reduced along that layout's channel
+        axis and the image is segmented as ``[H, W, C]``.
+    layer : None
+        Not supported: XRAI segments the input image (a ``ValueError`` says so).
+
     Returns
     -------
     tf.Tensor ``[B, H, W]`` float32; with ``return_details=True`` also a dict with ``ranks``
     ``[B, H, W]`` int32 (1 = best region) and ``base_attribution``.
     """
+    if layer is not None:
+        require(SPEC, "layer", "layer=")
     check_choice(algorithm, "algorithm", ("full", "fast"))
     check_choice(region_score, "region_score", ("mean", "sum"))
     min_pixel_diff = check_positive_int(min_pixel_diff, "min_pixel_diff", minimum=0)
+    fmt = resolve_data_format(data_format)
+    _refuse_integer_images(inputs, "xrai")
     flat, structure, batch = prepare_inputs(inputs)
     if structure.kind != "single" or flat[0].shape.rank not in (3, 4):
-        raise ValueError("xrai explains images: inputs must be one array [B, H, W, C] or [B, H, W]")
+        raise ValueError("xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) "
+                         "or [B, H, W]")
     x = flat[0].numpy()
+    _, _, c_axis = image_axes(x.shape, fmt)
+    x_hwc = to_channels_last(x, fmt)  # segmentation works on [H, W, C] images
     if base_attribution is None:
         from .integrated_gradients import integrated_gradients
 
@@ -161,18 +192,19 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
             hi = x.reshape(batch, -1).max(1)
             ex = (slice(None),) + (None,) * (x.ndim - 1)
             baselines = np.stack([np.ones_like(x) * lo[ex], np.ones_like(x) * hi[ex]])
-        base = integrated_gradients(model, x, target, baseline=baselines, n_steps=n_steps, method="pair",
+        base = integrated_gradients(model, x, target, baseline=baselines, n_steps=n_steps, rule="pair",
                                     internal_batch_size=internal_batch_size).numpy()
     else:
         base = np.asarray(base_attribution, np.float64)
-        if base.shape != x.shape and base.shape != x.shape[:3]:
-            raise ValueError(f"base_attribution has shape {base.shape}; expected {x.shape} or {x.shape[:3]}")
-    maps = base.max(axis=-1) if base.ndim == 4 else base
+        hw = tuple(x_hwc.shape[:3])
+        if base.shape != x.shape and base.shape != hw:
+            raise ValueError(f"base_attribution has shape {base.shape}; expected {x.shape} or {hw}")
+    maps = base.max(axis=c_axis) if base.ndim == 4 else base
     if segments is not None and len(segments) and np.asarray(segments[0]).ndim == 2:
         segments = [segments] * batch
     out, ranks = [], []
     for b in range(batch):
-        masks = felzenszwalb_masks(x[b]) if segments is None else segments[b]
+        masks = felzenszwalb_masks(x_hwc[b]) if segments is None else segments[b]
         o, r = xrai_regions(maps[b], masks, algorithm, area_threshold, min_pixel_diff, region_score)
         out.append(o)
         ranks.append(r)
@@ -180,6 +212,15 @@ def xrai(model, inputs, target=None, base_attribution=None, baselines=None, segm
     if return_details:
         return result, {"ranks": tf.constant(np.stack(ranks)), "base_attribution": tf.constant(base, tf.float32)}
     return result
+
+
+def _tile_segments(value, ctx):
+    """``segments``: one list of masks per image (``B`` lists) is per example; one list of 2-D masks is shared."""
+    if value is None or not isinstance(value, (list, tuple)) or len(value) != ctx.batch:
+        return value
+    if len(value) and np.asarray(value[0]).ndim == 2:  # a single shared list of masks
+        return value
+    return list(value) * ctx.reps
 
 
 SPEC = MethodSpec(
@@ -191,7 +232,9 @@ SPEC = MethodSpec(
     multi_input="xrai segments one image input; multi-input models are not supported",
     exportable="xrai ranks regions on the host (numpy, scikit-image); it cannot be embedded in a graph",
     host_side=True,
-    image_only="xrai needs images [B, H, W, C] or [B, H, W]",
+    image_only="xrai needs images [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]",
     output="pixels",
+    per_example_options={"base_attribution": tile_batch_axis(0), "baselines": tile_baseline,
+                         "segments": _tile_segments},
     test_options={"n_steps": 8},
 )

@@ -39,6 +39,7 @@ class AblationResult:
     gap: np.ndarray
     target: np.ndarray
     valid: np.ndarray
+    score: str = "probability"
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -64,15 +65,15 @@ def meb_noise(shape, low, high, n_draws, seed, preprocess=None) -> tf.Tensor:
 
 def meb_ablation(model, inputs, attributions, target=None, *, low, high, preprocess=None,
                  fractions=np.linspace(0, 1, 11), order: str = "morf", n_draws: int = 5, seed=None,
-                 score: str = "softmax", batch_size=None) -> AblationResult:
+                 score=None, batch_size=None, units=None, data_format=None) -> AblationResult:
     """Ablation curves with maximum-entropy replacement.
 
     Parameters
     ----------
     model, inputs, target
         ``inputs`` in model space; ``target=None`` explains the class predicted on ``inputs``.
-    attributions : array shaped like ``inputs``; units ranked by ``|sum over channels|``
-        (pixels for images, features for tabular rows), stable ties.
+    attributions : array shaped like ``inputs`` (or one value per unit, e.g. ``[B, H, W]``); units
+        ranked by ``|sum over channels|`` (pixels for images, tokens, features), stable ties.
     low, high : scalars or arrays broadcastable to one example, the valid raw box
     preprocess : callable, optional
         Maps raw-space draws ``[B, *S]`` to model space (the inputs' preprocessing).
@@ -80,20 +81,24 @@ def meb_ablation(model, inputs, attributions, target=None, *, low, high, preproc
     order : {"morf", "lerf", "both"}
     n_draws : int, noise draws averaged per point (R >= 5 recommended)
     seed : int (None = 0); the same seed reproduces the curves exactly
-    score : {"softmax", "logit", "accuracy"}
+    score : {None, "probability", "logit", "output", "accuracy"}
+        The shared scoring rule (:mod:`tf_pathattr.metrics._scoring`); None = "probability".
+    units, data_format : as :func:`tf_pathattr.metrics.deletion`
     """
     check_choice(order, "order", ("morf", "lerf", "both"))
     n_draws = check_positive_int(n_draws, "n_draws")
     fr = np.asarray(fractions, np.float64)
     if fr.ndim != 1 or fr.size < 2 or np.any(fr < 0) or np.any(fr > 1) or np.any(np.diff(fr) <= 0):
         raise ValueError("fractions must be at least 2 strictly increasing values in [0, 1]")
+    C.check_score_name(score)
     problem = C.prepare_single(model, inputs, target)
     x = problem.flat_x[0]
     shape = tuple(x.shape)
-    attr = C.attributions_array(attributions, shape)
-    grid, _ = C.units_shape(shape)
-    n_units = int(np.prod(grid))
-    sal = C.unit_saliency(attr)
+    layout = C.resolve_layout(shape, units, data_format)
+    scoring = C.resolve_scoring(problem, score)
+    grid = layout.grid
+    n_units = layout.n_units
+    sal = layout.saliency(attributions)
     orders = ("morf", "lerf") if order == "both" else (order,)
     ranks = np.stack([C.rank_positions(sal, descending=(o == "morf")).reshape((shape[0],) + grid) for o in orders])
     counts = np.rint(fr * n_units).astype(np.int32)
@@ -106,7 +111,6 @@ def meb_ablation(model, inputs, attributions, target=None, *, low, high, preproc
     table_c = tf.constant(counts[(p // n_r) % n_q], tf.int32)
     table_r = tf.constant(p % n_r, tf.int32)
     batch = problem.batch_size
-    x_rank = len(shape)
 
     def make_points(flat_x, indices, start, size, ranks_t, noise_t, t_o, t_c, t_r):
         xx = flat_x[0]
@@ -114,19 +118,17 @@ def meb_ablation(model, inputs, attributions, target=None, *, low, high, preproc
         c = tf.slice(t_c, [start], [size])
         r = tf.slice(t_r, [start], [size])
         rk = tf.gather(ranks_t, o)  # [size, B, *grid]
-        m = rk < eng.expand_like(c, rk)
-        if x_rank >= 3:
-            m = m[..., None]
+        m = layout.expand(rk < eng.expand_like(c, rk))
         pts = tf.where(m, tf.gather(noise_t, r), xx[None])
         pts = tf.ensure_shape(pts, [size, batch] + list(shape[1:]))
         return tf.reshape(pts, [size * batch] + list(shape[1:]))
 
-    key = ("metric_meb_ablation", n_o, n_q, n_r)
-    scores, indices = C.batched_scores(problem, key, n_points, batch_size, make_points,
-                                       (tf.constant(ranks), noise, table_o, table_c, table_r), score)
+    key = ("meb_ablation", n_o, n_q, n_r, layout.kind, layout.channel_axis)
+    scores, indices, _, _ = C.batched_scores(problem, key, n_points, batch_size, make_points,
+                                             (tf.constant(ranks), noise, table_o, table_c, table_r), scoring)
     s = scores.reshape(n_o, n_q, n_r, batch).mean(axis=2).astype(np.float64)  # [O, Q, B]
     curves = {o: s[i].T for i, o in enumerate(orders)}
     auc = {o: np.trapezoid(curves[o], fr, axis=1) for o in orders}
     gap = auc["lerf"] - auc["morf"] if order == "both" else None
-    return AblationResult(fractions=fr, curves=curves, auc=auc, gap=gap, target=indices,
-                          valid=np.any(attr.reshape(shape[0], -1) != 0, axis=1))
+    return AblationResult(fractions=fr, curves=curves, auc=auc, gap=gap, target=C.result_target(problem, indices),
+                          valid=~C.degenerate(sal), score=scoring.score)

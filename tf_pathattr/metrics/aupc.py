@@ -28,14 +28,14 @@ allowed (the script's ``range(H - k)`` skips them), and ties are broken in row-m
 """
 from __future__ import annotations
 
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
+from ..engine.layout import resolve_data_format
 from ..engine.shapes import check_choice, check_positive_int
+from . import _common as _C
 from ._integrate import simpson
 
 __all__ = ["aupc", "select_regions"]
@@ -73,32 +73,32 @@ def select_regions(heatmap, window: int, n_regions: int):
 
 
 class _Preprocessed:
-    """``model(preprocess(x))``: a stable callable so the compiled metric is cached per model."""
+    """``model(preprocess(x))`` (``x`` moved to channels-first first when ``to_first``): a stable
+    callable so the compiled metric is cached per model."""
 
-    def __init__(self, model, preprocess):
-        self.model, self.preprocess = model, preprocess
+    def __init__(self, model, preprocess, to_first=False):
+        self.model, self.preprocess, self.to_first = model, preprocess, to_first
         self.is_keras = isinstance(model, keras.layers.Layer)
 
     def __call__(self, x):
-        y = self.preprocess(x)
+        if self.to_first:
+            x = tf.transpose(x, (0, 3, 1, 2))
+        y = self.preprocess(x) if self.preprocess is not None else x
         return self.model(y, training=False) if self.is_keras else self.model(y)
 
 
-_WRAPPERS = weakref.WeakKeyDictionary()
-
-
-def _wrap(model, preprocess):
-    if preprocess is None:
+def _wrap(model, preprocess, to_first=False):
+    if preprocess is None and not to_first:
         return model
-    if not callable(preprocess):
+    if preprocess is not None and not callable(preprocess):
         raise TypeError("preprocess must be a callable mapping pixel-space images to model inputs")
-    try:
-        per_model = _WRAPPERS.setdefault(model, {})
-    except TypeError:  # not weak-referenceable / hashable
-        return _Preprocessed(model, preprocess)
-    hit = per_model.get(id(preprocess))
+    per_model = eng.attached_store(model, "aupc_wrappers")  # on the model: no module state keeps it alive
+    if per_model is None:
+        return _Preprocessed(model, preprocess, to_first)
+    key = (id(preprocess), bool(to_first))
+    hit = per_model.get(key)
     if hit is None or hit.preprocess is not preprocess:
-        hit = per_model[id(preprocess)] = _Preprocessed(model, preprocess)
+        hit = per_model[key] = _Preprocessed(model, preprocess, to_first)
     return hit
 
 
@@ -114,7 +114,7 @@ def _heatmaps(attributions, shape):
 
 def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_regions: int = 30, n_candidates: int = 50,
          draw: str = "uniform", value_range=(0.0, 1.0), preprocess=None, seed=None, candidates=None,
-         jit_compile: bool = False):
+         score="logit", data_format=None, jit_compile: bool = False):
     """Area under the region-perturbation curve (lower = the score drops faster = better).
 
     Parameters
@@ -139,6 +139,13 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
         Stateless seed (``None`` = 0); region ``r`` uses ``seed=[seed, r]``.
     candidates : array ``[n_regions, n_candidates, B, window, window, C]``, optional
         Explicit candidate patches (tests); overrides ``draw``.
+    score : {"logit", "probability", "output"}
+        The shared scoring rule (:mod:`tf_pathattr.metrics._scoring`); the protocol's ``"logit"``
+        by default (a model ending in softmax has none: pass ``"probability"`` or ``"output"``).
+    data_format : {None, "channels_last", "channels_first"}
+        Layout of the images (``None`` = ``keras.config.image_data_format()``); channels-first
+        inputs and attributions are moved to channels-last for the region search and back for the
+        model.
 
     Returns
     -------
@@ -154,7 +161,13 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     seed = eng.as_numpy_seed(seed)
-    fwd_model = _wrap(model, preprocess)
+    _C.check_score_name(score, ("logit", "probability", "output"))
+    to_first = resolve_data_format(data_format) == "channels_first"
+    if to_first:
+        inputs = np.transpose(np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs), (0, 2, 3, 1))
+        a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions)
+        attributions = np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a
+    fwd_model = _wrap(model, preprocess, to_first)
     problem = eng.prepare(fwd_model, inputs, target)
     if len(problem.flat_x) != 1 or problem.flat_x[0].shape.rank != 4:
         raise ValueError("aupc needs one image input of shape [B, H, W, C]")
@@ -180,7 +193,8 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
             raise ValueError(f"candidates must have shape {want}, got {tuple(cands.shape)}")
     else:
         cands = tf.zeros([0], tf.float32)
-    key = ("aupc", window, n_regions, n_candidates, draw, lo, hi, explicit, B)
+    scoring = _C.resolve_scoring(problem, score, default="logit", allowed=("logit", "probability", "output"))
+    key = ("aupc", window, n_regions, n_candidates, draw, lo, hi, explicit, B, scoring.key)
 
     def builder():
         K, w = n_candidates, window
@@ -190,7 +204,9 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
         def fn(flat_x, indices, pos, valid, seed, cands):
             x0 = flat_x[0]
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
-            s0 = eng.scores_at_x(problem, flat_x, indices, out_x)
+            if out_x is None:
+                out_x = problem.forward(list(flat_x))
+            s0 = scoring(problem, out_x, indices)
             if draw == "gaussian":
                 mean_c = tf.reduce_mean(x0, axis=[1, 2])  # [B, C]
                 std_c = tf.math.reduce_std(x0, axis=[1, 2])
@@ -218,7 +234,7 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
                 full = tf.transpose(full, [1, 0, 2, 3, 4])  # [K, B, H, W, C]
                 m = inside[None, :, :, :, None]
                 pert = tf.where(m, full, img[None])
-                s = eng.scores(problem, [eng.rows(pert, K, B)], indices)
+                s = scoring(problem, problem.forward([eng.rows(pert, K, B)]), indices)
                 s = tf.ensure_shape(tf.reshape(s, [K, B]), [K, B])
                 # closest to the median, in float64 so that the exact tie of the two middle values
                 # (even K) is seen as a tie and resolved to the lower candidate index

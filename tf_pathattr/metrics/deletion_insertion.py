@@ -3,7 +3,8 @@
 Pixels (all channels at once) or tabular features are changed in order of decreasing saliency
 ``|sum_c a|`` (stable sort: ties go to the lower flat index). Deletion starts from the input and
 replaces units by a substrate; insertion starts from the substrate and reveals the input. The score
-is, by default, the softmax probability of the class predicted on the original input. The curve has
+is, by default, the probability of the class predicted on the original input (the shared
+scoring rule of :mod:`._scoring`: a model ending in softmax is read as is, logits get their softmax). The curve has
 ``n_steps + 1`` points (point 0 = the start image) and
 
 .. math:: AUC = \\frac{\\sum_k s_k - s_0/2 - s_n/2}{n}
@@ -18,10 +19,12 @@ AAAI 2024 (evaluation protocol: 224 pixels per step at 224x224, substrate zeros 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from ..engine import gradients as eng
 from ..engine.gradients import as_numpy_seed
 from ..engine.shapes import check_choice, check_positive_int
 from . import _common as C
@@ -40,15 +43,19 @@ class CurveResult:
     auc : ``[B]`` float64
     curves : ``[B, n_steps + 1]`` float64
     fractions : ``[n_steps + 1]`` fraction of units changed at each point
-    valid : ``[B]`` bool, False where the attribution map is all zero (the protocol skips those)
-    target : ``[B]`` int, the explained class
+    valid : ``[B]`` bool, False where the attribution map ranks nothing (all zero or constant:
+        the protocol skips those)
+    target : ``[B]`` int, the explained class (None for a callable target)
+    score : the score the curve is made of (``"probability"``, ``"logit"``, ``"output"``, ``"accuracy"``)
+    extra : how the model's outputs were read (``outputs``, ``detected_by``) and the ``units``
     """
 
     auc: np.ndarray
     curves: np.ndarray
     fractions: np.ndarray
     valid: np.ndarray
-    target: np.ndarray
+    target: Optional[np.ndarray]
+    score: str = "probability"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -60,7 +67,7 @@ class CurveResult:
         return getattr(self, key)
 
     def keys(self):
-        return ("auc", "curves", "fractions", "valid", "target")
+        return ("auc", "curves", "fractions", "valid", "target", "score")
 
 
 def step_counts(n_units: int, pixels_per_step=None, n_steps=None) -> np.ndarray:
@@ -103,26 +110,27 @@ def _blur(x, kernel):
 
 
 def _curve(mode, model, inputs, attributions, target, substrate, substrate_value, blur_sigma, blur_size,
-           pixels_per_step, n_steps, score, value_range, seed, batch_size):
+           pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format):
     check_choice(substrate, "substrate", SUBSTRATES)
-    C.check_score(score)
+    C.check_score_name(score)
     problem = C.prepare_single(model, inputs, target)
     x = problem.flat_x[0]
     shape = tuple(x.shape)
-    attr = C.attributions_array(attributions, shape)
-    grid, channels = C.units_shape(shape)
-    n_units = int(np.prod(grid))
+    layout = C.resolve_layout(shape, units, data_format)
+    scoring = C.resolve_scoring(problem, score)
+    sal = layout.saliency(attributions)
+    grid = layout.grid
+    n_units = layout.n_units
     if pixels_per_step is None and n_steps is None:
-        pixels_per_step = grid[1] if len(grid) >= 2 else 1  # RISE: one image row per step; tabular: 1 feature
+        pixels_per_step = grid[1] if len(grid) >= 2 else 1  # RISE: one image row per step; else 1 unit
     counts = step_counts(n_units, pixels_per_step, n_steps)
-    sal = C.unit_saliency(attr)
     ranks = C.rank_positions(sal).reshape((shape[0],) + grid)
-    x_rank = len(shape)
 
     # substrate (constant / noise are extra arguments; the blur is computed from x inside)
     if substrate == "blur":
-        if x_rank != 4:
-            raise ValueError(f"substrate='blur' needs image inputs [B, H, W, C], got shape {shape}")
+        if not layout.is_image:
+            raise ValueError(f"substrate='blur' needs image inputs [B, H, W, C], [B, C, H, W] or [B, H, W] "
+                             f"(units='pixels'), got shape {shape}")
         kernel = gaussian_kernel_rise(blur_size, float(blur_sigma))
         sub_arg = tf.zeros((), tf.float32)
     elif substrate == "constant":
@@ -148,9 +156,9 @@ def _curve(mode, model, inputs, attributions, target, substrate, substrate_value
 
     def make_points(flat_x, indices, start, size, ranks_t, counts_t, sub):
         xx = flat_x[0]
-        base = _blur(xx, kernel) if kernel is not None else sub
+        base = layout.from_channels_last(_blur(layout.to_channels_last(xx), kernel)) if kernel is not None else sub
         cnt = tf.slice(counts_t, [start], [size])
-        m = C.mask_from_ranks(ranks_t, cnt, x_rank)  # True = unit changed
+        m = layout.expand(ranks_t[None] < eng.expand_like(cnt, ranks_t[None]))  # True = unit changed
         if deleting:
             pts = tf.where(m, base[None], xx[None])
         else:
@@ -158,30 +166,36 @@ def _curve(mode, model, inputs, attributions, target, substrate, substrate_value
         pts = tf.ensure_shape(pts, [size, batch] + list(shape[1:]))
         return tf.reshape(pts, [size * batch] + list(shape[1:]))
 
-    key = ("metric_" + mode, substrate, None if kernel is None else (int(blur_size), float(blur_sigma)), tuple(counts))
-    out = C.batched_scores(problem, key, len(counts), batch_size, make_points,
-                           (tf.constant(ranks), tf.constant(counts), sub_arg), score)
-    scores, indices = out
+    key = (mode, substrate, None if kernel is None else (int(blur_size), float(blur_sigma)), tuple(counts),
+           layout.kind, layout.channel_axis)
+    scores, indices, _, _ = C.batched_scores(problem, key, len(counts), batch_size, make_points,
+                                             (tf.constant(ranks), tf.constant(counts), sub_arg), scoring)
     curves = scores.T.astype(np.float64)
     return CurveResult(
         auc=C.trapezoid_unit(curves),
         curves=curves,
         fractions=counts / float(n_units),
-        valid=np.any(attr.reshape(shape[0], -1) != 0, axis=1),
-        target=indices,
+        valid=~C.degenerate(sal),
+        target=C.result_target(problem, indices),
+        score=scoring.score,
+        extra={"outputs": scoring.outputs, "detected_by": scoring.detected_by, "units": layout.kind},
     )
 
 
 def deletion(model, inputs, attributions, target=None, *, substrate: str = "constant", substrate_value=0.0,
              blur_sigma: float = 5.0, blur_size: int = 11, pixels_per_step=None, n_steps=None,
-             score: str = "softmax", value_range=None, seed=None, batch_size=None) -> CurveResult:
+             score=None, value_range=None, seed=None, batch_size=None, units=None,
+             data_format=None) -> CurveResult:
     """Deletion curve: remove the most salient units first; lower AUC is better.
 
     Parameters
     ----------
     model : keras.Model or callable
-    inputs : ``[B, H, W, C]`` images, ``[B, T, E]`` sequences or ``[B, d]`` tabular rows (model space)
-    attributions : array shaped like ``inputs``; ranking uses ``|sum over channels|``
+    inputs : images ``[B, H, W, C]`` / ``[B, C, H, W]`` (``data_format``) or ``[B, H, W]``
+        (``units="pixels"``), sequences ``[B, T, E]`` (``units="tokens"``) or tabular rows
+        ``[B, d]``, in model space
+    attributions : array shaped like ``inputs``, or one value per unit (``[B, H, W]`` for images,
+        e.g. XRAI's maps); ranking uses ``|sum over channels|`` (stable ties)
     target : None (class predicted on the original input), int, B ints, or a callable score
     substrate : {"constant", "blur", "maximum_entropy"}
         What replaces deleted units: ``substrate_value`` (default 0.0, the dataset mean in normalised
@@ -189,11 +203,15 @@ def deletion(model, inputs, attributions, target=None, *, substrate: str = "cons
         the input, or one uniform draw on ``value_range = (low, high)`` per example (``seed``).
     pixels_per_step, n_steps : int
         Units changed per step (default: the image width, i.e. 224 at 224x224 as in RISE; one
-        feature for tabular data), or the number of steps.
-    score : {"softmax", "logit", "accuracy"}
-        Softmax probability of the target (sigmoid for a single-logit model), the raw output, or
-        1/0 for top-1 == target. For a model that already ends in a softmax, use ``"logit"``
-        (the raw output, here the probability).
+        unit for sequences and tabular data), or the number of steps.
+    score : {None, "probability", "logit", "output", "accuracy"}
+        The shared scoring rule (:mod:`tf_pathattr.metrics._scoring`). ``None`` = ``"probability"``:
+        the probability of the target, read from a model that ends in softmax / sigmoid and computed
+        (softmax, or sigmoid for one unit) from a logits model. ``"softmax"`` is an alias.
+    units : {None, "pixels", "tokens", "features"}
+        Needed for rank-3 inputs only (grayscale images or sequences).
+    data_format : {None, "channels_last", "channels_first"}
+        Layout of rank-4 images (``None`` = ``keras.config.image_data_format()``).
     batch_size : int
         Most model rows per call (default 256); several curve points go in each call.
 
@@ -202,13 +220,14 @@ def deletion(model, inputs, attributions, target=None, *, substrate: str = "cons
     CurveResult with ``auc [B]`` and ``curves [B, n_steps + 1]``.
     """
     return _curve("deletion", model, inputs, attributions, target, substrate, substrate_value, blur_sigma,
-                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size)
+                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format)
 
 
 def insertion(model, inputs, attributions, target=None, *, substrate: str = "blur", substrate_value=0.0,
               blur_sigma: float = 5.0, blur_size: int = 11, pixels_per_step=None, n_steps=None,
-              score: str = "softmax", value_range=None, seed=None, batch_size=None) -> CurveResult:
+              score=None, value_range=None, seed=None, batch_size=None, units=None,
+              data_format=None) -> CurveResult:
     """Insertion curve: start from the substrate (default: the RISE blur) and reveal the most salient
     units first; higher AUC is better. Arguments as :func:`deletion`."""
     return _curve("insertion", model, inputs, attributions, target, substrate, substrate_value, blur_sigma,
-                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size)
+                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format)

@@ -8,7 +8,9 @@ Information is the byte length of the image as lossless WebP (Pillow). For each 
 ``tau`` the image keeping the top ``tau`` fraction of pixels gives a point
 ``(clip((H - H0)/(H_orig - H0)), clip((p - p0)/(p_orig - p0)))``; with ``(0, 0)`` and ``(1, 1)``
 added, the piecewise-linear curve is sampled at 1000 points plus 1.0 and integrated with the
-trapezoid rule. Per image the model is called once, on all ``len(thresholds) + 2`` images.
+trapezoid rule. The ``len(thresholds) + 2`` images of every example are scored by one compiled
+forward loop. SIC is made of the probability of the target by the shared scoring rule
+(:mod:`._scoring`: a model ending in softmax is read as is), AIC of top-1 == target.
 
 References: A. Kapishnikov, T. Bolukbasi, F. Viegas, M. Terry, "XRAI: Better Attributions Through
 Regions", ICCV 2019; A. Kapishnikov et al., "Guided Integrated Gradients", CVPR 2021. Protocol as
@@ -234,63 +236,102 @@ def aggregate_pic_results(results: Sequence[PicCurve], method: str = "median") -
 class PicResult:
     """Per kind (``"sic"``, ``"aic"``): ``auc[kind]`` ``[B]`` (NaN for skipped images),
     ``curves[kind]`` (list of :class:`PicCurve` or None), ``aggregate[kind]`` (:class:`PicAggregate`
-    or None if every image was skipped), ``errors[kind]`` (message or None per image)."""
+    over the valid, not skipped images, or None if there is none), ``errors[kind]`` (message or
+    None per image). ``valid [B]``: False where the saliency map ranks nothing (all zero or
+    constant); such maps keep every pixel at every threshold, so their AUC says nothing, and the
+    aggregate leaves them out. ``target``: the explained classes (None for a callable target);
+    ``score``: what SIC is made of."""
 
     auc: dict
     curves: dict
     aggregate: dict
     errors: dict
-    target: np.ndarray
+    target: Optional[np.ndarray]
+    valid: np.ndarray = None
+    score: str = "probability"
 
     def __getitem__(self, key):
         return getattr(self, key)
 
 
-def pic(model, inputs, attributions, target=None, *, kind: str = "both", value_range=(0.0, 1.0),
+def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=None, value_range=None,
         to_uint8: Optional[Callable] = None, preprocess: Optional[Callable] = None, random_masks=None,
         random_fraction: float = 0.01, seed=None, thresholds=DEFAULT_THRESHOLDS, min_pred_value: float = 0.5,
-        keep_monotonous: bool = True, num_data_points: int = 1000, aggregate: str = "median") -> PicResult:
-    """SIC and AIC for a batch of images ``[B, H, W, C]`` in model space.
+        keep_monotonous: bool = True, num_data_points: int = 1000, aggregate: str = "median",
+        batch_size=None, units=None, data_format=None) -> PicResult:
+    """SIC and AIC for a batch of images.
 
     Parameters
     ----------
+    inputs : images ``[B, H, W, C]`` / ``[B, C, H, W]`` (``data_format``) or ``[B, H, W]``
+        (``units="pixels"``), float in model space or **uint8** (PAIR's convention)
+    attributions : shaped like ``inputs`` or ``[B, H, W]``; the saliency is ``|sum over channels|``
     kind : {"sic", "aic", "both"}
-        SIC scores the softmax of the target class, AIC 1.0 when the top-1 class is the target.
+        SIC scores the probability of the target class (``score``), AIC 1.0 when the top-1 class
+        is the target. AIC needs a class: with a callable target use ``kind="sic"``.
+    score : {None, "probability", "logit", "output"}
+        What SIC is made of, by the shared scoring rule (:mod:`tf_pathattr.metrics._scoring`):
+        None = the probability (a model ending in softmax is read as is, logits get their softmax).
     value_range : (low, high)
-        The inputs' range, used (when ``to_uint8`` / ``preprocess`` are not given) to map the images
-        to uint8 ``round(255 (x - low)/(high - low))`` and back.
+        The model-space range that uint8 0..255 maps to: ``x = low + u (high - low) / 255`` and
+        ``u = round(255 (x - low) / (high - low))``. Default ``(0, 1)`` for float inputs and
+        ``(0, 255)`` for uint8 inputs (the model then gets the pixel values as float32).
     to_uint8, preprocess : callables
-        Model space ``[B, H, W, C]`` -> uint8 images, and uint8 batch -> model inputs.
+        Model space -> uint8 images, and uint8 batch -> model inputs (both in the model's layout);
+        replace the ``value_range`` mapping.
     random_masks : bool ``[B, H, W]``, optional
         The random 1 % masks; by default drawn per image from ``seed`` (pass the same ``seed`` or
         masks to every method compared on the same images).
-    target : None (class predicted on ``inputs``), int or B ints.
+    target : None (class predicted on the inputs), int, B ints, or a callable score (SIC only).
     min_pred_value : float
         Images whose prediction on the (uint8) original is lower are skipped (default 0.5 as in the
         PAIR notebook; the function default of PAIR is 0.8).
     aggregate : {"median", "mean"}
+    batch_size : int, most model rows per call (the ``len(thresholds) + 2`` images of every example
+        are scored by one compiled forward loop; they are held in memory together, as float32:
+        ``(len(thresholds) + 2) * B`` images, so split very large batches)
 
     Returns
     -------
     PicResult
     """
     check_choice(kind, "kind", ("sic", "aic", "both"))
+    C.check_score_name(score, ("probability", "logit", "output"))
     kinds = ("sic", "aic") if kind == "both" else (kind,)
-    problem = C.prepare_single(model, inputs, target)
-    x = problem.flat_x[0]
-    shape = tuple(x.shape)
-    if len(shape) != 4:
-        raise ValueError(f"pic needs image inputs [B, H, W, C], got shape {shape}")
-    attr = C.attributions_array(attributions, shape)
-    sal = np.abs(attr.sum(axis=-1))
-    batch, h, w = shape[0], shape[1], shape[2]
+    x_in = inputs.numpy() if hasattr(inputs, "numpy") else np.asarray(inputs)
+    is_u8 = x_in.dtype == np.uint8
+    if not is_u8 and not np.issubdtype(x_in.dtype, np.floating):
+        raise TypeError(f"pic: inputs must be float images in model space or uint8 images, got {x_in.dtype}")
+    if value_range is None:
+        value_range = (0.0, 255.0) if is_u8 else (0.0, 1.0)
     lo, hi = (float(v) for v in value_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     if to_uint8 is None:
         def to_uint8(v):
-            return np.clip(np.round((np.asarray(v) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+            return np.clip(np.round((np.asarray(v, np.float64) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
     if preprocess is None:
         def preprocess(u):
-            return np.asarray(u, np.float32) / 255.0 * (hi - lo) + lo
+            return np.asarray(u, np.float32) / np.float32(255.0) * np.float32(hi - lo) + np.float32(lo)
+    x_model = np.asarray(preprocess(x_in), np.float32) if is_u8 else x_in.astype(np.float32)
+    layout = C.resolve_layout(x_model.shape, units, data_format)
+    if not layout.is_image:
+        raise ValueError(f"pic needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), "
+                         f"got shape {x_model.shape}")
+    problem = C.prepare_single(model, x_model, target)
+    scorings = []
+    if "sic" in kinds:
+        scorings.append(C.resolve_scoring(problem, score, allowed=("probability", "logit", "output")))
+    if "aic" in kinds:
+        try:
+            scorings.append(C.resolve_scoring(problem, "accuracy"))
+        except ValueError as exc:
+            raise ValueError(f"kind={kind!r}: AIC needs a class to compare the top-1 prediction with, "
+                             f"and a callable target names none; pass kind='sic'. ({exc})") from None
+    sal = np.abs(layout.unit_map(attributions))  # [B, H, W]
+    valid = ~C.degenerate(sal)
+    batch = x_model.shape[0]
+    h, w = layout.grid
     if random_masks is None:
         base = eng.as_numpy_seed(seed)
         random_masks = np.stack([generate_random_mask(h, w, random_fraction, seed=[base, i]) for i in range(batch)])
@@ -298,25 +339,33 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", value_r
     if random_masks.shape != (batch, h, w):
         raise ValueError(f"random_masks must have shape {(batch, h, w)}, got {random_masks.shape}")
 
-    # target classes from the original inputs (one forward pass)
-    def builder():
-        def fn(flat_x, indices):
-            indices, _ = eng.resolve_indices(problem, flat_x, indices)
-            return indices
+    u8 = np.asarray(x_in if is_u8 else to_uint8(x_model))
+    if u8.dtype != np.uint8 or u8.shape != x_model.shape:
+        raise ValueError(f"to_uint8 must return uint8 images of shape {x_model.shape}, got {u8.dtype} {u8.shape}")
+    u8_last = layout.to_channels_last(u8)
+    n_img = len(thresholds) + 2
+    stacks, ents = [], []
+    for i in range(batch):
+        images, ent = pic_images(u8_last[i], sal[i], random_masks[i], thresholds)
+        stacks.append(np.stack(images))
+        ents.append(ent)
+    imgs = np.stack(stacks, axis=1)  # [n_img, B, H, W, C] uint8
+    model_imgs = np.asarray(preprocess(layout.from_channels_last(imgs.reshape((-1,) + imgs.shape[2:]))), np.float32)
+    model_imgs = model_imgs.reshape((n_img, batch) + tuple(x_model.shape[1:]))
+    shape = tuple(x_model.shape)
 
-        return fn
+    def make_points(flat_x, indices, start, size, all_imgs):
+        return tf.reshape(tf.slice(all_imgs, [start] + [0] * len(shape), [size] + list(shape)),
+                          [size * batch] + list(shape[1:]))
 
-    indices = eng.run(problem, ("metric_pic_target",), builder).numpy()
-    model_fn = _probability_fn(problem)
-    u8 = to_uint8(x.numpy())
+    scores, indices, _, _ = C.batched_scores(problem, ("pic", n_img), n_img, batch_size, make_points,
+                                             (tf.constant(model_imgs),), tuple(scorings))
+    preds = {k: scores[j].astype(np.float64) for j, k in enumerate(kinds)}  # [n_img, B]
     out = {k: ([], [], []) for k in kinds}
     for i in range(batch):
-        images, ent = pic_images(u8[i], sal[i], random_masks[i], thresholds)
-        probs = model_fn(np.asarray(preprocess(np.stack(images)), np.float32))  # [n_images, classes]
-        preds = {"sic": probs[:, indices[i]], "aic": (np.argmax(probs, axis=1) == indices[i]).astype(np.float64)}
         for k in kinds:
             try:
-                c = pic_curve(ent, preds[k], thresholds, min_pred_value, keep_monotonous, num_data_points)
+                c = pic_curve(ents[i], preds[k][:, i], thresholds, min_pred_value, keep_monotonous, num_data_points)
                 out[k][0].append(c.auc)
                 out[k][1].append(c)
                 out[k][2].append(None)
@@ -326,39 +375,8 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", value_r
                 out[k][2].append(str(exc))
     aggr = {}
     for k in kinds:
-        curves = [c for c in out[k][1] if c is not None]
+        curves = [c for c, ok in zip(out[k][1], valid) if c is not None and ok]
         aggr[k] = aggregate_pic_results(curves, aggregate) if curves else None
     return PicResult(auc={k: np.asarray(out[k][0]) for k in kinds}, curves={k: out[k][1] for k in kinds},
-                     aggregate=aggr, errors={k: out[k][2] for k in kinds}, target=indices)
-
-
-_PROB_FNS = {}
-
-
-def _probability_fn(problem):
-    """Softmax outputs of the model for a batch of images (one compiled forward-only function per model)."""
-    import weakref
-
-    key = id(problem.model)
-    hit = _PROB_FNS.get(key)
-    if hit is not None and hit[0]() is problem.model:
-        return hit[1]
-    forward = problem.forward
-
-    @tf.function(reduce_retracing=True)
-    def probs(v):
-        out = tf.convert_to_tensor(forward([v]))
-        if out.shape.rank == 2 and out.shape[-1] == 1:
-            p = tf.sigmoid(out)
-            return tf.concat([p, 1.0 - p], axis=-1)  # column 0 = the single unit (the explained score)
-        return tf.nn.softmax(out, axis=-1)
-
-    def call(v):
-        return probs(tf.convert_to_tensor(v)).numpy().astype(np.float64)
-
-    try:
-        ref = weakref.ref(problem.model)
-    except TypeError:
-        ref = (lambda m: (lambda: m))(problem.model)
-    _PROB_FNS[key] = (ref, call)
-    return call
+                     aggregate=aggr, errors={k: out[k][2] for k in kinds}, target=C.result_target(problem, indices),
+                     valid=valid, score=scorings[0].score)

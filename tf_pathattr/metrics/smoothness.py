@@ -48,7 +48,7 @@ def average_total_variation(h, p: int = 1):
     return total / (a.shape[0] * a.shape[1])
 
 
-def total_variation(attributions, *, downscale: float = 1.5, min_size=30, p: int = 1):
+def total_variation(attributions, *, downscale: float = 1.5, min_size=30, p: int = 1, data_format=None):
     """AUTVC per example: area under the multi-scale average-total-variation curve (lower = smoother).
 
     Parameters
@@ -60,6 +60,8 @@ def total_variation(attributions, *, downscale: float = 1.5, min_size=30, p: int
         Smallest level kept (both sides ``>=`` it; 30).
     p : int
         Norm of the total variation (1).
+    data_format : {None, "channels_last", "channels_first"}
+        Layout of 4-D attributions (``None`` = ``keras.config.image_data_format()``).
 
     Returns
     -------
@@ -72,7 +74,9 @@ def total_variation(attributions, *, downscale: float = 1.5, min_size=30, p: int
         raise ImportError("total_variation needs scikit-image: pip install 'tf_pathattr[metrics]'") from exc
     a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions, np.float64)
     if a.ndim == 4:
-        a = a.sum(axis=-1)
+        from ..engine.layout import resolve_data_format
+
+        a = a.sum(axis=1 if resolve_data_format(data_format) == "channels_first" else -1)
     if a.ndim != 3:
         raise ValueError(f"attributions must have shape [B, H, W, C] or [B, H, W], got {a.shape}")
     if not np.all(np.isfinite(a)):
