@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import models as zoo
 import tf_pathattr as tpa
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,7 @@ def assert_one_error_line(res, pattern):
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model = zoo.toy_cnn(channels=1)
     model.save(root / "m.keras")
     model.export(str(root / "sm"), verbose=False)
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype(np.float32)

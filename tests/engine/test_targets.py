@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine import targets as tgt
@@ -73,7 +74,7 @@ def test_predicted_class_is_argmax(toy_cnn, rng):
 
 def test_regression_model_single_unit():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    model = zoo.single_output_model(d=4)
     x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
     a, d = tpa.integrated_gradients(model, x, None, return_convergence_delta=True)
     assert np.max(np.abs(d)) < 1e-5
@@ -82,9 +83,7 @@ def test_regression_model_single_unit():
 
 
 def test_multi_output_model_with_callable():
-    inp = keras.Input((4,))
-    h = keras.layers.Dense(6, activation="tanh")(inp)
-    model = keras.Model(inp, [keras.layers.Dense(3)(h), keras.layers.Dense(1)(h)])
+    model = zoo.multi_output_model(d=4)
     x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
     with pytest.raises(ValueError, match="callable"):
         tpa.integrated_gradients(model, x, 0)

@@ -191,14 +191,12 @@ def test_bad_inputs_raise_clear_errors():
         blur_integrated_gradients(model, x, n_steps=10.0)
 
 
-def test_jit_compile_and_alias_dispatch():
+def test_alias_dispatch():
     import tf_pathattr as tpa
 
     model = make_smooth_cnn(12)
     x = np.random.default_rng(8).random((2, 12, 12, 3)).astype(np.float32)
-    a = blur_integrated_gradients(model, x, 1, n_steps=20).numpy()
-    aj = blur_integrated_gradients(model, x, 1, n_steps=20, jit_compile=True).numpy()
-    assert np.abs(a - aj).max() <= 1e-5 * np.abs(a).max()
+    a = blur_integrated_gradients(model, x, 1, n_steps=20).numpy()  # XLA: tests/test_contract.py
     np.testing.assert_array_equal(tpa.attribute(model, x, 1, method="blur_ig", n_steps=20).numpy(), a)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import models as zoo
 import reference
 import tf_pathattr as tpa
 from conftest import make_linear_model, make_smooth_cnn
@@ -33,21 +34,6 @@ def quadratic_model():
     return model
 
 
-def relu_maxpool_cnn(size=16, seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(8, 3, padding="same", activation="softplus"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(16, activation="tanh"),
-        keras.layers.Dense(10),
-    ])
-
-
 @pytest.fixture(scope="module")
 def quad():
     return quadratic_model()
@@ -55,7 +41,7 @@ def quad():
 
 @pytest.fixture(scope="module")
 def cnn():
-    return relu_maxpool_cnn()
+    return zoo.maxpool_cnn()
 
 
 @pytest.fixture(scope="module")
@@ -413,12 +399,6 @@ def test_multi_input_model():
     np.testing.assert_allclose(np.concatenate([attr[0].numpy(), attr[1].numpy()], 1), ref, atol=1e-5)
     f = model([xa, xb]).numpy()[:, 1] - model([xa * 0, xb * 0]).numpy()[:, 1]
     assert np.all(np.abs(delta.numpy()) < 0.02 * np.abs(f) + 1e-4)
-
-
-def test_jit_compile_matches(smooth, images):
-    a = gig(smooth, images[:2], 0, n_steps=10).numpy()
-    b = gig(smooth, images[:2], 0, n_steps=10, jit_compile=True).numpy()
-    np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(a).max())
 
 
 @pytest.mark.parametrize("k_frac", [0.0, 0.1, 0.25, 0.5, 1.0])

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
+import models as zoo
 from conftest import make_linear_model
 
 
@@ -16,8 +17,7 @@ def make_mlp(d=20, hidden=32, classes=3, seed=0, nested=False):
     if nested:
         head = keras.Sequential([keras.Input((hidden,)), keras.layers.Dense(classes)])
         return keras.Sequential([keras.Input((d,)), keras.layers.Dense(hidden, activation="softplus"), head])
-    return keras.Sequential([keras.Input((d,)), keras.layers.Dense(hidden, activation="softplus"),
-                             keras.layers.Dense(classes)])
+    return zoo.dense_head(d, classes=classes, hidden=hidden, seed=seed, activation="softplus")
 
 
 @pytest.fixture

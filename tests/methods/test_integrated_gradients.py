@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine.quadrature import RULES
@@ -141,26 +142,15 @@ def test_multiply_by_inputs_false_gives_path_average(rng):
 
 
 def test_multi_input_list_and_dict(rng):
-    a_in, b_in = keras.Input((3,), name="a"), keras.Input((2,), name="b")
-    h = keras.layers.Concatenate()([a_in, b_in])
-    out = keras.layers.Dense(2)(keras.layers.Dense(5, activation="tanh")(h))
-    model = keras.Model({"a": a_in, "b": b_in}, out)
+    model_l, model = zoo.two_input_models()
     xa, xb = rng.normal(size=(2, 3)).astype("float32"), rng.normal(size=(2, 2)).astype("float32")
     attr, delta = tpa.integrated_gradients(model, {"a": xa, "b": xb}, 1, baseline={"a": 0.0, "b": np.ones(2)},
                                            return_convergence_delta=True)
     assert set(attr) == {"a", "b"} and attr["a"].shape == (2, 3) and attr["b"].shape == (2, 2)
     assert np.max(np.abs(delta)) < 1e-5
-    model_l = keras.Model([a_in, b_in], out)
     attr_l = tpa.integrated_gradients(model_l, [xa, xb], 1, baseline=[0.0, np.ones(2)])
     np.testing.assert_allclose(attr_l[0], attr["a"], rtol=1e-6)
     np.testing.assert_allclose(attr_l[1], attr["b"], rtol=1e-6)
-
-
-def test_jit_compile_gives_same_result(toy_cnn, rng):
-    x = rng.random((2, 8, 8, 3)).astype("float32")
-    a = tpa.integrated_gradients(toy_cnn, x, 2, n_steps=16, internal_batch_size=10)
-    b = tpa.integrated_gradients(toy_cnn, x, 2, n_steps=16, internal_batch_size=10, jit_compile=True)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _traced_function(model, key_prefix):
@@ -198,7 +188,6 @@ def test_memory_does_not_grow_with_n_steps(rng):
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(baseline=np.zeros((5, 5, 3))), ValueError, "baseline has shape"),
-    (dict(target=7), ValueError, "target out of range"),
     (dict(rule="simpson"), ValueError, "rule must be one of"),
     (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
     (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
@@ -208,15 +197,6 @@ def test_clear_errors(toy_cnn, rng, kwargs, exc, match):
     target = kwargs.pop("target", 0)
     with pytest.raises(exc, match=match):
         tpa.integrated_gradients(toy_cnn, x, target, **kwargs)
-
-
-def test_nan_and_integer_inputs_rejected(toy_cnn):
-    x = np.zeros((1, 8, 8, 3), np.float32)
-    x[0, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="inputs contains NaN"):
-        tpa.integrated_gradients(toy_cnn, x, 0)
-    with pytest.raises(TypeError, match="integer dtype"):
-        tpa.integrated_gradients(toy_cnn, np.zeros((1, 8, 8, 3), np.int32), 0)
 
 
 def test_attribute_dispatch_and_unknown_method(toy_cnn, rng):

@@ -130,13 +130,10 @@ def test_stein_identity_on_quadratic(rng):
     assert np.all(np.abs(terms.mean(0) - truth) < 4 * se)
 
 
-def test_seed_determinism_and_chunk_independence(cnn16, rng):
+def test_seed_keying(cnn16, rng):
+    """Seeds and chunking in general: tests/test_contract.py; here the documented keying."""
     x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
-    a = smooth_taylor(cnn16, x, n_roots=9, seed=5).numpy()
-    b = smooth_taylor(cnn16, x, n_roots=9, seed=5, internal_batch_size=4).numpy()  # chunks of 2 roots + rest
-    c = smooth_taylor(cnn16, x, n_roots=9, seed=6).numpy()
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(a).max())
-    assert np.abs(a - c).max() > 1e-3 * np.abs(a).max()
+    a = smooth_taylor(cnn16, x, n_roots=9, seed=5, internal_batch_size=4).numpy()  # chunks of 2 roots + rest
     # the documented keying: root n uses stateless_normal([B, *S], seed=[seed, n])
     eps = np.stack([tf.random.stateless_normal((2, 16, 16, 3), seed=[5, k]).numpy() for k in range(9)])
     d = smooth_taylor(cnn16, x, noise=eps).numpy()

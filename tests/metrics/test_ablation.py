@@ -1,9 +1,9 @@
 """MEB ablation (metrics.md section 5): seeds, end points, hand-computed curve on a linear model."""
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import models as zoo
 from tf_pathattr.metrics import meb_ablation
 
 
@@ -17,8 +17,7 @@ def linear_classifier(d=6, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(d, classes)).astype(np.float32)
     b = rng.normal(size=classes).astype(np.float32)
-    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(classes)])
-    model.layers[-1].set_weights([w, b])
+    model, _ = zoo.linear_model(w, b)
     return model, w.astype(np.float64), b.astype(np.float64)
 
 

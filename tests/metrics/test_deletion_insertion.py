@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+import models as zoo
 from tf_pathattr.metrics import deletion, insertion
 from tf_pathattr.metrics.deletion_insertion import gaussian_kernel_rise, step_counts
 
@@ -141,8 +142,7 @@ def test_insertion_blur_start_matches_rise_kernel():
 
 def test_tabular_one_feature_per_step_and_maximum_entropy_substrate():
     w = np.array([3.0, -1.0, 0.5, 2.0])
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.layers[-1].set_weights([w[:, None].astype(np.float32), np.zeros(1, np.float32)])
+    model, _ = zoo.linear_model(w)
     x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
     attr = np.array([[0.1, -5.0, 0.2, 1.0]])  # order by |a|: 1, 3, 2, 0
     d = deletion(model, x, attr, score="logit")
@@ -178,6 +178,6 @@ def test_errors(toy_cnn):
         deletion(toy_cnn, x, x, substrate="maximum_entropy")
     with pytest.raises(ValueError, match="not both"):
         deletion(toy_cnn, x, x, n_steps=3, pixels_per_step=2)
-    tab = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    tab = zoo.dense_head(3, classes=2)
     with pytest.raises(ValueError, match="blur"):
         insertion(tab, np.zeros((1, 3), np.float32), np.ones((1, 3)))
