@@ -5,6 +5,7 @@
 * :func:`write_section` replaces one named section of ``benchmarks/RESULTS.md`` (between
   ``<!-- BEGIN name -->`` and ``<!-- END name -->``), so each script owns its own tables.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,9 @@ def time_interleaved(candidates: dict, repeats: int = 7, warmup: int = 1) -> dic
             _result(fn())
             walls[name].append(time.perf_counter() - w0)
             cpus[name].append(time.process_time() - c0)
-    return {k: {"wall": statistics.median(walls[k]), "cpu": statistics.median(cpus[k]), "n": repeats} for k in candidates}
+    return {
+        k: {"wall": statistics.median(walls[k]), "cpu": statistics.median(cpus[k]), "n": repeats} for k in candidates
+    }
 
 
 def table(rows, headers) -> str:
@@ -72,7 +75,11 @@ def table(rows, headers) -> str:
 def write_section(name: str, markdown: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md."""
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is written by the script named in it; rerun that script to refresh it.\n"
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nEach section is written by the script named in it; rerun that script to refresh it.\n"
+    )
     block = f"{begin}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

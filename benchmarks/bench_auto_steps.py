@@ -12,6 +12,7 @@ For each model and batch of explicands:
     python benchmarks/bench_auto_steps.py            # writes the `auto_steps` section of RESULTS.md
     python benchmarks/bench_auto_steps.py --quick    # smooth CNN only, prints
 """
+
 import argparse
 import os
 import sys
@@ -83,8 +84,16 @@ def smallest_fixed(model, x, target, rule, grid, ibs, baseline):
     tol = RTOL * np.abs(f_x - f_0)
     per = np.full(len(x), np.nan)
     for n in grid:
-        _, delta = tpa.integrated_gradients(model, x, target, n_steps=n, method=rule, internal_batch_size=ibs,
-                                            baseline=baseline, return_convergence_delta=True)
+        _, delta = tpa.integrated_gradients(
+            model,
+            x,
+            target,
+            n_steps=n,
+            method=rule,
+            internal_batch_size=ibs,
+            baseline=baseline,
+            return_convergence_delta=True,
+        )
         ok = np.abs(delta.numpy()) <= tol
         per[np.isnan(per) & ok] = n
         if ok.all():
@@ -95,39 +104,79 @@ def smallest_fixed(model, x, target, rule, grid, ibs, baseline):
 def bench(name, model, x, ibs, repeats, baseline=0.0):
     target = np.argmax(model(x).numpy(), axis=1).astype(np.int32)
     t0 = time.perf_counter()
-    attr, det = tpa.integrated_gradients(model, x, target, n_steps="auto", rtol=RTOL, internal_batch_size=ibs,
-                                         baseline=baseline, return_details=True)
+    attr, det = tpa.integrated_gradients(
+        model, x, target, n_steps="auto", rtol=RTOL, internal_batch_size=ibs, baseline=baseline, return_details=True
+    )
     first_call = time.perf_counter() - t0
     steps, conv = det["n_steps"], det["converged"]
     gl_n, gl_per = smallest_fixed(model, x, target, "gausslegendre", GL_GRID, ibs, baseline)
     tr_n, tr_per = smallest_fixed(model, x, target, "riemann_trapezoid", TRAP_GRID, ibs, baseline)
-    cands = {"auto": lambda: tpa.integrated_gradients(model, x, target, n_steps="auto", rtol=RTOL,
-                                                      internal_batch_size=ibs, baseline=baseline)}
+    cands = {
+        "auto": lambda: tpa.integrated_gradients(
+            model, x, target, n_steps="auto", rtol=RTOL, internal_batch_size=ibs, baseline=baseline
+        )
+    }
     if gl_n:
-        cands[f"Gauss-Legendre {gl_n}"] = lambda: tpa.integrated_gradients(model, x, target, n_steps=gl_n,
-                                                                            internal_batch_size=ibs, baseline=baseline)
+        cands[f"Gauss-Legendre {gl_n}"] = lambda: tpa.integrated_gradients(
+            model, x, target, n_steps=gl_n, internal_batch_size=ibs, baseline=baseline
+        )
     timing = time_interleaved(cands, repeats=repeats)
     med = float(np.median(steps))
     fmt = lambda v: "not reached" if v is None else str(v)  # noqa: E731
     rows = [
-        ["auto (nested Fejér)", f"{med:g}", f"{int(steps.max())}", f"{int(steps.sum())}",
-         f"{timing['auto']['wall']:.3f}", "1.0"],
-        ["Gauss–Legendre, smallest n for every example", fmt(gl_n), fmt(gl_n),
-         "—" if gl_n is None else str(gl_n * len(x)),
-         "—" if gl_n is None else f"{timing[f'Gauss-Legendre {gl_n}']['wall']:.3f}",
-         "—" if gl_n is None else f"{gl_n / med:.1f}"],
-        ["trapezoid, smallest n for every example", fmt(tr_n), fmt(tr_n), "—" if tr_n is None else str(tr_n * len(x)),
-         "—", "—" if tr_n is None else f"{tr_n / med:.1f}"],
+        [
+            "auto (nested Fejér)",
+            f"{med:g}",
+            f"{int(steps.max())}",
+            f"{int(steps.sum())}",
+            f"{timing['auto']['wall']:.3f}",
+            "1.0",
+        ],
+        [
+            "Gauss–Legendre, smallest n for every example",
+            fmt(gl_n),
+            fmt(gl_n),
+            "—" if gl_n is None else str(gl_n * len(x)),
+            "—" if gl_n is None else f"{timing[f'Gauss-Legendre {gl_n}']['wall']:.3f}",
+            "—" if gl_n is None else f"{gl_n / med:.1f}",
+        ],
+        [
+            "trapezoid, smallest n for every example",
+            fmt(tr_n),
+            fmt(tr_n),
+            "—" if tr_n is None else str(tr_n * len(x)),
+            "—",
+            "—" if tr_n is None else f"{tr_n / med:.1f}",
+        ],
     ]
-    head = (f"**{name}** ({model.count_params():,} parameters, input {tuple(model.input_shape[1:])}), "
-            f"{len(x)} explicands (predicted class), baseline {baseline:g}, rtol={RTOL:g}, internal_batch_size={ibs}; "
-            f"wall = median of {repeats} interleaved runs (auto's first call with tracing: {first_call:.2f} s)")
-    notes = (f"auto per example: {sorted(int(s) for s in steps)}; converged: {int(conv.sum())}/{len(x)}"
-             + ("" if conv.all() else f" (budget hit by examples {np.flatnonzero(~conv).tolist()})")
-             + f"; smallest Gauss–Legendre n per example: median {np.nanmedian(gl_per):g}, max {np.nanmax(gl_per):g}"
-             + f"; smallest trapezoid n per example: median {np.nanmedian(tr_per):g}, max {np.nanmax(tr_per):g}.")
-    text = head + "\n\n" + table(rows, ["rule", "gradient evals, median example", "max example", "total (batch)",
-                                        "wall s", "fixed / auto (median example)"]) + "\n\n" + notes
+    head = (
+        f"**{name}** ({model.count_params():,} parameters, input {tuple(model.input_shape[1:])}), "
+        f"{len(x)} explicands (predicted class), baseline {baseline:g}, rtol={RTOL:g}, internal_batch_size={ibs}; "
+        f"wall = median of {repeats} interleaved runs (auto's first call with tracing: {first_call:.2f} s)"
+    )
+    notes = (
+        f"auto per example: {sorted(int(s) for s in steps)}; converged: {int(conv.sum())}/{len(x)}"
+        + ("" if conv.all() else f" (budget hit by examples {np.flatnonzero(~conv).tolist()})")
+        + f"; smallest Gauss–Legendre n per example: median {np.nanmedian(gl_per):g}, max {np.nanmax(gl_per):g}"
+        + f"; smallest trapezoid n per example: median {np.nanmedian(tr_per):g}, max {np.nanmax(tr_per):g}."
+    )
+    text = (
+        head
+        + "\n\n"
+        + table(
+            rows,
+            [
+                "rule",
+                "gradient evals, median example",
+                "max example",
+                "total (batch)",
+                "wall s",
+                "fixed / auto (median example)",
+            ],
+        )
+        + "\n\n"
+        + notes
+    )
     return text, dict(median=med, gl=gl_n, trap=tr_n, conv=bool(conv.all()))
 
 
@@ -140,25 +189,39 @@ def main():
     parts = [bench("smooth CNN (tanh/softplus) trained on the digits", model, x_test[:32], 256, 3)[0]]
     if not args.quick:
         mnet = mobilenet_small()
-        parts.append(bench("MobileNetV2(weights=None) at 64x64", mnet,
-                           rng.uniform(-1, 1, (8, 64, 64, 3)).astype("float32"), 128, 2)[0])
+        parts.append(
+            bench(
+                "MobileNetV2(weights=None) at 64x64", mnet, rng.uniform(-1, 1, (8, 64, 64, 3)).astype("float32"), 128, 2
+            )[0]
+        )
         cnx = convnext_small()
-        parts.append(bench("ConvNeXt-style (reduced, local)", cnx, rng.random((8, 64, 64, 3)).astype("float32"), 128,
-                           2, baseline=0.5)[0])
-    text = ("## Integrated Gradients with `n_steps=\"auto\"` (`benchmarks/bench_auto_steps.py`)\n\n"
-            f"Machine: {machine()}; shared with other jobs while this ran (timings are indicative; gradient "
-            "evaluation counts are exact).\n\n" + "\n\n".join(parts) +
-            "\n\nThe fixed rules need one step count for the whole batch, so they pay for the hardest example; "
-            "`auto` refines each example separately and finished examples cost no further gradient calls. "
-            "MobileNetV2 and the ConvNeXt-style model have random weights (no downloads); the ConvNeXt-style "
-            "model is a reduced local build (patchify stem, 3 stages x 2 ConvNeXt blocks, 32/64/128 channels) "
-            "because keras.applications.ConvNeXtTiny(weights=None) costs about 28M parameters per gradient "
-            "row, too slow for a sweep of fixed step counts on 2 shared cores. It is explained from a gray (0.5) "
-            "baseline: from the zero baseline its stem output is alpha * h (zero-initialised bias) and the "
-            "following LayerNorm is scale-invariant, so F(alpha x) jumps from F(0) = 0 to about F(x) within "
-            "alpha ~ 1e-3 (measured: F(0) = 0, F(0.1 x) = 3.1533, F(x) = 3.1530); no rule reached rtol 1e-3 "
-            "there (Gauss-Legendre up to 512, trapezoid up to 2048, auto hit its 1025 budget on all 8 examples "
-            "in a first run), which is the integrand, not the quadrature.")
+        parts.append(
+            bench(
+                "ConvNeXt-style (reduced, local)",
+                cnx,
+                rng.random((8, 64, 64, 3)).astype("float32"),
+                128,
+                2,
+                baseline=0.5,
+            )[0]
+        )
+    text = (
+        '## Integrated Gradients with `n_steps="auto"` (`benchmarks/bench_auto_steps.py`)\n\n'
+        f"Machine: {machine()}; shared with other jobs while this ran (timings are indicative; gradient "
+        "evaluation counts are exact).\n\n"
+        + "\n\n".join(parts)
+        + "\n\nThe fixed rules need one step count for the whole batch, so they pay for the hardest example; "
+        "`auto` refines each example separately and finished examples cost no further gradient calls. "
+        "MobileNetV2 and the ConvNeXt-style model have random weights (no downloads); the ConvNeXt-style "
+        "model is a reduced local build (patchify stem, 3 stages x 2 ConvNeXt blocks, 32/64/128 channels) "
+        "because keras.applications.ConvNeXtTiny(weights=None) costs about 28M parameters per gradient "
+        "row, too slow for a sweep of fixed step counts on 2 shared cores. It is explained from a gray (0.5) "
+        "baseline: from the zero baseline its stem output is alpha * h (zero-initialised bias) and the "
+        "following LayerNorm is scale-invariant, so F(alpha x) jumps from F(0) = 0 to about F(x) within "
+        "alpha ~ 1e-3 (measured: F(0) = 0, F(0.1 x) = 3.1533, F(x) = 3.1530); no rule reached rtol 1e-3 "
+        "there (Gauss-Legendre up to 512, trapezoid up to 2048, auto hit its 1025 budget on all 8 examples "
+        "in a first run), which is the integrand, not the quadrature."
+    )
     print(text)
     if not args.quick:
         write_section("auto_steps", text)

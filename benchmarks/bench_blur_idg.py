@@ -13,6 +13,7 @@ Usage::
 
 Writes the ``blur_idg`` section of ``benchmarks/RESULTS.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,24 +35,27 @@ from tf_pathattr.methods.idg import integrated_decision_gradients  # noqa: E402
 
 def small_cnn(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def mobilenet(size):
     keras.utils.set_random_seed(0)
-    return keras.applications.MobileNetV2(input_shape=(size, size, 3), weights=None, classes=10,
-                                          classifier_activation=None)
+    return keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), weights=None, classes=10, classifier_activation=None
+    )
 
 
 def gradient_floor(model, x, target, n_grad, n_fwd=0, internal_batch_size=None):
@@ -124,8 +128,9 @@ def bench_model(name, model, batch, repeats, blur_steps, idg_steps, with_pair):
         "blur_ig": lambda: blur_integrated_gradients(model, x, targets, n_steps=blur_steps),
         "blur_floor": gradient_floor(model, x, targets, blur_steps),
         "idg": lambda: integrated_decision_gradients(model, x, targets, n_steps=idg_steps),
-        "idg_compat": lambda: integrated_decision_gradients(model, x, targets, n_steps=idg_steps,
-                                                            reference_compat=True),
+        "idg_compat": lambda: integrated_decision_gradients(
+            model, x, targets, n_steps=idg_steps, reference_compat=True
+        ),
         "idg_floor": gradient_floor(model, x, targets, idg_steps, n_fwd=idg_steps),
     }
     if with_pair:
@@ -133,17 +138,39 @@ def bench_model(name, model, batch, repeats, blur_steps, idg_steps, with_pair):
     res = time_interleaved(cands, repeats=repeats, warmup=1)
     rows = []
     params = model.count_params()
-    for meth, floor, label in (("blur_ig", "blur_floor", f"Blur IG ({blur_steps} steps)"),
-                               ("idg", "idg_floor", f"IDG ({idg_steps}+{idg_steps} passes)"),
-                               ("idg_compat", "idg_floor", f"IDG reference_compat ({idg_steps}+{idg_steps})")):
+    for meth, floor, label in (
+        ("blur_ig", "blur_floor", f"Blur IG ({blur_steps} steps)"),
+        ("idg", "idg_floor", f"IDG ({idg_steps}+{idg_steps} passes)"),
+        ("idg_compat", "idg_floor", f"IDG reference_compat ({idg_steps}+{idg_steps})"),
+    ):
         r, f = res[meth], res[floor]
-        rows.append([name, f"{params / 1e3:.0f}k", batch, label, fmt(r["wall"]), fmt(r["cpu"]), fmt(f["wall"]),
-                     fmt(f["cpu"]), f"{r['wall'] / f['wall']:.2f}x", f"{r['cpu'] / f['cpu']:.2f}x"])
+        rows.append(
+            [
+                name,
+                f"{params / 1e3:.0f}k",
+                batch,
+                label,
+                fmt(r["wall"]),
+                fmt(r["cpu"]),
+                fmt(f["wall"]),
+                fmt(f["cpu"]),
+                f"{r['wall'] / f['wall']:.2f}x",
+                f"{r['cpu'] / f['cpu']:.2f}x",
+            ]
+        )
     pair = None
     if with_pair:
         p = res["pair_blur_ig"]
-        pair = [name, batch, fmt(p["wall"]), fmt(p["cpu"]), fmt(res["blur_ig"]["wall"]), fmt(res["blur_ig"]["cpu"]),
-                f"{p['wall'] / res['blur_ig']['wall']:.1f}x", f"{p['cpu'] / res['blur_ig']['cpu']:.1f}x"]
+        pair = [
+            name,
+            batch,
+            fmt(p["wall"]),
+            fmt(p["cpu"]),
+            fmt(res["blur_ig"]["wall"]),
+            fmt(res["blur_ig"]["cpu"]),
+            f"{p['wall'] / res['blur_ig']['wall']:.1f}x",
+            f"{p['cpu'] / res['blur_ig']['cpu']:.1f}x",
+        ]
     return rows, pair
 
 
@@ -163,23 +190,49 @@ def main(argv=None):
         s = args.mobilenet_size
         r, _ = bench_model(f"MobileNetV2 {s}x{s}x3", mobilenet(s), 4, repeats, 100, 50, False)
         rows += r
-    md = "\n".join([
-        "### Blur IG and IDG (`benchmarks/bench_blur_idg.py`)",
-        "",
-        f"Machine: {machine()}. Median of {repeats} interleaved runs (after one warm-up), seconds per call for "
-        "the whole batch; CPU = process time. Floor = one compiled function computing only the same gradients "
-        "(and, for IDG, the same N coarse forward passes) in the same chunks (`internal_batch_size` default 256 "
-        "rows). Target: <= 1.2x the floor." + (" **--quick smoke run.**" if args.quick else ""),
-        "",
-        table(rows, ["model", "params", "B", "method", "wall", "CPU", "floor wall", "floor CPU", "wall / floor",
-                     "CPU / floor"]),
-        "",
-        "PAIR `saliency` 0.2.1 `BlurIG` (one image at a time, `batch_size=32` steps, scipy blurs, the same "
-        "compiled gradient function) against `blur_integrated_gradients` on the whole batch:",
-        "",
-        table(pairs, ["model", "B", "PAIR wall", "PAIR CPU", "tf_pathattr wall", "tf_pathattr CPU", "speed-up wall",
-                      "speed-up CPU"]),
-    ])
+    md = "\n".join(
+        [
+            "### Blur IG and IDG (`benchmarks/bench_blur_idg.py`)",
+            "",
+            f"Machine: {machine()}. Median of {repeats} interleaved runs (after one warm-up), seconds per call for "
+            "the whole batch; CPU = process time. Floor = one compiled function computing only the same gradients "
+            "(and, for IDG, the same N coarse forward passes) in the same chunks (`internal_batch_size` default 256 "
+            "rows). Target: <= 1.2x the floor." + (" **--quick smoke run.**" if args.quick else ""),
+            "",
+            table(
+                rows,
+                [
+                    "model",
+                    "params",
+                    "B",
+                    "method",
+                    "wall",
+                    "CPU",
+                    "floor wall",
+                    "floor CPU",
+                    "wall / floor",
+                    "CPU / floor",
+                ],
+            ),
+            "",
+            "PAIR `saliency` 0.2.1 `BlurIG` (one image at a time, `batch_size=32` steps, scipy blurs, the same "
+            "compiled gradient function) against `blur_integrated_gradients` on the whole batch:",
+            "",
+            table(
+                pairs,
+                [
+                    "model",
+                    "B",
+                    "PAIR wall",
+                    "PAIR CPU",
+                    "tf_pathattr wall",
+                    "tf_pathattr CPU",
+                    "speed-up wall",
+                    "speed-up CPU",
+                ],
+            ),
+        ]
+    )
     print(md)
     if not args.no_write:
         write_section("blur_idg", md)

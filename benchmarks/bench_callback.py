@@ -11,6 +11,7 @@ completeness gap and the .npz arrays. Two measurements, run interleaved (medians
 
 Usage: PYTHONPATH=. python benchmarks/bench_callback.py [--quick] [--repeats N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def main(argv=None):
             model = build_digits_cnn()
             cbs = [AttributionLogger(probe, method_options=opts, log_dir=logdir / "scratch")] if with_logger else []
             model.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=0, callbacks=cbs)
+
         return go
 
     warm_plain, warm_logged = build_digits_cnn(), build_digits_cnn()
@@ -68,35 +70,62 @@ def main(argv=None):
     first_explain = time.perf_counter() - t0
     steady = time_interleaved({"explain": probe_logger.explain}, repeats=5, warmup=1)["explain"]["wall"]
 
-    scratch = time_interleaved({"fit": run_from_scratch(False), "fit + logger": run_from_scratch(True)},
-                               repeats=repeats, warmup=0)
-    warm = time_interleaved({"fit": more_epochs(warm_plain, []),
-                             "fit + logger": more_epochs(warm_logged, [warm_logger])},
-                            repeats=repeats, warmup=1)
+    scratch = time_interleaved(
+        {"fit": run_from_scratch(False), "fit + logger": run_from_scratch(True)}, repeats=repeats, warmup=0
+    )
+    warm = time_interleaved(
+        {"fit": more_epochs(warm_plain, []), "fit + logger": more_epochs(warm_logged, [warm_logger])},
+        repeats=repeats,
+        warmup=1,
+    )
     shutil.rmtree(logdir, ignore_errors=True)
     rows = []
-    for label, res in ((f"{epochs}-epoch run from a fresh model", scratch), (f"{epochs} more epochs of a trained model (steady state)", warm)):
+    for label, res in (
+        (f"{epochs}-epoch run from a fresh model", scratch),
+        (f"{epochs} more epochs of a trained model (steady state)", warm),
+    ):
         base, logged = res["fit"], res["fit + logger"]
         per_epoch = (logged["wall"] - base["wall"]) / epochs * 1000
-        rows.append([label, f"{base['wall']:.2f}", f"{logged['wall']:.2f}", f"{logged['wall'] / base['wall']:.2f}x",
-                     f"{logged['cpu'] / base['cpu']:.2f}x", f"{per_epoch:.0f}", base["n"]])
-    md = "\n".join([
-        "## AttributionLogger overhead on `fit` (`benchmarks/bench_callback.py`)",
-        "",
-        f"Digits CNN ({warm_plain.count_params()} parameters), 1437 training images, batch 32; the logger explains "
-        "16 probe digits with IG (64 steps) every epoch and writes overlays, histograms, the completeness gap "
-        f"and .npz arrays. Medians of {repeats} interleaved repeats. Target: under 1.2x.",
-        "",
-        table(rows, ["measurement", "fit (s)", "fit + logger (s)", "wall ratio", "CPU ratio",
-                     "extra ms / epoch", "repeats"]),
-        "",
-        f"One-time trace of the explain function (first call): {first_explain:.2f} s; each later explanation of "
-        f"the 16 probes: {steady * 1000:.0f} ms (median of 5). The fresh-run overhead is mostly one-time costs "
-        "(the trace, the writer and the first summary ops) on a training that lasts about a second; the "
-        "steady-state row is what longer trainings see. Wall times on a shared, loaded machine are noisy.",
-        "",
-        f"Machine: {machine()}.",
-    ])
+        rows.append(
+            [
+                label,
+                f"{base['wall']:.2f}",
+                f"{logged['wall']:.2f}",
+                f"{logged['wall'] / base['wall']:.2f}x",
+                f"{logged['cpu'] / base['cpu']:.2f}x",
+                f"{per_epoch:.0f}",
+                base["n"],
+            ]
+        )
+    md = "\n".join(
+        [
+            "## AttributionLogger overhead on `fit` (`benchmarks/bench_callback.py`)",
+            "",
+            f"Digits CNN ({warm_plain.count_params()} parameters), 1437 training images, batch 32; the logger explains "
+            "16 probe digits with IG (64 steps) every epoch and writes overlays, histograms, the completeness gap "
+            f"and .npz arrays. Medians of {repeats} interleaved repeats. Target: under 1.2x.",
+            "",
+            table(
+                rows,
+                [
+                    "measurement",
+                    "fit (s)",
+                    "fit + logger (s)",
+                    "wall ratio",
+                    "CPU ratio",
+                    "extra ms / epoch",
+                    "repeats",
+                ],
+            ),
+            "",
+            f"One-time trace of the explain function (first call): {first_explain:.2f} s; each later explanation of "
+            f"the 16 probes: {steady * 1000:.0f} ms (median of 5). The fresh-run overhead is mostly one-time costs "
+            "(the trace, the writer and the first summary ops) on a training that lasts about a second; the "
+            "steady-state row is what longer trainings see. Wall times on a shared, loaded machine are noisy.",
+            "",
+            f"Machine: {machine()}.",
+        ]
+    )
     print(md)
     if not args.quick:
         write_section("callback", md)

@@ -12,6 +12,7 @@ tracing, and for Beam the start of its worker processes (each imports TensorFlow
 
 Run: ``python benchmarks/bench_dataset.py [--quick]``; writes the ``dataset`` section of RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,35 @@ CHILD = textwrap.dedent("""
 
 
 KINDS = ("in-process", "beam", "beam-threads", "loop")
-LABELS = {"in-process": "`explain_dataset` in-process", "beam": "Beam, multi-processing (2 workers)",
-          "beam-threads": "Beam, multi-threading (2 workers)", "loop": "`tpa.attribute` loop"}
+LABELS = {
+    "in-process": "`explain_dataset` in-process",
+    "beam": "Beam, multi-processing (2 workers)",
+    "beam-threads": "Beam, multi-threading (2 workers)",
+    "loop": "`tpa.attribute` loop",
+}
 
 
 def run_child(kind, model_path, data_path, out, method, n_steps, batch):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     load0 = os.getloadavg()[0]
-    res = subprocess.run([sys.executable, "-c", CHILD, kind, str(model_path), str(data_path), str(out), method,
-                          str(n_steps), str(batch)], capture_output=True, text=True, env=env, timeout=3600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            kind,
+            str(model_path),
+            str(data_path),
+            str(out),
+            method,
+            str(n_steps),
+            str(batch),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{res.stderr[-3000:]}")
     info = json.loads(res.stdout.strip().splitlines()[-1])
@@ -116,8 +137,10 @@ def main():
             base = n / res["in-process"]["seconds"]
             for kind in KINDS:
                 eps = n / res[kind]["seconds"]
-                rows.append(f"| {name} | {n} | IG {n_steps} steps, batch {batch} | {kind} | {res[kind]['seconds']:.1f} "
-                            f"| {eps:.1f} | {eps / base:.2f}x | {res[kind]['load'][0]:.1f} / {res[kind]['load'][1]:.1f} |")
+                rows.append(
+                    f"| {name} | {n} | IG {n_steps} steps, batch {batch} | {kind} | {res[kind]['seconds']:.1f} "
+                    f"| {eps:.1f} | {eps / base:.2f}x | {res[kind]['load'][0]:.1f} / {res[kind]['load'][1]:.1f} |"
+                )
     for kind, label in LABELS.items():
         rows = [r.replace(f"| {kind} |", f"| {label} |") for r in rows]
     body = [

@@ -13,6 +13,7 @@ Usage: ``python benchmarks/bench_guided_ig.py [--quick | --full] [--repeats N] [
 The default run takes about 4 minutes on 2 shared cores (MobileNetV2's 200 gradient calls of 8
 rows alone take ~40 s); ``--full`` adds parity and unbounded GIG on MobileNetV2 (~10 min).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,19 @@ from tf_pathattr.engine import gradients as eng  # noqa: E402
 def small_cnn():
     """~100k parameters, 32x32x3 -> 10 logits."""
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def mobilenet():
@@ -69,8 +72,9 @@ def gradient_floor(model, x, target, n_steps):
             _, grads = eng.score_and_gradients(problem, pts, indices)
             return t + 1, acc + tf.reduce_sum(grads[0])
 
-        return tf.while_loop(lambda t, acc: t < n_steps, body, [tf.constant(0), tf.constant(0.0)],
-                             parallel_iterations=1)[1]
+        return tf.while_loop(
+            lambda t, acc: t < n_steps, body, [tf.constant(0), tf.constant(0.0)], parallel_iterations=1
+        )[1]
 
     del batch
     return lambda: floor(problem.flat_x, problem.target.indices)
@@ -102,11 +106,13 @@ def bench_model(name, model, n_images, n_steps, repeats, n_saliency, parity=True
         "GIG fast (q=0.25, D=0.02)": lambda: tpa.guided_integrated_gradients(model, x, target, n_steps=n_steps),
     }
     if unbounded:
-        cands["GIG fast unbounded (D=1)"] = lambda: tpa.guided_integrated_gradients(model, x, target, n_steps=n_steps,
-                                                                                     max_dist=1.0)
+        cands["GIG fast unbounded (D=1)"] = lambda: tpa.guided_integrated_gradients(
+            model, x, target, n_steps=n_steps, max_dist=1.0
+        )
     if parity:
         cands["GIG parity (q=0.25, D=0.02)"] = lambda: tpa.guided_integrated_gradients(
-            model, x, target, n_steps=n_steps, parity=True)
+            model, x, target, n_steps=n_steps, parity=True
+        )
     t0 = time.perf_counter()
     res = time_interleaved(cands, repeats=repeats, warmup=1)
     # rounds per step of the default flavour (for the record)
@@ -121,14 +127,32 @@ def bench_model(name, model, n_images, n_steps, repeats, n_saliency, parity=True
     floor = res["gradient floor"]
     rows = []
     for k, v in res.items():
-        rows.append([k, fmt(v["wall"]), fmt(v["cpu"]), fmt(v["wall"] / floor["wall"]), fmt(v["cpu"] / floor["cpu"]),
-                     fmt(sal_wall / v["wall"]) if k.startswith("GIG") else ""])
+        rows.append(
+            [
+                k,
+                fmt(v["wall"]),
+                fmt(v["cpu"]),
+                fmt(v["wall"] / floor["wall"]),
+                fmt(v["cpu"] / floor["cpu"]),
+                fmt(sal_wall / v["wall"]) if k.startswith("GIG") else "",
+            ]
+        )
     extrap = "" if n_saliency == n_images else f" (timed on {n_saliency} image(s), scaled to {n_images})"
-    rows.append([f"saliency GuidedIG per image{extrap}", fmt(sal_wall), fmt(sal_cpu), fmt(sal_wall / floor["wall"]),
-                 fmt(sal_cpu / floor["cpu"]), "1.00"])
-    md = (f"**{name}**: {n_images} images, T = {n_steps}, target {target}, median of {repeats} "
-          f"(interleaved, 1 warm-up); default flavour used {rounds['mean_rounds']:.2f} selection rounds per step "
-          f"(max {rounds['max_rounds']}, bound {rounds['bound']}); section took {time.perf_counter() - t0:.0f} s.\n\n")
+    rows.append(
+        [
+            f"saliency GuidedIG per image{extrap}",
+            fmt(sal_wall),
+            fmt(sal_cpu),
+            fmt(sal_wall / floor["wall"]),
+            fmt(sal_cpu / floor["cpu"]),
+            "1.00",
+        ]
+    )
+    md = (
+        f"**{name}**: {n_images} images, T = {n_steps}, target {target}, median of {repeats} "
+        f"(interleaved, 1 warm-up); default flavour used {rounds['mean_rounds']:.2f} selection rounds per step "
+        f"(max {rounds['max_rounds']}, bound {rounds['bound']}); section took {time.perf_counter() - t0:.0f} s.\n\n"
+    )
     md += table(rows, ["candidate", "wall s", "CPU s", "wall / floor", "CPU / floor", "speed-up vs saliency (wall)"])
     return md
 
@@ -138,27 +162,47 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer images and steps, 1 repeat")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-mobilenet", action="store_true")
-    ap.add_argument("--full", action="store_true",
-                    help="also time parity mode and unbounded GIG on MobileNetV2 (about 10 min on 2 cores)")
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help="also time parity mode and unbounded GIG on MobileNetV2 (about 10 min on 2 cores)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
     args = ap.parse_args()
     quick = args.quick
     sections = []
     t0 = time.perf_counter()
-    sections.append(bench_model("Small CNN (32x32x3, ~100k parameters, ReLU + max-pool)", small_cnn(),
-                                n_images=4 if quick else 8, n_steps=50 if quick else 200,
-                                repeats=args.repeats or (1 if quick else 3), n_saliency=2 if quick else 8))
+    sections.append(
+        bench_model(
+            "Small CNN (32x32x3, ~100k parameters, ReLU + max-pool)",
+            small_cnn(),
+            n_images=4 if quick else 8,
+            n_steps=50 if quick else 200,
+            repeats=args.repeats or (1 if quick else 3),
+            n_saliency=2 if quick else 8,
+        )
+    )
     if not args.no_mobilenet:
-        sections.append(bench_model("MobileNetV2 (224x224x3, weights=None, logits)", mobilenet(),
-                                    n_images=2 if quick else 8, n_steps=10 if quick else 200,
-                                    repeats=args.repeats or 1, n_saliency=1, parity=args.full,
-                                    unbounded=args.full))
-    md = ("Guided IG (`bench_guided_ig.py`): the batched device loop against the gradient floor (a compiled "
-          "function computing only the same T batched gradient calls of B rows) and against PAIR `saliency`'s "
-          "per-image `GuidedIG` on a compiled batch-1 gradient function. Target: GIG fast within 1.2x of the "
-          "floor; the speed-up over saliency is bounded by about 3x on 2 cores (batching only). "
-          f"{'QUICK smoke run. ' if quick else ''}{'Run with --full. ' if args.full else ''}No GPU was available, so there is no GPU comparison.\n\n"
-          f"Machine: {machine()}. Total {time.perf_counter() - t0:.0f} s.\n\n" + "\n\n".join(sections))
+        sections.append(
+            bench_model(
+                "MobileNetV2 (224x224x3, weights=None, logits)",
+                mobilenet(),
+                n_images=2 if quick else 8,
+                n_steps=10 if quick else 200,
+                repeats=args.repeats or 1,
+                n_saliency=1,
+                parity=args.full,
+                unbounded=args.full,
+            )
+        )
+    md = (
+        "Guided IG (`bench_guided_ig.py`): the batched device loop against the gradient floor (a compiled "
+        "function computing only the same T batched gradient calls of B rows) and against PAIR `saliency`'s "
+        "per-image `GuidedIG` on a compiled batch-1 gradient function. Target: GIG fast within 1.2x of the "
+        "floor; the speed-up over saliency is bounded by about 3x on 2 cores (batching only). "
+        f"{'QUICK smoke run. ' if quick else ''}{'Run with --full. ' if args.full else ''}No GPU was available, so there is no GPU comparison.\n\n"
+        f"Machine: {machine()}. Total {time.perf_counter() - t0:.0f} s.\n\n" + "\n\n".join(sections)
+    )
     print(md)
     if not args.no_write:
         write_section("guided_ig", md)

@@ -7,6 +7,7 @@ run interleaved (round-robin) and we report medians of wall and CPU time.
     python benchmarks/bench_ig.py            # full run, writes the `ig` section of RESULTS.md
     python benchmarks/bench_ig.py --quick    # smoke run, prints only
 """
+
 import argparse
 import os
 import sys
@@ -42,8 +43,12 @@ def gradient_floor(model, x, target, n_steps, ibs):
 
     @tf.function
     def floor():
-        acc = tf.while_loop(lambda i, a: i < n_full, lambda i, a: (i + 1, a + grad(rows, t_rows)),
-                            (tf.constant(0), tf.constant(0.0)), parallel_iterations=1)[1]
+        acc = tf.while_loop(
+            lambda i, a: i < n_full,
+            lambda i, a: (i + 1, a + grad(rows, t_rows)),
+            (tf.constant(0), tf.constant(0.0)),
+            parallel_iterations=1,
+        )[1]
         if rem:
             acc += grad(rem_rows, t_rem)
         return acc
@@ -91,12 +96,16 @@ def bench(name, model, n_expl, n_steps, ibs, repeats, with_peers):
         cands["saliency 0.2.1 IG (per image)"] = saliency_ig(model, x, target, n_steps, min(n_steps, ibs))
     res = time_interleaved(cands, repeats=repeats)
     floor = res["gradient floor"]
-    rows = [[k, f"{v['wall']:.3f}", f"{v['cpu']:.3f}", f"{v['wall'] / floor['wall']:.3f}", f"{v['cpu'] / floor['cpu']:.3f}"]
-            for k, v in res.items()]
+    rows = [
+        [k, f"{v['wall']:.3f}", f"{v['cpu']:.3f}", f"{v['wall'] / floor['wall']:.3f}", f"{v['cpu'] / floor['cpu']:.3f}"]
+        for k, v in res.items()
+    ]
     chunk = chunk_size(n_steps, n_expl, ibs)
-    head = (f"**{name}** ({model.count_params():,} parameters), {n_expl} explicands, {n_steps} Gauss-Legendre steps, "
-            f"internal_batch_size={ibs} ({chunk} points x {n_expl} = {chunk * n_expl} rows per call), "
-            f"median of {repeats} interleaved runs")
+    head = (
+        f"**{name}** ({model.count_params():,} parameters), {n_expl} explicands, {n_steps} Gauss-Legendre steps, "
+        f"internal_batch_size={ibs} ({chunk} points x {n_expl} = {chunk * n_expl} rows per call), "
+        f"median of {repeats} interleaved runs"
+    )
     return head + "\n\n" + table(rows, ["candidate", "wall s", "CPU s", "wall / floor", "CPU / floor"])
 
 
@@ -107,11 +116,14 @@ def main():
     parts = [bench("CNN 32x32x3", cnn_100k(), 16, 64, 256, 3 if args.quick else 9, True)]
     if not args.quick:
         parts.append(bench("MobileNetV2(weights=None)", mobilenet_v2(), 4, 64, 64, 5, True))
-    text = ("## Integrated Gradients vs the gradient floor (`benchmarks/bench_ig.py`)\n\n"
-            f"Machine: {machine()}.\n\n" + "\n\n".join(parts) +
-            "\n\nThe floor computes the same number of gradients with the same rows per call and nothing else. "
-            "The eager loop makes one tape call per step for all explicands; the saliency package makes "
-            "one call per chunk of steps per image. No GPU was available for these runs.")
+    text = (
+        "## Integrated Gradients vs the gradient floor (`benchmarks/bench_ig.py`)\n\n"
+        f"Machine: {machine()}.\n\n"
+        + "\n\n".join(parts)
+        + "\n\nThe floor computes the same number of gradients with the same rows per call and nothing else. "
+        "The eager loop makes one tape call per step for all explicands; the saliency package makes "
+        "one call per chunk of steps per image. No GPU was available for these runs."
+    )
     print(text)
     if not args.quick:
         write_section("ig", text)

@@ -19,6 +19,7 @@ checked before timing):
 
 Run ``python benchmarks/bench_ig2.py`` (writes the ``ig2`` section of RESULTS.md) or ``--quick``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,17 @@ from benchmarks._harness import machine, table, time_interleaved, write_section 
 
 def small_cnn(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def make_two_phase(model, rep_model, n_steps, eta, batch, n_refs, target):
@@ -136,8 +139,7 @@ def make_floor(model, rep_model, n_points, batch, n_refs, target):
             gf, gd = tape.gradient(s, z), tape.gradient(d, z)
             return j + 1, acc + gf * gd
 
-        return tf.while_loop(lambda j, *_: j < n_points, body, (0, tf.zeros([m, *shape_s])),
-                             parallel_iterations=1)[1]
+        return tf.while_loop(lambda j, *_: j < n_points, body, (0, tf.zeros([m, *shape_s])), parallel_iterations=1)[1]
 
     return floor
 
@@ -186,28 +188,40 @@ def main(argv=None):
         candidates["fused_xla"] = fused_xla
     res = time_interleaved(candidates, repeats=repeats, warmup=1)
     fl, fu = res["gradient_floor"], res["fused"]
-    rows = [(k, f"{v['wall']:.3f}", f"{v['cpu']:.3f}", f"{v['wall'] / fl['wall']:.2f}", f"{v['cpu'] / fl['cpu']:.2f}",
-             f"{v['wall'] / fu['wall']:.2f}", f"{v['cpu'] / fu['cpu']:.2f}") for k, v in res.items()]
-    md = "\n".join([
-        "## IG2: fused GradPath loop vs the released two-phase scheme (`benchmarks/bench_ig2.py`)",
-        "",
-        f"Small CNN (2 conv + Dense 64 + Dense 10) on 32x32x3, {batch} explicands x {n_refs} references "
-        f"(M = {batch * n_refs} rows), K = {steps} steps, step size {eta}; median of {repeats} interleaved runs "
-        "(cpu = process CPU time, all threads; the more stable figure on a shared machine).",
-        f"Machine: {machine()}.",
-        "",
-        table(rows, ["candidate", "wall s", "cpu s", "wall / floor", "cpu / floor", "wall / fused", "cpu / fused"]),
-        "",
-        f"Attributions agree: max relative difference to fused {err_c:.1e} (two-phase compiled), "
-        f"{err_r:.1e} (release-style). The gradient floor evaluates the same 2(K+1) gradients (one forward pass "
-        "per point) at batch M with no path logic. The fused loop needs K+1 forward and 2(K+1) backward passes, "
-        "the two-phase scheme 2K+1 forward and 2K backward passes plus the stored path: the fused loop saves one "
-        "forward pass per step, so against an equally compiled two-phase loop its speed-up is bounded by "
-        "(2F + 2B) / (F + 2B) (F, B = forward and input-gradient backward cost; about 1.33 when B = F). "
-        "The fused loop itself runs at the gradient floor. Differences between the candidates' attributions come "
-        "from float32 round-off amplified in the late (zig-zag) phase of the path; the unit tests check parity to "
-        "2e-6 before that phase.",
-    ])
+    rows = [
+        (
+            k,
+            f"{v['wall']:.3f}",
+            f"{v['cpu']:.3f}",
+            f"{v['wall'] / fl['wall']:.2f}",
+            f"{v['cpu'] / fl['cpu']:.2f}",
+            f"{v['wall'] / fu['wall']:.2f}",
+            f"{v['cpu'] / fu['cpu']:.2f}",
+        )
+        for k, v in res.items()
+    ]
+    md = "\n".join(
+        [
+            "## IG2: fused GradPath loop vs the released two-phase scheme (`benchmarks/bench_ig2.py`)",
+            "",
+            f"Small CNN (2 conv + Dense 64 + Dense 10) on 32x32x3, {batch} explicands x {n_refs} references "
+            f"(M = {batch * n_refs} rows), K = {steps} steps, step size {eta}; median of {repeats} interleaved runs "
+            "(cpu = process CPU time, all threads; the more stable figure on a shared machine).",
+            f"Machine: {machine()}.",
+            "",
+            table(rows, ["candidate", "wall s", "cpu s", "wall / floor", "cpu / floor", "wall / fused", "cpu / fused"]),
+            "",
+            f"Attributions agree: max relative difference to fused {err_c:.1e} (two-phase compiled), "
+            f"{err_r:.1e} (release-style). The gradient floor evaluates the same 2(K+1) gradients (one forward pass "
+            "per point) at batch M with no path logic. The fused loop needs K+1 forward and 2(K+1) backward passes, "
+            "the two-phase scheme 2K+1 forward and 2K backward passes plus the stored path: the fused loop saves one "
+            "forward pass per step, so against an equally compiled two-phase loop its speed-up is bounded by "
+            "(2F + 2B) / (F + 2B) (F, B = forward and input-gradient backward cost; about 1.33 when B = F). "
+            "The fused loop itself runs at the gradient floor. Differences between the candidates' attributions come "
+            "from float32 round-off amplified in the late (zig-zag) phase of the path; the unit tests check parity to "
+            "2e-6 before that phase.",
+        ]
+    )
     print(md)
     if not args.quick:
         write_section("ig2", md)

@@ -13,6 +13,7 @@ same chunk sizes (``internal_batch_size // B`` roots per model call):
     python benchmarks/bench_smooth_taylor.py            # writes the `smooth_taylor` section of RESULTS.md
     python benchmarks/bench_smooth_taylor.py --quick    # smoke run, prints only
 """
+
 import argparse
 import os
 import sys
@@ -32,17 +33,19 @@ from tf_pathattr.engine.gradients import chunk_size  # noqa: E402
 def small_cnn(size=32, classes=10, seed=0):
     """~60k-parameter CNN (ReLU, max pooling, logits) with random weights."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(classes),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(classes),
+        ]
+    )
 
 
 def _grad(model, p, t):
@@ -57,8 +60,12 @@ def _chunked(n, chunk, step, shape):
     n_full, rem = divmod(n, chunk)
 
     def run():
-        acc = tf.while_loop(lambda i, a: i < n_full, lambda i, a: (i + 1, a + step(i, chunk)),
-                            (tf.constant(0), tf.zeros(shape)), parallel_iterations=1)[1]
+        acc = tf.while_loop(
+            lambda i, a: i < n_full,
+            lambda i, a: (i + 1, a + step(i, chunk)),
+            (tf.constant(0), tf.zeros(shape)),
+            parallel_iterations=1,
+        )[1]
         if rem:
             acc += step(tf.constant(n_full), rem)
         return acc
@@ -110,21 +117,33 @@ def main():
         x = rng.uniform(-1, 1, (b, 32, 32, 3)).astype(np.float32)
         target = np.argmax(model(x).numpy(), axis=1)
         cands = {
-            "smooth_taylor": lambda: tpa.smooth_taylor(model, x, target, n_roots=n, noise_scale=0.5, seed=1,
-                                                       internal_batch_size=ibs),
+            "smooth_taylor": lambda: tpa.smooth_taylor(
+                model, x, target, n_roots=n, noise_scale=0.5, seed=1, internal_batch_size=ibs
+            ),
             "smoothgrad": smoothgrad(model, x, target, n, ibs, 0.5),
             "floor": gradient_floor(model, x, target, n, ibs),
         }
         res = time_interleaved(cands, repeats=repeats, warmup=1)
         floor = res["floor"]["wall"]
         for name, r in res.items():
-            rows.append((b, n, chunk_size(n, b, ibs), name, f"{r['wall'] * 1e3:.1f}", f"{r['cpu'] * 1e3:.1f}",
-                         f"{r['wall'] / floor:.2f}"))
+            rows.append(
+                (
+                    b,
+                    n,
+                    chunk_size(n, b, ibs),
+                    name,
+                    f"{r['wall'] * 1e3:.1f}",
+                    f"{r['cpu'] * 1e3:.1f}",
+                    f"{r['wall'] / floor:.2f}",
+                )
+            )
     md = table(rows, ["B", "roots", "roots/call", "candidate", "median wall ms", "median CPU ms", "wall / floor"])
-    text = (f"### SmoothTaylor vs compiled SmoothGrad and the gradient floor\n\n"
-            f"Machine: {machine()}. Small random-weight CNN (32x32x3, ReLU, max pooling), noise_scale 0.5; "
-            f"{repeats} interleaved repeats after a warm-up (trace excluded). Every candidate computes "
-            f"`roots` gradients per example in the same chunks.\n\n{md}\n")
+    text = (
+        f"### SmoothTaylor vs compiled SmoothGrad and the gradient floor\n\n"
+        f"Machine: {machine()}. Small random-weight CNN (32x32x3, ReLU, max pooling), noise_scale 0.5; "
+        f"{repeats} interleaved repeats after a warm-up (trace excluded). Every candidate computes "
+        f"`roots` gradients per example in the same chunks.\n\n{md}\n"
+    )
     print(text)
     if not args.quick:
         write_section("smooth_taylor", text)

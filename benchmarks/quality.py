@@ -10,6 +10,7 @@ listed) and writes ``benchmarks/QUALITY.md``: methods x metrics with mean +- std
 explicands, the models' accuracies, and a statement, generated from the numbers, of whether the
 papers' claims (Guided IG, IDG, IG2, SmoothTaylor better than IG on their metrics) hold here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,17 +49,42 @@ METHOD_CONFIGS = {
     "IDG": {"method": "integrated_decision_gradients", "n_steps": 50},
     "IG2": {"method": "ig2", "references": "@other_class", "step_size": "@ig2_step", "n_steps": 101, "clip": "@clip"},
     "SmoothTaylor": {"method": "smooth_taylor", "n_roots": 64, "noise_scale": 0.15, "percent": True, "seed": 0},
-    "NoiseTunnel(IG)": {"method": "noise_tunnel", "base_method": "integrated_gradients", "nt_type": "smoothgrad",
-                        "nt_samples": 8, "stdevs": 0.15, "n_steps": 32, "seed": 0},
-    "IDGI (IG)": {"method": "important_direction_gradient_integration", "base_method": "integrated_gradients",
-                  "n_steps": 64},
-    "IDGI (Guided IG)": {"method": "important_direction_gradient_integration",
-                         "base_method": "guided_integrated_gradients", "max_dist": 0.02, "n_steps": 100},
-    "IDGI (Blur IG)": {"method": "important_direction_gradient_integration", "base_method": "blur_integrated_gradients",
-                       "max_sigma": "@max_sigma", "n_steps": 64, "_images_only": True},
+    "NoiseTunnel(IG)": {
+        "method": "noise_tunnel",
+        "base_method": "integrated_gradients",
+        "nt_type": "smoothgrad",
+        "nt_samples": 8,
+        "stdevs": 0.15,
+        "n_steps": 32,
+        "seed": 0,
+    },
+    "IDGI (IG)": {
+        "method": "important_direction_gradient_integration",
+        "base_method": "integrated_gradients",
+        "n_steps": 64,
+    },
+    "IDGI (Guided IG)": {
+        "method": "important_direction_gradient_integration",
+        "base_method": "guided_integrated_gradients",
+        "max_dist": 0.02,
+        "n_steps": 100,
+    },
+    "IDGI (Blur IG)": {
+        "method": "important_direction_gradient_integration",
+        "base_method": "blur_integrated_gradients",
+        "max_sigma": "@max_sigma",
+        "n_steps": 64,
+        "_images_only": True,
+    },
     # AGI walks towards other classes: classifiers only (the tabular model is a regression, so "_images_only")
-    "AGI": {"method": "adversarial_gradient_integration", "epsilon": 0.05, "max_iter": 20, "clip": "@clip", "seed": 0,
-            "_images_only": True},
+    "AGI": {
+        "method": "adversarial_gradient_integration",
+        "epsilon": 0.05,
+        "max_iter": 20,
+        "clip": "@clip",
+        "seed": 0,
+        "_images_only": True,
+    },
     # XRAI returns one map per pixel [B, H, W] (registry: output="pixels"); its Felzenszwalb segments need
     # images larger than the digits' 8x8, so it runs on the pattern images only
     "XRAI (over IG)": {"method": "xrai", "n_steps": 32, "min_pixel_diff": 8, "_pattern_only": True},
@@ -81,7 +107,7 @@ def registered(name: str) -> bool:
 
 def predict(model, x, batch=512):
     """Model outputs as numpy, in fixed-size batches called directly (no Keras predict retracing)."""
-    return np.concatenate([np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)])
+    return np.concatenate([np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)])
 
 
 def _compile(model, loss, lr=3e-3, metrics=("accuracy",)):
@@ -90,37 +116,46 @@ def _compile(model, loss, lr=3e-3, metrics=("accuracy",)):
 
 
 def pattern_cnn(size=32, classes=4):
-    return keras.Sequential([
-        keras.Input((size, size, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.GlobalMaxPooling2D(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(classes),
-    ], name="pattern_cnn")
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalMaxPooling2D(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(classes),
+        ],
+        name="pattern_cnn",
+    )
 
 
 def digits_cnn():
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
-    ], name="digits_cnn")
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ],
+        name="digits_cnn",
+    )
 
 
 def tabular_mlp(d):
-    return keras.Sequential([
-        keras.Input((d,)),
-        keras.layers.Dense(64, activation="tanh"),
-        keras.layers.Dense(64, activation="tanh"),
-        keras.layers.Dense(1),
-    ], name="tabular_mlp")
+    return keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Dense(1),
+        ],
+        name="tabular_mlp",
+    )
 
 
 def train_pattern(n_train=3000, n_test=400, epochs=2, seed=0):
@@ -210,8 +245,9 @@ def pixel_map(name, attr):
 def faithfulness(model, x, attr, y, res):
     """The captum / xplique / ROAD metrics on one image set (scale-free infidelity, so that methods with
     different sums compare), added to ``res``."""
-    res["infidelity"] = tmetrics.infidelity(model, x, attr, y, n_perturb_samples=20, noise_scale=0.2, clip=(0.0, 1.0),
-                                            normalize=True, seed=0).infidelity
+    res["infidelity"] = tmetrics.infidelity(
+        model, x, attr, y, n_perturb_samples=20, noise_scale=0.2, clip=(0.0, 1.0), normalize=True, seed=0
+    ).infidelity
     res["mu_fidelity"] = tmetrics.mu_fidelity(model, x, attr, y, nb_samples=100, seed=0).mu_fidelity
     rd = tmetrics.road(model, x, attr, y, order="both", seed=0)
     span = rd.fractions[-1] - rd.fractions[0]
@@ -300,8 +336,9 @@ def eval_pattern(model, train, test, n, methods, log):
             # per step (the RISE default) reveals or removes it in one or two steps and saturates the curves
             "deletion": tmetrics.deletion(model, x, attr, y, pixels_per_step=4).auc,
             "insertion": tmetrics.insertion(model, x, attr, y, pixels_per_step=4).auc,
-            "insertion_const": tmetrics.insertion(model, x, attr, y, substrate="constant", substrate_value=0.0,
-                                                  pixels_per_step=4).auc,
+            "insertion_const": tmetrics.insertion(
+                model, x, attr, y, substrate="constant", substrate_value=0.0, pixels_per_step=4
+            ).auc,
             "mask_mass": np.where(tot > 0, inside / np.maximum(tot, 1e-300), np.nan),
             "pointing": masks.reshape(len(x), -1)[np.arange(len(x)), flat_arg].astype(float),
             "delta": None if delta is None else np.abs(delta),
@@ -372,16 +409,17 @@ def eval_softmax_head(model, test, n, methods, log):
         r = {}
         for tag, m in (("new", head), ("old", double)):
             r[f"deletion_{tag}"] = tmetrics.deletion(m, x, attr, y, pixels_per_step=4).auc
-            r[f"insertion_{tag}"] = tmetrics.insertion(m, x, attr, y, pixels_per_step=4, blur_size=5,
-                                                       blur_sigma=2.0).auc
+            r[f"insertion_{tag}"] = tmetrics.insertion(
+                m, x, attr, y, pixels_per_step=4, blur_size=5, blur_sigma=2.0
+            ).auc
         res[label] = r
     return res, len(x)
 
 
 def eval_tabular(mlp, prob, n_train, n, methods, log):
     x_all = prob.x
-    x = x_all[n_train:n_train + n]
-    labels = prob.labels[n_train:n_train + n]
+    x = x_all[n_train : n_train + n]
+    labels = prob.labels[n_train : n_train + n]
     pool, pool_y = x_all[:n_train], prob.labels[:n_train]
     lo, hi = pool.min(0), pool.max(0)
     exact = prob.keras_model()
@@ -435,31 +473,63 @@ def claim_lines(pattern, digits, tabular):
         better = m > 0 if higher_better else m < 0
         sig = abs(m) > 2 * se
         word = ("better" if better else "worse") if sig else "not significantly different"
-        return (f"- {label} vs {ref}, {what} ({'higher' if higher_better else 'lower'} is better): "
-                f"mean paired difference {m:+.4f} ± {se:.4f} (s.e.) → **{word}**.")
+        return (
+            f"- {label} vs {ref}, {what} ({'higher' if higher_better else 'lower'} is better): "
+            f"mean paired difference {m:+.4f} ± {se:.4f} (s.e.) → **{word}**."
+        )
 
     checks = [
-        ("Guided IG", [("pattern", "sic", True, "SIC AUC on pattern images"),
-                       ("pattern", "aic", True, "AIC AUC on pattern images")]),
-        ("IDG", [("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
-                 ("pattern", "insertion_const", True, "insertion AUC (zero start) on pattern images"),
-                 ("pattern", "deletion", False, "deletion AUC on pattern images"),
-                 ("digits", "insertion", True, "insertion AUC on digits"),
-                 ("digits", "deletion", False, "deletion AUC on digits")]),
-        ("IG2", [("tabular", "mlp_gt_path", True, "correlation with g(x) - g(0) on the tabular MLP"),
-                 ("tabular", "mlp_gt_shap", True, "correlation with marginal Shapley values on the tabular MLP"),
-                 ("pattern", "deletion", False, "deletion AUC on pattern images"),
-                 ("digits", "deletion", False, "deletion AUC on digits")]),
-        ("SmoothTaylor", [("pattern", "aupc", False, "AUPC on pattern images"),
-                          ("pattern", "autvc", False, "AUTVC on pattern images")]),
-        ("IDGI", [("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
-                  ("pattern", "sic", True, "SIC AUC on pattern images"),
-                  ("pattern", "aic", True, "AIC AUC on pattern images"),
-                  ("digits", "insertion", True, "insertion AUC on digits")]),
-        ("AGI", [("pattern", "deletion", False, "deletion AUC on pattern images"),
-                 ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
-                 ("digits", "deletion", False, "deletion AUC on digits"),
-                 ("digits", "insertion", True, "insertion AUC on digits")]),
+        (
+            "Guided IG",
+            [
+                ("pattern", "sic", True, "SIC AUC on pattern images"),
+                ("pattern", "aic", True, "AIC AUC on pattern images"),
+            ],
+        ),
+        (
+            "IDG",
+            [
+                ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                ("pattern", "insertion_const", True, "insertion AUC (zero start) on pattern images"),
+                ("pattern", "deletion", False, "deletion AUC on pattern images"),
+                ("digits", "insertion", True, "insertion AUC on digits"),
+                ("digits", "deletion", False, "deletion AUC on digits"),
+            ],
+        ),
+        (
+            "IG2",
+            [
+                ("tabular", "mlp_gt_path", True, "correlation with g(x) - g(0) on the tabular MLP"),
+                ("tabular", "mlp_gt_shap", True, "correlation with marginal Shapley values on the tabular MLP"),
+                ("pattern", "deletion", False, "deletion AUC on pattern images"),
+                ("digits", "deletion", False, "deletion AUC on digits"),
+            ],
+        ),
+        (
+            "SmoothTaylor",
+            [
+                ("pattern", "aupc", False, "AUPC on pattern images"),
+                ("pattern", "autvc", False, "AUTVC on pattern images"),
+            ],
+        ),
+        (
+            "IDGI",
+            [
+                ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                ("pattern", "sic", True, "SIC AUC on pattern images"),
+                ("pattern", "aic", True, "AIC AUC on pattern images"),
+                ("digits", "insertion", True, "insertion AUC on digits"),
+            ],
+        ),
+        (
+            "AGI",
+            [
+                ("pattern", "deletion", False, "deletion AUC on pattern images"),
+                ("pattern", "insertion", True, "insertion AUC (blur start) on pattern images"),
+                ("digits", "deletion", False, "deletion AUC on digits"),
+                ("digits", "insertion", True, "insertion AUC on digits"),
+            ],
+        ),
     ]
     sets = {"pattern": pattern, "digits": digits, "tabular": tabular}
     for prefix, items in checks:
@@ -518,13 +588,35 @@ def main(argv=None):
     tabular, n_t = eval_tabular(t_model, t_prob, t_ntrain, n, methods, log)
 
     elapsed = time.perf_counter() - t_start
-    write_report(Path(args.out), args.note, args.quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, t_prob, pattern, digits, tabular,
-                 skipped, elapsed, soft, n_s)
+    write_report(
+        Path(args.out),
+        args.note,
+        args.quick,
+        n_p,
+        n_d,
+        n_t,
+        p_acc,
+        d_acc,
+        t_r2,
+        t_prob,
+        pattern,
+        digits,
+        tabular,
+        skipped,
+        elapsed,
+        soft,
+        n_s,
+    )
     log(f"wrote {args.out}")
 
 
-FAITH_KEYS = [("infidelity", "infidelity ↓"), ("mu_fidelity", "MuFidelity ↑"), ("road_morf", "ROAD MoRF ↓"),
-              ("road_lerf", "ROAD LeRF"), ("road_gap", "ROAD gap ↑")]
+FAITH_KEYS = [
+    ("infidelity", "infidelity ↓"),
+    ("mu_fidelity", "MuFidelity ↑"),
+    ("road_morf", "ROAD MoRF ↓"),
+    ("road_lerf", "ROAD LeRF"),
+    ("road_gap", "ROAD gap ↑"),
+]
 
 
 def _cell(r, key):
@@ -532,86 +624,167 @@ def _cell(r, key):
     return "n/a" if v is None else mean_std(v)
 
 
-def write_report(path, note, quick, n_p, n_d, n_t, p_acc, d_acc, t_r2, prob, pattern, digits, tabular, skipped, elapsed,
-                 soft=None, n_s=0):
+def write_report(
+    path,
+    note,
+    quick,
+    n_p,
+    n_d,
+    n_t,
+    p_acc,
+    d_acc,
+    t_r2,
+    prob,
+    pattern,
+    digits,
+    tabular,
+    skipped,
+    elapsed,
+    soft=None,
+    n_s=0,
+):
     sys.path.insert(0, str(Path(__file__).parent))
     from _harness import machine
 
-    md = ["# Attribution quality benchmark", ""] + ([note, ""] if note else []) + [
-          f"Generated by `python benchmarks/quality.py{' --quick' if quick else ''}` in {elapsed:.0f} s on: "
-          f"{machine()}.", "",
-          "Mean ± std over the explicands (correctly classified test examples). Deletion: lower is better; "
-          "insertion, SIC, AIC, mask mass, pointing, ground-truth correlation, MEB LeRF−MoRF gap: higher is better; "
-          "MEB MoRF: lower is better. |δ| is the method's own convergence delta (|Σa − completeness target|, "
-          "logit units; n/a where the method has none). Time: wall seconds for all explicands, first call "
-          "(tracing) included. Scores follow the metrics' shared rule (`tf_pathattr/metrics/_scoring.py`): "
-          "the probability of the explained class, read from a softmax head as it is and computed from "
-          "logits otherwise.", "",
-          "Faithfulness columns: infidelity (Yeh et al.; noisy baseline N(0, 0.2²) clipped to [0, 1], 20 "
-          "samples, β-normalised, on the logit; lower is better), MuFidelity (Bhatt et al.; Pearson, 9×9 grid "
-          "— pixel-wise on 8×8 digits — Bernoulli(0.2) cells, baseline 0, 100 subsets; higher is better), "
-          "ROAD (Rong et al.; noisy linear imputation, fractions 0.1–0.9, accuracy against the label; area of the "
-          "MoRF curve, lower is better, of the LeRF curve, and their gap, higher is better).", "",
-          "## Models", "",
-          table(["model", "data", "quality"], [
-              ["pattern CNN", "tpa.data.pattern_images 32×32, 4 classes", f"test accuracy {p_acc:.3f}"],
-              ["digits CNN", "scikit-learn digits 8×8", f"test accuracy {d_acc:.3f}"],
-              ["tabular MLP", f"tpa.data.tabular_gaussian d={prob.n_features}, rho={prob.rho}, additive",
-               f"test R² {t_r2:.3f}"],
-              ["tabular exact", "Keras model of the known additive function", "exact"],
-          ]), ""]
+    md = (
+        ["# Attribution quality benchmark", ""]
+        + ([note, ""] if note else [])
+        + [
+            f"Generated by `python benchmarks/quality.py{' --quick' if quick else ''}` in {elapsed:.0f} s on: "
+            f"{machine()}.",
+            "",
+            "Mean ± std over the explicands (correctly classified test examples). Deletion: lower is better; "
+            "insertion, SIC, AIC, mask mass, pointing, ground-truth correlation, MEB LeRF−MoRF gap: higher is better; "
+            "MEB MoRF: lower is better. |δ| is the method's own convergence delta (|Σa − completeness target|, "
+            "logit units; n/a where the method has none). Time: wall seconds for all explicands, first call "
+            "(tracing) included. Scores follow the metrics' shared rule (`tf_pathattr/metrics/_scoring.py`): "
+            "the probability of the explained class, read from a softmax head as it is and computed from "
+            "logits otherwise.",
+            "",
+            "Faithfulness columns: infidelity (Yeh et al.; noisy baseline N(0, 0.2²) clipped to [0, 1], 20 "
+            "samples, β-normalised, on the logit; lower is better), MuFidelity (Bhatt et al.; Pearson, 9×9 grid "
+            "— pixel-wise on 8×8 digits — Bernoulli(0.2) cells, baseline 0, 100 subsets; higher is better), "
+            "ROAD (Rong et al.; noisy linear imputation, fractions 0.1–0.9, accuracy against the label; area of the "
+            "MoRF curve, lower is better, of the LeRF curve, and their gap, higher is better).",
+            "",
+            "## Models",
+            "",
+            table(
+                ["model", "data", "quality"],
+                [
+                    ["pattern CNN", "tpa.data.pattern_images 32×32, 4 classes", f"test accuracy {p_acc:.3f}"],
+                    ["digits CNN", "scikit-learn digits 8×8", f"test accuracy {d_acc:.3f}"],
+                    [
+                        "tabular MLP",
+                        f"tpa.data.tabular_gaussian d={prob.n_features}, rho={prob.rho}, additive",
+                        f"test R² {t_r2:.3f}",
+                    ],
+                    ["tabular exact", "Keras model of the known additive function", "exact"],
+                ],
+            ),
+            "",
+        ]
+    )
     if skipped:
         md += [f"Skipped (not registered on this branch): {', '.join(skipped)}.", ""]
 
-    md += [f"## Pattern images ({n_p} explicands; ground-truth mask = the class pattern)", "",
-           "Deletion / insertion: 4 pixels per step (256 steps); insertion starts from the RISE blur "
-           "(11×11, σ 5) or from zeros.", ""]
-    keys = [("deletion", "deletion ↓"), ("insertion", "insertion (blur) ↑"),
-            ("insertion_const", "insertion (zeros) ↑"), ("sic", "SIC ↑"), ("aic", "AIC ↑"),
-            ("mask_mass", "mask mass ↑"), ("pointing", "pointing ↑"), ("delta", "|δ|")]
+    md += [
+        f"## Pattern images ({n_p} explicands; ground-truth mask = the class pattern)",
+        "",
+        "Deletion / insertion: 4 pixels per step (256 steps); insertion starts from the RISE blur "
+        "(11×11, σ 5) or from zeros.",
+        "",
+    ]
+    keys = [
+        ("deletion", "deletion ↓"),
+        ("insertion", "insertion (blur) ↑"),
+        ("insertion_const", "insertion (zeros) ↑"),
+        ("sic", "SIC ↑"),
+        ("aic", "AIC ↑"),
+        ("mask_mass", "mask mass ↑"),
+        ("pointing", "pointing ↑"),
+        ("delta", "|δ|"),
+    ]
     extra = [k for k in ("aupc", "autvc") if any(k in r for r in pattern.values())]
     keys += [(k, k.upper() + " ↓") for k in extra]
     keys += FAITH_KEYS
     rows = []
     for label, r in pattern.items():
-        rows.append([label] + [_cell(r, k) for k, _ in keys] +
-                    [f"{r['sic_median_curve']:.3f} / {r['aic_median_curve']:.3f}", f"{r['time']:.1f}"])
+        rows.append(
+            [label]
+            + [_cell(r, k) for k, _ in keys]
+            + [f"{r['sic_median_curve']:.3f} / {r['aic_median_curve']:.3f}", f"{r['time']:.1f}"]
+        )
     md += [table(["method"] + [h for _, h in keys] + ["SIC / AIC of median curve", "time (s)"], rows), ""]
 
-    md += [f"## Digits ({n_d} explicands)", "", "Deletion / insertion: 4 pixels per step (16 steps), insertion "
-           "from a 5×5, σ 2 blur; MEB ablation: uniform noise on [0, 1], 5 draws, q = 0, 0.1, …, 1.", ""]
-    keys = [("deletion", "deletion ↓"), ("insertion", "insertion ↑"), ("meb_morf", "MEB MoRF ↓"),
-            ("meb_lerf", "MEB LeRF"), ("meb_gap", "MEB gap ↑"), ("delta", "|δ|")] + FAITH_KEYS
+    md += [
+        f"## Digits ({n_d} explicands)",
+        "",
+        "Deletion / insertion: 4 pixels per step (16 steps), insertion "
+        "from a 5×5, σ 2 blur; MEB ablation: uniform noise on [0, 1], 5 draws, q = 0, 0.1, …, 1.",
+        "",
+    ]
+    keys = [
+        ("deletion", "deletion ↓"),
+        ("insertion", "insertion ↑"),
+        ("meb_morf", "MEB MoRF ↓"),
+        ("meb_lerf", "MEB LeRF"),
+        ("meb_gap", "MEB gap ↑"),
+        ("delta", "|δ|"),
+    ] + FAITH_KEYS
     rows = [[label] + [_cell(r, k) for k, _ in keys] + [f"{r['time']:.1f}"] for label, r in digits.items()]
     md += [table(["method"] + [h for _, h in keys] + ["time (s)"], rows), ""]
 
     if soft:
-        md += [f"## Digits CNN with a softmax head ({n_s} explicands)", "",
-               "The same digits CNN ending in `Softmax()` (as `keras.applications` models do by default); "
-               "attributions explain the probability. \"new\": the shared scoring rule reads the head's "
-               "probabilities; \"old\": the probabilities softmaxed again, which is what the metrics did before "
-               "issue #10 (for 10 classes every point is squeezed into [1/(e + 9), e/(e + 9)] ≈ [0.085, 0.232]). "
-               "Spread = max − min of the method means.", ""]
-        keys = [("deletion_old", "deletion (old) ↓"), ("deletion_new", "deletion ↓"),
-                ("insertion_old", "insertion (old) ↑"), ("insertion_new", "insertion ↑")]
+        md += [
+            f"## Digits CNN with a softmax head ({n_s} explicands)",
+            "",
+            "The same digits CNN ending in `Softmax()` (as `keras.applications` models do by default); "
+            'attributions explain the probability. "new": the shared scoring rule reads the head\'s '
+            'probabilities; "old": the probabilities softmaxed again, which is what the metrics did before '
+            "issue #10 (for 10 classes every point is squeezed into [1/(e + 9), e/(e + 9)] ≈ [0.085, 0.232]). "
+            "Spread = max − min of the method means.",
+            "",
+        ]
+        keys = [
+            ("deletion_old", "deletion (old) ↓"),
+            ("deletion_new", "deletion ↓"),
+            ("insertion_old", "insertion (old) ↑"),
+            ("insertion_new", "insertion ↑"),
+        ]
         rows = [[label] + [_cell(r, k) for k, _ in keys] for label, r in soft.items()]
         spread = ["spread"] + [f"{np.ptp([np.nanmean(r[k]) for r in soft.values()]):.3f}" for k, _ in keys]
         md += [table(["method"] + [h for _, h in keys], rows + [spread]), ""]
 
-    md += [f"## Tabular ({n_t} explicands; ground truth g_i(x_i) − g_i(0) for paths from 0, "
-           "and the marginal Shapley value g_i(x_i) − E g_i(X_i))", ""]
-    keys = [("exact_gt_path", "exact: corr GT(0) ↑"), ("exact_gt_shap", "exact: corr Shapley ↑"),
-            ("exact_mse_path", "exact: MSE GT(0) ↓"), ("mlp_gt_path", "MLP: corr GT(0) ↑"),
-            ("mlp_gt_shap", "MLP: corr Shapley ↑"), ("delta", "|δ| (exact)")]
+    md += [
+        f"## Tabular ({n_t} explicands; ground truth g_i(x_i) − g_i(0) for paths from 0, "
+        "and the marginal Shapley value g_i(x_i) − E g_i(X_i))",
+        "",
+    ]
+    keys = [
+        ("exact_gt_path", "exact: corr GT(0) ↑"),
+        ("exact_gt_shap", "exact: corr Shapley ↑"),
+        ("exact_mse_path", "exact: MSE GT(0) ↓"),
+        ("mlp_gt_path", "MLP: corr GT(0) ↑"),
+        ("mlp_gt_shap", "MLP: corr Shapley ↑"),
+        ("delta", "|δ| (exact)"),
+    ]
     rows = [[label] + [_cell(r, k) for k, _ in keys] + [f"{r['time']:.1f}"] for label, r in tabular.items()]
     md += [table(["method"] + [h for _, h in keys] + ["time (s)"], rows), ""]
 
-    md += ["## Do the papers' claims hold here?", "",
-           f"Paired comparison with {REFERENCE} over the same explicands; a difference counts when it exceeds "
-           "two standard errors.", ""]
+    md += [
+        "## Do the papers' claims hold here?",
+        "",
+        f"Paired comparison with {REFERENCE} over the same explicands; a difference counts when it exceeds "
+        "two standard errors.",
+        "",
+    ]
     md += claim_lines(pattern, digits, tabular)
-    md += ["", "These are small models on synthetic / tiny data; they test the claims' direction, not the "
-           "papers' ImageNet numbers."]
+    md += [
+        "",
+        "These are small models on synthetic / tiny data; they test the claims' direction, not the "
+        "papers' ImageNet numbers.",
+    ]
     path.write_text("\n".join(md) + "\n")
 
 

@@ -8,6 +8,7 @@ triggers in the sequence. Writes the ``text`` section of QUALITY.md.
 
 Run: ``python benchmarks/quality_text.py [--quick]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ def trigger_transformer(vocab=50, length=16, dim=16, seed=0):
     h = keras.layers.Dense(32, activation="gelu")(h)
     out = keras.layers.Dense(2)(keras.layers.GlobalMaxPooling1D()(h))
     model = keras.Model(ids, out)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -66,8 +70,11 @@ def top_k_precision(scores, masks):
 def options_for(spec, model, x_bg, n_steps):
     opts = {}
     if spec.name == "expected_gradients":
-        opts = {"background": tpa.layer_activations(model, "token_embedding", x_bg).numpy(), "n_samples": n_steps,
-                "seed": 0}
+        opts = {
+            "background": tpa.layer_activations(model, "token_embedding", x_bg).numpy(),
+            "n_samples": n_steps,
+            "seed": 0,
+        }
     elif spec.name == "discretized_integrated_gradients":
         opts = {"n_steps": 30, "n_neighbors": 49}
     elif "n_steps" in spec.test_options:
@@ -96,18 +103,29 @@ def main(argv=None):
         if spec.layer is not True:
             continue
         t = time.time()
-        res = tpa.text.token_attributions(model, xp, 1, method=spec.name, baseline="pad" if spec.baseline_option ==
-                                          "baseline" else "auto", **options_for(spec, model, x_bg, 16 if a.quick else 32))
+        res = tpa.text.token_attributions(
+            model,
+            xp,
+            1,
+            method=spec.name,
+            baseline="pad" if spec.baseline_option == "baseline" else "auto",
+            **options_for(spec, model, x_bg, 16 if a.quick else 32),
+        )
         rows.append((spec.name, top_k_precision(res.scores, mp), top_k_precision(res.l2, mp), time.time() - t))
-    lines = ["## Text: trigger-token recovery (`benchmarks/quality_text.py`)", "",
-             f"{a.note} A transformer (token + position embeddings, one 2-head self-attention block, max-pool, "
-             f"{model.count_params()} parameters) trained in seconds on `tpa.data.trigger_tokens` (3000 sequences of 16 "
-             f"tokens, vocabulary 50, triggers 1..3); test accuracy {acc:.3f}. {int(pos.sum())} positive test sequences, "
-             "class 1 explained, padding-token (id 0) baseline where the method takes one. Top-k precision: the share "
-             "of the k best-scored tokens that are triggers (k = triggers in the sequence); signed sum over the "
-             "embedding and L2 norm. Random scores give "
-             f"{rand:.3f}. Total {time.time() - t0:.0f} s.", "",
-             "| method | top-k precision (sum) | top-k precision (L2) | seconds |", "|---|---|---|---|"]
+    lines = [
+        "## Text: trigger-token recovery (`benchmarks/quality_text.py`)",
+        "",
+        f"{a.note} A transformer (token + position embeddings, one 2-head self-attention block, max-pool, "
+        f"{model.count_params()} parameters) trained in seconds on `tpa.data.trigger_tokens` (3000 sequences of 16 "
+        f"tokens, vocabulary 50, triggers 1..3); test accuracy {acc:.3f}. {int(pos.sum())} positive test sequences, "
+        "class 1 explained, padding-token (id 0) baseline where the method takes one. Top-k precision: the share "
+        "of the k best-scored tokens that are triggers (k = triggers in the sequence); signed sum over the "
+        "embedding and L2 norm. Random scores give "
+        f"{rand:.3f}. Total {time.time() - t0:.0f} s.",
+        "",
+        "| method | top-k precision (sum) | top-k precision (L2) | seconds |",
+        "|---|---|---|---|",
+    ]
     for name, ps, pl, sec in rows:
         lines.append(f"| {name} | {ps:.3f} | {pl:.3f} | {sec:.1f} |")
     text = "\n".join(lines)

@@ -4,6 +4,7 @@
 
 The notebooks are committed without outputs; CI executes them (tests/test_notebooks.py).
 """
+
 from pathlib import Path
 
 import nbformat
@@ -14,12 +15,14 @@ HERE = Path(__file__).parent
 INSTALL = new_markdown_cell(
     "**In Colab**, first install the package from a clone of this repository:\n\n"
     "```\n!git clone <this repository> tf_pathattr && pip install -q -e './tf_pathattr[dev]'\n```\n"
-    "(Locally: `pip install -e \".[dev]\"` in the repository.)"
+    '(Locally: `pip install -e ".[dev]"` in the repository.)'
 )
 
 QUICKSTART = [
-    new_markdown_cell("# tf_pathattr quick start\n\nTrain a small CNN on scikit-learn's bundled digits, "
-                      "explain it with every method, and check the attributions against their completeness targets."),
+    new_markdown_cell(
+        "# tf_pathattr quick start\n\nTrain a small CNN on scikit-learn's bundled digits, "
+        "explain it with every method, and check the attributions against their completeness targets."
+    ),
     INSTALL,
     new_code_cell("""import numpy as np, keras, tensorflow as tf
 import matplotlib
@@ -42,8 +45,10 @@ model = keras.Sequential([
 model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 model.fit(x[:1500], y[:1500], epochs=15, batch_size=32, verbose=0)
 print("test accuracy", model.evaluate(x[1500:], y[1500:], verbose=0)[1])"""),
-    new_markdown_cell("## Integrated Gradients and its completeness delta\n\n"
-                      "`delta = sum(attr) - (F(x) - F(baseline))` per example; Gauss-Legendre makes it tiny."),
+    new_markdown_cell(
+        "## Integrated Gradients and its completeness delta\n\n"
+        "`delta = sum(attr) - (F(x) - F(baseline))` per example; Gauss-Legendre makes it tiny."
+    ),
     new_code_cell("""probe = x[1500:1506]
 attr, delta = tpa.integrated_gradients(model, probe, target=None, n_steps=64, return_convergence_delta=True)
 print("max |delta|:", float(tf.reduce_max(tf.abs(delta))))
@@ -72,10 +77,12 @@ print("left + right == IG:", np.allclose(left + right, tpa.integrated_gradients(
 ]
 
 TEXT = [
-    new_markdown_cell("# Text models: attribution to the embedding layer\n\n"
-                      "Token ids are integers and have no gradient, so we attribute to the output of the "
-                      "`Embedding` layer with `layer=`. The label of this synthetic set is set by trigger "
-                      "tokens, so we know which positions should light up."),
+    new_markdown_cell(
+        "# Text models: attribution to the embedding layer\n\n"
+        "Token ids are integers and have no gradient, so we attribute to the output of the "
+        "`Embedding` layer with `layer=`. The label of this synthetic set is set by trigger "
+        "tokens, so we know which positions should light up."
+    ),
     INSTALL,
     new_code_cell("""import numpy as np, keras, tensorflow as tf
 import tf_pathattr as tpa
@@ -101,9 +108,11 @@ print("top-scored token is a trigger in", trigger_mask[pos, top].mean() * 100, "
 ]
 
 WORKFLOWS = [
-    new_markdown_cell("# SavedModels and training-time logging\n\n"
-                      "Export a SavedModel that carries `explain_<method>` endpoints usable without tf_pathattr, "
-                      "explain a reloaded SavedModel, and log attributions during `fit` with the Keras callback."),
+    new_markdown_cell(
+        "# SavedModels and training-time logging\n\n"
+        "Export a SavedModel that carries `explain_<method>` endpoints usable without tf_pathattr, "
+        "explain a reloaded SavedModel, and log attributions during `fit` with the Keras callback."
+    ),
     INSTALL,
     new_code_cell("""import tempfile, os, numpy as np, keras, tensorflow as tf
 import tf_pathattr as tpa
@@ -129,19 +138,22 @@ print("explain a reloaded SavedModel:", tpa.integrated_gradients(loaded.serve, x
 ]
 
 KERAS_HUB = [
-    new_markdown_cell("# keras-hub text models: token attributions, next tokens, continuations\n\n"
-                      "A keras-hub BERT classifier and a GPT-2 causal LM, built from small configs here so the "
-                      "notebook runs offline; with downloads, the same code works on presets (last cell). "
-                      "`tpa.text` attributes to the token-embedding lookup only: GPT-2's tied embedding also "
-                      "computes the logits (`token_embedding(h, reverse=True)`), and that projection keeps using "
-                      "the real weights."),
+    new_markdown_cell(
+        "# keras-hub text models: token attributions, next tokens, continuations\n\n"
+        "A keras-hub BERT classifier and a GPT-2 causal LM, built from small configs here so the "
+        "notebook runs offline; with downloads, the same code works on presets (last cell). "
+        "`tpa.text` attributes to the token-embedding lookup only: GPT-2's tied embedding also "
+        "computes the logits (`token_embedding(h, reverse=True)`), and that projection keeps using "
+        "the real weights."
+    ),
     new_markdown_cell(
         "**In Colab**: `pip install -q -e './tf_pathattr[dev]'` (with the full `tensorflow` wheel, "
         "`pip install keras-hub` works as is). Next to `tensorflow-cpu`, install keras-hub without letting it "
         "pull a second TensorFlow:\n\n"
         "```\npip install --no-deps keras-hub\npip install absl-py packaging regex rich sentencepiece tokenizers "
         "'kagglehub!=1.0.1' kagglesdk==0.1.28\n```\n"
-        "(keras-hub's tokenizers run eagerly without tensorflow-text.)"),
+        "(keras-hub's tokenizers run eagerly without tensorflow-text.)"
+    ),
     new_code_cell("""import numpy as np, keras, keras_hub, tensorflow as tf
 import matplotlib
 matplotlib.use("Agg")
@@ -174,10 +186,12 @@ classifier.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"],
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 classifier.fit(x_train, np.array(labels), epochs=10, batch_size=32, verbose=0)
 print("train accuracy", classifier.evaluate(x_train, np.array(labels), verbose=0)[1])"""),
-    new_markdown_cell("## Token attributions for the classifier\n\n"
-                      "Strings go through the preprocessor eagerly. The baseline is `[MASK]` at every word "
-                      "(the tokenizer has a mask token), `[CLS]`, `[SEP]` and padding keep their embedding and "
-                      "score exactly 0. `delta` is the completeness gap."),
+    new_markdown_cell(
+        "## Token attributions for the classifier\n\n"
+        "Strings go through the preprocessor eagerly. The baseline is `[MASK]` at every word "
+        "(the tokenizer has a mask token), `[CLS]`, `[SEP]` and padding keep their embedding and "
+        "score exactly 0. `delta` is the completeness gap."
+    ),
     new_code_cell("""texts = ["the movie was great", "the plot was really boring"]
 for n in (64, 256, 1024):   # always read the delta: this toy model switches sharply along the path
     res = tpa.text.token_attributions(classifier, texts, target=1, preprocessor=preprocessor, n_steps=n,
@@ -240,19 +254,22 @@ ax.set_ylabel("generated token")
 fig.tight_layout()
 fig.savefig("generation_matrix.png")
 print(matrix.shape)"""),
-    new_markdown_cell("## With downloads\n\n"
-                      "```python\nlm = keras_hub.models.GPT2CausalLM.from_preset(\"gpt2_base_en\")\n"
-                      "res = tpa.text.token_attributions(lm, [\"The capital of France is\"], "
-                      "preprocessor=lm.preprocessor)\n"
-                      "```\n"
-                      "For Gemma/Llama-style decoders keep the default padding baseline: a zero embedding is a "
-                      "singular point of their first RMSNorm."),
+    new_markdown_cell(
+        "## With downloads\n\n"
+        '```python\nlm = keras_hub.models.GPT2CausalLM.from_preset("gpt2_base_en")\n'
+        'res = tpa.text.token_attributions(lm, ["The capital of France is"], '
+        "preprocessor=lm.preprocessor)\n"
+        "```\n"
+        "For Gemma/Llama-style decoders keep the default padding baseline: a zero embedding is a "
+        "singular point of their first RMSNorm."
+    ),
 ]
 
 
 def write(name, cells):
-    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                            "language": "python"}})
+    nb = new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(nb, HERE / name)
 
 

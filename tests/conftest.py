@@ -1,4 +1,5 @@
 """Shared fixtures: models from the zoo (tests/models.py), and the PAIR `saliency` shim."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -9,6 +9,7 @@ The entries for expected_gradients, noise_tunnel and split_integrated_gradients 
 names; those modules did not exist when this was written, so check them when they are merged
 (noise_tunnel wraps another method, and split_integrated_gradients returns two parts).
 """
+
 import numpy as np
 
 
@@ -32,9 +33,13 @@ FAST_OPTIONS = {
     "important_direction_gradient_integration": {"n_steps": 8},
     "adversarial_gradient_integration": {"max_iter": 3, "k": 2, "seed": 0},
     # DIG walks through a vocabulary of token vectors; on [B, m, ...] inputs each row along axis 1 is a token
-    "discretized_integrated_gradients": {"n_steps": 4, "n_neighbors": 8,
-                                         "embedding_matrix": lambda x: np.random.default_rng(3).uniform(
-                                             0.0, 1.0, size=(16,) + tuple(x.shape[2:])).astype(np.float32)},
+    "discretized_integrated_gradients": {
+        "n_steps": 4,
+        "n_neighbors": 8,
+        "embedding_matrix": lambda x: (
+            np.random.default_rng(3).uniform(0.0, 1.0, size=(16,) + tuple(x.shape[2:])).astype(np.float32)
+        ),
+    },
     "sequential_integrated_gradients": {"n_steps": 4},
 }
 

@@ -9,15 +9,31 @@ weights of the float32 model.
 Properties tests rely on are stated in each docstring (smoothness, exact linearity, which features
 the output ignores, the layer names used with ``layer=``).
 """
+
 from __future__ import annotations
 
 import keras
 import numpy as np
 
 __all__ = [
-    "toy_cnn", "smooth_cnn", "maxpool_cnn", "linear_model", "dummy_feature_cnn", "DUMMY_ROWS",
-    "two_input_models", "text_model", "embedding_tail", "single_output_model", "multi_output_model",
-    "variant", "dense_head", "ids", "multi_output_cnn", "nested_cnn", "lstm_model", "calibrate_batchnorm",
+    "toy_cnn",
+    "smooth_cnn",
+    "maxpool_cnn",
+    "linear_model",
+    "dummy_feature_cnn",
+    "DUMMY_ROWS",
+    "two_input_models",
+    "text_model",
+    "embedding_tail",
+    "single_output_model",
+    "multi_output_model",
+    "variant",
+    "dense_head",
+    "ids",
+    "multi_output_cnn",
+    "nested_cnn",
+    "lstm_model",
+    "calibrate_batchnorm",
 ]
 
 
@@ -31,12 +47,14 @@ def toy_cnn(seed=0, dtype=None, size=8, channels=3):
     Smooth (tanh, average pooling), so completeness of IG is tight with few steps.
     """
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, channels)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="tanh", **_dt(dtype)),
-        keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
-        keras.layers.Dense(3, **_dt(dtype)),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, channels)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="tanh", **_dt(dtype)),
+            keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
+            keras.layers.Dense(3, **_dt(dtype)),
+        ]
+    )
 
 
 def smooth_cnn(size=16, channels=3, classes=10, seed=0, dtype=None):
@@ -46,15 +64,17 @@ def smooth_cnn(size=16, channels=3, classes=10, seed=0, dtype=None):
     tight; ``classes`` logits.
     """
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, channels)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="tanh", **_dt(dtype)),
-        keras.layers.AveragePooling2D(2, **_dt(dtype)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="softplus", **_dt(dtype)),
-        keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
-        keras.layers.Dense(16, activation="tanh", **_dt(dtype)),
-        keras.layers.Dense(classes, **_dt(dtype)),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, channels)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="tanh", **_dt(dtype)),
+            keras.layers.AveragePooling2D(2, **_dt(dtype)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="softplus", **_dt(dtype)),
+            keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
+            keras.layers.Dense(16, activation="tanh", **_dt(dtype)),
+            keras.layers.Dense(classes, **_dt(dtype)),
+        ]
+    )
 
 
 def maxpool_cnn(size=16, seed=0, dtype=None):
@@ -64,17 +84,19 @@ def maxpool_cnn(size=16, seed=0, dtype=None):
     loose by design and where discrete choices can amplify float rounding).
     """
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", **_dt(dtype)),
-        keras.layers.MaxPooling2D(2, **_dt(dtype)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", **_dt(dtype)),
-        keras.layers.MaxPooling2D(2, **_dt(dtype)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="softplus", **_dt(dtype)),
-        keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
-        keras.layers.Dense(16, activation="tanh", **_dt(dtype)),
-        keras.layers.Dense(10, **_dt(dtype)),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", **_dt(dtype)),
+            keras.layers.MaxPooling2D(2, **_dt(dtype)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", **_dt(dtype)),
+            keras.layers.MaxPooling2D(2, **_dt(dtype)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="softplus", **_dt(dtype)),
+            keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
+            keras.layers.Dense(16, activation="tanh", **_dt(dtype)),
+            keras.layers.Dense(10, **_dt(dtype)),
+        ]
+    )
 
 
 def linear_model(weights, bias=0.0):
@@ -115,16 +137,18 @@ def dummy_feature_cnn(seed=0, dtype=None, size=8, classes=3):
     image model (it is an ordinary image model apart from the two ignored rows).
     """
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Cropping2D(((DUMMY_ROWS.stop, 0), (0, 0)), **_dt(dtype)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="tanh", **_dt(dtype)),
-        keras.layers.AveragePooling2D(2, **_dt(dtype)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="softplus", **_dt(dtype)),
-        keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
-        keras.layers.Dense(8, activation="tanh", **_dt(dtype)),
-        keras.layers.Dense(classes, **_dt(dtype)),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Cropping2D(((DUMMY_ROWS.stop, 0), (0, 0)), **_dt(dtype)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="tanh", **_dt(dtype)),
+            keras.layers.AveragePooling2D(2, **_dt(dtype)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="softplus", **_dt(dtype)),
+            keras.layers.GlobalAveragePooling2D(**_dt(dtype)),
+            keras.layers.Dense(8, activation="tanh", **_dt(dtype)),
+            keras.layers.Dense(classes, **_dt(dtype)),
+        ]
+    )
 
 
 def two_input_models(seed=0, widths=(3, 2), classes=3):
@@ -226,10 +250,22 @@ def nested_cnn(size=16, seed=0):
     """A functional model whose body is another model: ``Input -> Sequential(Conv-tanh, AvgPool) -> Sequential(GAP,
     Dense-tanh) -> Dense(4)``, with a Rescaling layer in front (inputs in [0, 255])."""
     keras.utils.set_random_seed(seed)
-    trunk = keras.Sequential([keras.Input((size, size, 3)), keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
-                              keras.layers.AveragePooling2D(2)], name="trunk")
-    head = keras.Sequential([keras.Input(trunk.output_shape[1:]), keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(8, activation="tanh")], name="head")
+    trunk = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+            keras.layers.AveragePooling2D(2),
+        ],
+        name="trunk",
+    )
+    head = keras.Sequential(
+        [
+            keras.Input(trunk.output_shape[1:]),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8, activation="tanh"),
+        ],
+        name="head",
+    )
     inp = keras.Input((size, size, 3))
     return keras.Model(inp, keras.layers.Dense(4, name="logits")(head(trunk(keras.layers.Rescaling(1 / 255.0)(inp)))))
 

@@ -3,6 +3,7 @@
 `saliency` 0.2.1 calls `np.quantile(interpolation=...)` and `np.trapz`, both removed in numpy 2.4;
 we shim them here (tests only) instead of pinning numpy for users.
 """
+
 import inspect
 
 import numpy as np
@@ -12,7 +13,9 @@ import tensorflow as tf
 def _install_numpy_shims():
     if not hasattr(np, "trapz"):
         np.trapz = np.trapezoid
-    if "interpolation" not in inspect.signature(np.quantile).parameters and not getattr(np.quantile, "_tpa_shim", False):
+    if "interpolation" not in inspect.signature(np.quantile).parameters and not getattr(
+        np.quantile, "_tpa_shim", False
+    ):
         original = np.quantile
 
         def quantile(a, q, *args, interpolation=None, **kwargs):

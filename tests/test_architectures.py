@@ -7,6 +7,7 @@ with ``layer="embedding"``. Batch of 2, the registry's small ``test_options``. E
 inputs' structure, is float32, finite and not all zero, and example 0 explained alone gets the same
 result within the method's declared ``batch_tolerance``.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 def mobilenet_v3_small():
     keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), include_top=False, weights=None,
-                                               pooling="avg", include_preprocessing=True)
+    base = keras.applications.MobileNetV3Small(
+        input_shape=(96, 96, 3), include_top=False, weights=None, pooling="avg", include_preprocessing=True
+    )
     inp = keras.Input((96, 96, 3))
     model = keras.Model(inp, keras.layers.Dense(10, name="logits")(base(inp)))
     zoo.calibrate_batchnorm(model, _images(96, batch=8, seed=5))
@@ -30,8 +32,9 @@ def mobilenet_v3_small():
 
 def efficientnet_v2_b0():
     keras.utils.set_random_seed(0)
-    model = keras.applications.EfficientNetV2B0(input_shape=(96, 96, 3), weights=None, classes=10,
-                                                classifier_activation=None, include_preprocessing=True)
+    model = keras.applications.EfficientNetV2B0(
+        input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None, include_preprocessing=True
+    )
     zoo.calibrate_batchnorm(model, _images(96, batch=8, seed=5))
     return model
 
@@ -45,10 +48,18 @@ ARCHS = {
     "mobilenet_v3_small": (mobilenet_v3_small, lambda: _images(96), [3, 7], "image"),
     "efficientnet_v2_b0": (efficientnet_v2_b0, lambda: _images(96), [3, 7], "image"),
     "nested": (zoo.nested_cnn, lambda: _images(16), [0, 3], "image"),
-    "multi_output": (zoo.multi_output_cnn, lambda: _images(16) / 255.0,
-                     lambda outs: outs[0][:, 1] - outs[1][:, 0], "image"),
-    "lstm": (zoo.lstm_model, lambda: np.random.default_rng(0).normal(size=(2, 10, 4)).astype(np.float32), [0, 2],
-             "sequence"),
+    "multi_output": (
+        zoo.multi_output_cnn,
+        lambda: _images(16) / 255.0,
+        lambda outs: outs[0][:, 1] - outs[1][:, 0],
+        "image",
+    ),
+    "lstm": (
+        zoo.lstm_model,
+        lambda: np.random.default_rng(0).normal(size=(2, 10, 4)).astype(np.float32),
+        [0, 2],
+        "sequence",
+    ),
     "gru_text": (lambda: zoo.text_model(recurrent=True), lambda: zoo.ids(2), [0, 2], "text"),
 }
 

@@ -2,6 +2,7 @@
 
 Other baseline recipes are tested in ``test_baselines_common.py``.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -107,8 +108,15 @@ def test_meb_linear_transformation_invariance(rng):
         assert np.abs(a_raw - a_norm).max() / scale < 1e-5
 
 
-@pytest.mark.parametrize("name", ["integrated_gradients", "guided_integrated_gradients",
-                                  "integrated_decision_gradients", "split_integrated_gradients"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "integrated_gradients",
+        "guided_integrated_gradients",
+        "integrated_decision_gradients",
+        "split_integrated_gradients",
+    ],
+)
 def test_methods_with_a_random_baseline_recipe_take_seed(name):
     # issue 9 defect 13: seed= reaches the recipe's stateless draws (None keeps the recipe's own seed)
     import keras

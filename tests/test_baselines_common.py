@@ -1,4 +1,5 @@
 """Baseline recipes other than the Maximum Entropy Baseline (see test_baselines.py for MEB)."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,13 +58,16 @@ def test_preprocess_is_applied(rng):
     np.testing.assert_allclose(b, 1.0)
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: tpa.baselines.uniform(1.0, 0.0), "high > low"),
-    (lambda: tpa.baselines.gaussian_noise(-1.0), "stddev"),
-    (lambda: tpa.baselines.blurred(-2.0), "sigma"),
-    (lambda: tpa.baselines.from_data(np.zeros((0, 3))), "non-empty"),
-    (lambda: tpa.baselines.uniform(0, 1, n=0), "n must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: tpa.baselines.uniform(1.0, 0.0), "high > low"),
+        (lambda: tpa.baselines.gaussian_noise(-1.0), "stddev"),
+        (lambda: tpa.baselines.blurred(-2.0), "sigma"),
+        (lambda: tpa.baselines.from_data(np.zeros((0, 3))), "non-empty"),
+        (lambda: tpa.baselines.uniform(0, 1, n=0), "n must be >= 1"),
+    ],
+)
 def test_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -1,5 +1,6 @@
 """tf_pathattr.beam: the RunInference model handler, per-record dead letters, and the file job on a local
 Beam runner (FnApiRunner in memory; the CLI test runs the multi-processing default)."""
+
 import os
 import subprocess
 import sys
@@ -21,12 +22,14 @@ IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 def digits_cnn(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,12 @@ def test_handler_run_inference_per_record(setup):
     np.testing.assert_allclose(out[0].inference["attributions"], ref[0], atol=1e-6, rtol=0)
     np.testing.assert_allclose(out[3].inference["attributions"], ref[1], atol=1e-6, rtol=0)
     assert out[4].inference["target"] == 7
-    np.testing.assert_allclose(out[4].inference["attributions"],
-                               tpa.attribute(model, x[4:5], 7, method="ig", n_steps=8).numpy()[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        out[4].inference["attributions"],
+        tpa.attribute(model, x[4:5], 7, method="ig", n_steps=8).numpy()[0],
+        atol=1e-6,
+        rtol=0,
+    )
     assert set(out[0].inference) == {"attributions", "target", "score", "completeness_gap"}
 
 
@@ -99,8 +106,9 @@ def test_run_inference_pipeline_records_in_equal_results_plus_dead_letters(setup
     records = [(f"r{i}", x[i]) for i in range(10)]
     records[3] = ("r3", np.full((8, 8, 1), np.nan, np.float32))
     records[7] = ("r7", np.zeros((4, 4), np.float32))
-    h = AttributionModelHandler(model_loader=digits_cnn, method="ig", options={"n_steps": 8},
-                                min_batch_size=4, max_batch_size=4)
+    h = AttributionModelHandler(
+        model_loader=digits_cnn, method="ig", options={"n_steps": 8}, min_batch_size=4, max_batch_size=4
+    )
     ref = tpa.attribute(model, x[:10], None, method="ig", n_steps=8).numpy()
 
     def check_results(got):
@@ -135,8 +143,16 @@ def make_inputs(root, x):
 def test_file_job_equals_in_process_attribute(setup, tmp_path, method):
     root, model, x = setup
     src = make_inputs(tmp_path, x)
-    summary = explain_files(str(root / "m.keras"), str(src / "*"), str(tmp_path / "out"), method=method,
-                            options={"n_steps": 8}, batch_size=8, num_shards=3, pipeline_args=IN_MEMORY)
+    summary = explain_files(
+        str(root / "m.keras"),
+        str(src / "*"),
+        str(tmp_path / "out"),
+        method=method,
+        options={"n_steps": 8},
+        batch_size=8,
+        num_shards=3,
+        pipeline_args=IN_MEMORY,
+    )
     n = len(x)
     assert summary["records"] == n + 4 == summary["results"] + summary["dead_letters"]
     assert summary["dead_letters"] == 3
@@ -151,16 +167,26 @@ def test_file_job_equals_in_process_attribute(setup, tmp_path, method):
     ref = tpa.attribute(model, x, None, method=method, n_steps=8).numpy()
     np.testing.assert_allclose(res["attributions"][order], ref, atol=1e-6, rtol=0)
     # the same table as the in-process runner
-    local = D.explain_dataset(model, x, method=method, out=tmp_path / "local", options={"n_steps": 8},
-                              progress=False).read()
+    local = D.explain_dataset(
+        model, x, method=method, out=tmp_path / "local", options={"n_steps": 8}, progress=False
+    ).read()
     for k in ("target", "score", "completeness_gap"):
         np.testing.assert_allclose(res["table"][k][order], local["table"][k], atol=1e-6)
     names = sorted(p.name for p in (tmp_path / "out").glob("attributions-*"))
     assert all(name.endswith("-of-00003.npz") for name in names)
     # a second run into the same folder is refused; with overwrite it rewrites the same files and arrays
     with pytest.raises(ValueError, match="already holds results"):
-        explain_files(str(root / "m.keras"), str(src / "*"), str(tmp_path / "out"), method=method,
-                      options={"n_steps": 8}, batch_size=8, num_shards=3, pipeline_args=IN_MEMORY)
+        explain_files(
+            str(root / "m.keras"),
+            str(src / "*"),
+            str(tmp_path / "out"),
+            method=method,
+            options={"n_steps": 8},
+            batch_size=8,
+            num_shards=3,
+            pipeline_args=IN_MEMORY,
+        )
+
     def shards():
         out = {}
         for f in (tmp_path / "out").glob("attributions-*"):
@@ -169,8 +195,17 @@ def test_file_job_equals_in_process_attribute(setup, tmp_path, method):
         return out
 
     before = shards()
-    explain_files(str(root / "m.keras"), str(src / "*"), str(tmp_path / "out"), method=method,
-                  options={"n_steps": 8}, batch_size=8, num_shards=3, pipeline_args=IN_MEMORY, overwrite=True)
+    explain_files(
+        str(root / "m.keras"),
+        str(src / "*"),
+        str(tmp_path / "out"),
+        method=method,
+        options={"n_steps": 8},
+        batch_size=8,
+        num_shards=3,
+        pipeline_args=IN_MEMORY,
+        overwrite=True,
+    )
     after = shards()
     assert sorted(after) == sorted(before)
     for name in before:
@@ -184,5 +219,9 @@ def test_handler_with_a_keras_model_survives_pickling(setup):
     _, model, x = setup
     h = pickle.loads(pickle.dumps(AttributionModelHandler(model, "ig", options={"n_steps": 8})))
     out = list(h.run_inference(list(x[:3]), h.load_model()))
-    np.testing.assert_allclose(np.stack([o.inference["attributions"] for o in out]),
-                               tpa.attribute(model, x[:3], None, method="ig", n_steps=8), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        np.stack([o.inference["attributions"] for o in out]),
+        tpa.attribute(model, x[:3], None, method="ig", n_steps=8),
+        atol=1e-6,
+        rtol=0,
+    )

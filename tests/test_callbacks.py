@@ -1,4 +1,5 @@
 """AttributionLogger: event files read back, arrays, one trace, no effect on training, distribution."""
+
 import io
 import os
 import subprocess
@@ -51,8 +52,9 @@ def make_model(seed=0, dropout=False):
         layers.append(keras.layers.Dropout(0.3))
     layers.append(keras.layers.Dense(3))
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -67,8 +69,7 @@ def test_event_files_arrays_and_images(tmp_path):
     x, y = data()
     model = make_model()
     probe = x[:3]
-    logger = AttributionLogger(probe, target=[0, 1, 2], method_options={"n_steps": 16}, log_dir=tmp_path,
-                               max_images=2)
+    logger = AttributionLogger(probe, target=[0, 1, 2], method_options={"n_steps": 16}, log_dir=tmp_path, max_images=2)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False, callbacks=[logger])
     ev = read_events(tmp_path)
     assert {"completeness_gap", "attributions/histogram", "attributions/overlay"} <= set(ev)
@@ -84,7 +85,8 @@ def test_event_files_arrays_and_images(tmp_path):
     hist = ev["attributions/histogram"][1][1]  # [buckets, 3]: left edge, right edge, count
     assert hist.shape[1] == 3 and hist[:, 2].sum() == probe.size
     assert hist[0, 0] == pytest.approx(arrays["attributions"].min()) and hist[-1, 1] == pytest.approx(
-        arrays["attributions"].max())
+        arrays["attributions"].max()
+    )
     # the image summary holds exactly the overlays of the first max_images probes
     step, pics = ev["attributions/overlay"][1]
     assert step == 1 and len(pics) == 2
@@ -98,8 +100,9 @@ def test_event_files_arrays_and_images(tmp_path):
 def test_explain_function_traced_once_and_batch_logging(tmp_path):
     x, y = data()
     model = make_model()
-    logger = AttributionLogger(x[:2], method_options={"n_steps": 8}, log_dir=tmp_path, every_n_epochs=1,
-                               every_n_batches=1, save_arrays=False)
+    logger = AttributionLogger(
+        x[:2], method_options={"n_steps": 8}, log_dir=tmp_path, every_n_epochs=1, every_n_batches=1, save_arrays=False
+    )
     model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[logger])
     assert logger.n_explanations == 3 + 3 * 2
     fns = [item[1] for item in eng.CACHE._items.values() if item[0]() is model]
@@ -119,8 +122,11 @@ def test_every_method_logs_and_training_is_unchanged(tmp_path, name):
 
     def train(with_logger):
         model = make_model(seed=3, dropout=True)
-        cbs = [AttributionLogger(x[:2], method=name, method_options=options_for(name, x[:2]),
-                                 log_dir=tmp_path / name)] if with_logger else []
+        cbs = (
+            [AttributionLogger(x[:2], method=name, method_options=options_for(name, x[:2]), log_dir=tmp_path / name)]
+            if with_logger
+            else []
+        )
         keras.utils.set_random_seed(7)
         model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=True, callbacks=cbs)
         models[with_logger] = model
@@ -161,8 +167,9 @@ def test_deletion_auc_is_logged_when_the_metric_exists(tmp_path, monkeypatch):
         monkeypatch.setattr(tf_pathattr, "metrics", fake, raising=False)
     x, y = data()
     model = make_model()
-    logger = AttributionLogger(x[:2], target=1, method_options={"n_steps": 8}, log_dir=tmp_path,
-                               metrics=("completeness_gap", "deletion_auc"))
+    logger = AttributionLogger(
+        x[:2], target=1, method_options={"n_steps": 8}, log_dir=tmp_path, metrics=("completeness_gap", "deletion_auc")
+    )
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[logger])
     ev = read_events(tmp_path)
     assert "deletion_auc" in ev and "completeness_gap" in ev
@@ -257,8 +264,9 @@ MIRRORED = textwrap.dedent("""
 @pytest.mark.slow
 def test_mirrored_strategy_two_logical_cpus(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    res = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True, env=env,
-                         timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MIRRORED_OK 2" in res.stdout
 

@@ -1,4 +1,5 @@
 """The tf-pathattr command, run through subprocess, error cases included."""
+
 import json
 import os
 import platform
@@ -25,8 +26,14 @@ def cli(*args, cache=None, timeout=300, cwd=None, user_env=False):
         del env["TF_CPP_MIN_LOG_LEVEL"]
     if cache is not None:
         env["TF_PATHATTR_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "tf_pathattr.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "tf_pathattr.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def cli_inprocess(capsys, *args):
@@ -58,8 +65,14 @@ def files(tmp_path_factory):
     img = (np.random.default_rng(1).uniform(size=(16, 16, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(root / "img.png")
     keras.utils.set_random_seed(1)
-    rgb = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
-                            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    rgb = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
     rgb.save(root / "rgb.hdf5")  # the legacy HDF5 format under the extension real packages ship
     (root / "junk.npy").write_bytes(b"not an array")
     np.save(root / "wrong.npy", np.zeros((2, 9, 9, 1), np.float32))
@@ -79,8 +92,22 @@ def test_explain_keras_and_savedmodel_npy_png(files, tmp_path):
     ref = tpa.integrated_gradients(model, x, 1, n_steps=16).numpy()
     for src in (root / "m.keras", root / "sm"):
         out = tmp_path / f"{src.stem}.npy"
-        res = cli("explain", "--model", src, "--input", root / "x.npy", "--method", "ig", "--out", out,
-                  "--target", 1, "--options", json.dumps({"n_steps": 16}), "--png")
+        res = cli(
+            "explain",
+            "--model",
+            src,
+            "--input",
+            root / "x.npy",
+            "--method",
+            "ig",
+            "--out",
+            out,
+            "--target",
+            1,
+            "--options",
+            json.dumps({"n_steps": 16}),
+            "--png",
+        )
         assert res.returncode == 0, res.stderr
         np.testing.assert_allclose(np.load(out), ref, atol=1e-6)
         with Image.open(out.with_suffix(".png")) as im:
@@ -94,25 +121,40 @@ def test_explain_keras_and_savedmodel_npy_png(files, tmp_path):
 def test_explain_image_input_is_converted_and_resized(files, tmp_path, capsys):
     root, model, _ = files
     out = tmp_path / "img.npy"
-    res = cli_inprocess(capsys, "explain", "--model", root / "m.keras", "--input", root / "img.png", "--method",
-              "integrated_gradients", "--out", out, "--options", '{"n_steps": 8}')
+    res = cli_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        root / "m.keras",
+        "--input",
+        root / "img.png",
+        "--method",
+        "integrated_gradients",
+        "--out",
+        out,
+        "--options",
+        '{"n_steps": 8}',
+    )
     assert res.returncode == 0, res.stderr
     with Image.open(root / "img.png") as im:
         x = np.asarray(im.convert("L").resize((8, 8), Image.BILINEAR), np.float32)[None, ..., None] / 255.0
     np.testing.assert_allclose(np.load(out), tpa.integrated_gradients(model, x, None, n_steps=8).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("missing_model", "--model: no such file"),
-    ("bad_model", "--model: cannot load"),
-    ("missing_input", "--input: no such file"),
-    ("junk_input", "--input: cannot read"),
-    ("shape", "shape mismatch"),
-    ("method", "unknown method"),
-    ("options", "--options: not valid JSON"),
-    ("target", "target out of range"),
-    ("unsafe", "safe_mode"),
-])
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing_model", "--model: no such file"),
+        ("bad_model", "--model: cannot load"),
+        ("missing_input", "--input: no such file"),
+        ("junk_input", "--input: cannot read"),
+        ("shape", "shape mismatch"),
+        ("method", "unknown method"),
+        ("options", "--options: not valid JSON"),
+        ("target", "target out of range"),
+        ("unsafe", "safe_mode"),
+    ],
+)
 def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
     root, _, _ = files
     args = {"--model": root / "m.keras", "--input": root / "x.npy", "--method": "ig", "--out": tmp_path / "o.npy"}
@@ -135,8 +177,14 @@ def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
     elif case == "target":
         extra = ["--target", "7"]
     elif case == "unsafe":  # safe mode is on: a Python lambda inside the model file is refused
-        m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Lambda(lambda t: t * 2.0),
-                              keras.layers.Flatten(), keras.layers.Dense(2)])
+        m = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Lambda(lambda t: t * 2.0),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2),
+            ]
+        )
         m.save(tmp_path / "lam.keras")
         args["--model"] = tmp_path / "lam.keras"
     argv = ["explain", *[v for kv in args.items() for v in kv], *extra]
@@ -189,8 +237,11 @@ def _pixels(path, size=(8, 8)):
 
 
 def _info_lines(stderr):
-    return [ln for ln in stderr.splitlines()
-            if INFO.match(ln) or "oneDNN" in ln or "cpu_feature_guard" in ln or "absl::InitializeLog" in ln]
+    return [
+        ln
+        for ln in stderr.splitlines()
+        if INFO.match(ln) or "oneDNN" in ln or "cpu_feature_guard" in ln or "absl::InitializeLog" in ln
+    ]
 
 
 def test_scale_pixels_matches_the_definitions():
@@ -206,16 +257,31 @@ def test_scale_pixels_matches_the_definitions():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scale, out_kind", [("0,1", "folder"), ("-1,1", "npy"), ("0,255", "npy"), ("caffe", "npy"),
-                                             ("torch", "png")])
+@pytest.mark.parametrize(
+    "scale, out_kind", [("0,1", "folder"), ("-1,1", "npy"), ("0,255", "npy"), ("caffe", "npy"), ("torch", "png")]
+)
 def test_explain_hdf5_each_scale_through_the_command(files, tmp_path, scale, out_kind):
     root, _, _ = files
     model = keras.models.load_model(root / "rgb.hdf5", compile=False)
     x = SCALE_REFERENCE[scale](_pixels(root / "img.png")).astype(np.float32)
     ref = tpa.integrated_gradients(model, x, None, n_steps=8).numpy()
     out = {"folder": tmp_path / "res", "npy": tmp_path / "a.npy", "png": tmp_path / "a.png"}[out_kind]
-    res = cli("explain", "--model", root / "rgb.hdf5", "--input", root / "img.png", "--method", "ig",
-              "--scale", scale, "--out", out, "--options", '{"n_steps": 8}', user_env=True)
+    res = cli(
+        "explain",
+        "--model",
+        root / "rgb.hdf5",
+        "--input",
+        root / "img.png",
+        "--method",
+        "ig",
+        "--scale",
+        scale,
+        "--out",
+        out,
+        "--options",
+        '{"n_steps": 8}',
+        user_env=True,
+    )
     assert res.returncode == 0, res.stderr
     assert not _info_lines(res.stderr), res.stderr
     assert "retracing" not in res.stderr
@@ -248,9 +314,25 @@ def test_explain_preprocess_function_and_verbose(files, tmp_path):
     model = keras.models.load_model(root / "rgb.hdf5", compile=False)
     x = (_pixels(root / "img.png") - 100.0) / 50.0
     ref = tpa.integrated_gradients(model, x, 2, n_steps=8).numpy()
-    res = cli("explain", "--model", root / "rgb.hdf5", "--input", root / "img.png", "--method", "ig", "--target", 2,
-              "--preprocess", "my_prep:prep", "--out", tmp_path / "p.npy", "--options", '{"n_steps": 8}',
-              cwd=tmp_path, user_env=True)
+    res = cli(
+        "explain",
+        "--model",
+        root / "rgb.hdf5",
+        "--input",
+        root / "img.png",
+        "--method",
+        "ig",
+        "--target",
+        2,
+        "--preprocess",
+        "my_prep:prep",
+        "--out",
+        tmp_path / "p.npy",
+        "--options",
+        '{"n_steps": 8}',
+        cwd=tmp_path,
+        user_env=True,
+    )
     assert res.returncode == 0, res.stderr
     assert not _info_lines(res.stderr), res.stderr
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), ref, atol=1e-5)
@@ -267,7 +349,9 @@ def test_stderr_filter_recognises_tensorflow_info_lines():
     assert is_info_line("I0000 00:00:1795926347.976433   20202 port.cc:153] oneDNN custom operations are on.")
     assert is_info_line("I0512 10:01:02.123456 140 cpu_feature_guard.cc:227] This TensorFlow binary is optimized")
     assert is_info_line("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
-    assert not is_info_line("W0000 00:00:1795926347.976433   20202 gpu_device.cc:2344] Cannot dlopen some GPU libraries.")
+    assert not is_info_line(
+        "W0000 00:00:1795926347.976433   20202 gpu_device.cc:2344] Cannot dlopen some GPU libraries."
+    )
     assert not is_info_line("E0000 00:00:1795926347.976433   20202 cuda_dnn.cc:8310] Unable to register cuDNN factory")
     assert not is_info_line("UserWarning: something a user should see")
     assert running_as_command(["-m"], ["python", "-m", "tf_pathattr.cli", "explain"])
@@ -276,17 +360,20 @@ def test_stderr_filter_recognises_tensorflow_info_lines():
     assert not running_as_command(["script.py"], ["python", "script.py"])
 
 
-@pytest.mark.parametrize("extra, pattern", [
-    (["--out", "{tmp}/o.txt"], "--out: expected a .npy file, a .png file or a folder"),
-    (["--scale", "-1,1"], "--scale: applies to image inputs"),
-    (["--preprocess", "nomodule_xyz:f", "--image"], "--preprocess: cannot import nomodule_xyz"),
-    (["--preprocess", "no_colon", "--image"], "--preprocess: expected MODULE:FUNCTION"),
-    (["--preprocess", "json:no_such_fn", "--image"], "--preprocess: json has no function 'no_such_fn'"),
-    (["--preprocess", "json:dumps", "--image"], "--preprocess: json:dumps failed"),
-    (["--scale", "0,1", "--preprocess", "json:dumps", "--image"], "give one of them, not both"),
-    (["--scale", "caffe", "--image"], "--scale caffe: needs RGB images"),
-    (["--out", "{tmp}/o.png", "--flat"], "--out: a .png picture needs image inputs"),
-])
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--out", "{tmp}/o.txt"], "--out: expected a .npy file, a .png file or a folder"),
+        (["--scale", "-1,1"], "--scale: applies to image inputs"),
+        (["--preprocess", "nomodule_xyz:f", "--image"], "--preprocess: cannot import nomodule_xyz"),
+        (["--preprocess", "no_colon", "--image"], "--preprocess: expected MODULE:FUNCTION"),
+        (["--preprocess", "json:no_such_fn", "--image"], "--preprocess: json has no function 'no_such_fn'"),
+        (["--preprocess", "json:dumps", "--image"], "--preprocess: json:dumps failed"),
+        (["--scale", "0,1", "--preprocess", "json:dumps", "--image"], "give one of them, not both"),
+        (["--scale", "caffe", "--image"], "--scale caffe: needs RGB images"),
+        (["--out", "{tmp}/o.png", "--flat"], "--out: a .png picture needs image inputs"),
+    ],
+)
 def test_explain_option_errors_are_one_line(files, tmp_path, capsys, extra, pattern):
     root, _, _ = files
     args = {"--model": root / "m.keras", "--input": root / "x.npy", "--method": "ig", "--out": tmp_path / "o.npy"}
@@ -304,7 +391,7 @@ def test_explain_option_errors_are_one_line(files, tmp_path, capsys, extra, patt
         if flag in extra:
             i = extra.index(flag)
             args[flag] = extra[i + 1]
-            del extra[i:i + 2]
+            del extra[i : i + 2]
     res = cli_inprocess(capsys, "explain", *[v for kv in args.items() for v in kv], *extra)
     assert_one_error_line(res, pattern)
     assert not list(tmp_path.glob("o.*"))

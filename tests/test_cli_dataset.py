@@ -1,5 +1,6 @@
 """tf-pathattr explain-dataset through a subprocess: on Beam (the local multi-processing default) and without
 Beam (apache_beam made unimportable in the child by a meta-path blocker: the real fallback runs)."""
+
 import json
 import os
 import subprocess
@@ -35,16 +36,23 @@ NO_BEAM = textwrap.dedent("""
 def cli(*args, beam=True, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     head = ["-m", "tf_pathattr.cli"] if beam else ["-c", NO_BEAM]
-    return subprocess.run([sys.executable, *head, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *head, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_dataset")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     model.save(root / "m.keras")
     x = tpa.data.load_digits_images()[0][:12]
     src = root / "in"
@@ -68,16 +76,40 @@ def check_out(out, model, x, src):
 @pytest.mark.slow
 def test_cli_without_beam_falls_back_in_process(files, tmp_path):
     root, model, x, src = files
-    res = cli("explain-dataset", "--model", root / "m.keras", "--input", src / "*", "--method", "ig",
-              "--out", tmp_path / "o", "--options", json.dumps({"n_steps": 8}), beam=False)
+    res = cli(
+        "explain-dataset",
+        "--model",
+        root / "m.keras",
+        "--input",
+        src / "*",
+        "--method",
+        "ig",
+        "--out",
+        tmp_path / "o",
+        "--options",
+        json.dumps({"n_steps": 8}),
+        beam=False,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "apache-beam is not installed" in res.stderr
     assert "records 14 = results 12 + dead letters 2 (in-process)" in res.stdout
     check_out(tmp_path / "o", model, x, src)
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["runner"] == "in-process"
     # a runner needs Beam: one error line
-    res = cli("explain-dataset", "--model", root / "m.keras", "--input", src / "*", "--method", "ig",
-              "--out", tmp_path / "o2", "--runner", "DirectRunner", beam=False)
+    res = cli(
+        "explain-dataset",
+        "--model",
+        root / "m.keras",
+        "--input",
+        src / "*",
+        "--method",
+        "ig",
+        "--out",
+        tmp_path / "o2",
+        "--runner",
+        "DirectRunner",
+        beam=False,
+    )
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "tf-pathattr: error: --runner and Beam pipeline options need apache-beam" in res.stderr
 
@@ -86,30 +118,109 @@ def test_cli_without_beam_falls_back_in_process(files, tmp_path):
 def test_cli_on_beam_direct_multiprocessing(files, tmp_path):
     pytest.importorskip("apache_beam")
     root, model, x, src = files
-    res = cli("explain-dataset", "--model", root / "m.keras", "--input", src / "*", "--method", "ig",
-              "--out", tmp_path / "o", "--options", json.dumps({"n_steps": 8}), "--batch-size", 4,
-              "--num-shards", 2)
+    res = cli(
+        "explain-dataset",
+        "--model",
+        root / "m.keras",
+        "--input",
+        src / "*",
+        "--method",
+        "ig",
+        "--out",
+        tmp_path / "o",
+        "--options",
+        json.dumps({"n_steps": 8}),
+        "--batch-size",
+        4,
+        "--num-shards",
+        2,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "records 14 = results 12 + dead letters 2 (Beam)" in res.stdout
     check_out(tmp_path / "o", model, x, src)
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert "--direct_running_mode=multi_processing" in run["pipeline_args"]
-    assert sorted(p.name for p in (tmp_path / "o").glob("examples-*")) == \
-        ["examples-00000-of-00002.parquet", "examples-00001-of-00002.parquet"]
+    assert sorted(p.name for p in (tmp_path / "o").glob("examples-*")) == [
+        "examples-00000-of-00002.parquet",
+        "examples-00001-of-00002.parquet",
+    ]
 
 
 def test_cli_errors(files, tmp_path):
     root, _, _, src = files
     from tf_pathattr.cli import main
 
-    assert main(["explain-dataset", "--model", str(root / "m.keras"), "--input", str(tmp_path / "none*.npy"),
-                 "--method", "ig", "--out", str(tmp_path / "o"), "--no-beam"]) == 1
-    assert main(["explain-dataset", "--model", str(root / "m.keras"), "--input", str(src), "--method", "nope",
-                 "--out", str(tmp_path / "o"), "--no-beam"]) == 1
-    assert main(["explain-dataset", "--model", str(root / "m.keras"), "--input", str(src), "--method", "ig",
-                 "--out", str(tmp_path / "o"), "--no-beam", "--metrics", "bogus"]) == 1
-    assert main(["explain-dataset", "--model", str(root / "m.keras"), "--input", str(src), "--method", "ig",
-                 "--out", str(tmp_path / "o"), "--no-beam", "--project=x"]) == 1
+    assert (
+        main(
+            [
+                "explain-dataset",
+                "--model",
+                str(root / "m.keras"),
+                "--input",
+                str(tmp_path / "none*.npy"),
+                "--method",
+                "ig",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-beam",
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "explain-dataset",
+                "--model",
+                str(root / "m.keras"),
+                "--input",
+                str(src),
+                "--method",
+                "nope",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-beam",
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "explain-dataset",
+                "--model",
+                str(root / "m.keras"),
+                "--input",
+                str(src),
+                "--method",
+                "ig",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-beam",
+                "--metrics",
+                "bogus",
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "explain-dataset",
+                "--model",
+                str(root / "m.keras"),
+                "--input",
+                str(src),
+                "--method",
+                "ig",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-beam",
+                "--project=x",
+            ]
+        )
+        == 1
+    )
     with pytest.raises(SystemExit):  # other commands still refuse unknown options
         main(["methods", "--project=x"])
 

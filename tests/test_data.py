@@ -1,4 +1,5 @@
 """Ground-truth data sets: determinism by seed, ground truth exactness, and trainability."""
+
 import sys
 from pathlib import Path
 
@@ -22,11 +23,11 @@ def test_pattern_images_deterministic_and_masks_hold_the_pattern():
     for i in range(40):
         assert m[i].sum() == 25
         rows, cols = np.nonzero(m[i])
-        patch = x[i, rows.min():rows.max() + 1, cols.min():cols.max() + 1, 0]
+        patch = x[i, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1, 0]
         np.testing.assert_array_equal(patch[data.PATTERNS[y[i]] > 0], 1.0)  # the stamp of the class
         # no distractor touches the pattern's footprint (1-pixel margin kept free of bright pixels)
         ring = np.zeros_like(m[i])
-        ring[max(rows.min() - 1, 0):rows.max() + 2, max(cols.min() - 1, 0):cols.max() + 2] = True
+        ring[max(rows.min() - 1, 0) : rows.max() + 2, max(cols.min() - 1, 0) : cols.max() + 2] = True
         ring &= ~m[i]
         assert np.all(x[i, ..., 0][ring] < 0.6)
     x3c, _, _ = data.pattern_images(4, seed=0, channels=3)

@@ -1,5 +1,6 @@
 """tpa.dataset.explain_dataset: equality with tpa.attribute, the table, dead letters, formats, resume,
 and tf.distribute (MirroredStrategy on two logical CPU devices, in a subprocess)."""
+
 import json
 import os
 import subprocess
@@ -20,12 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def digits_cnn(seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,9 @@ def by_id(res, ids):
 
 def test_equals_attribute_and_table_columns(model, digits, tmp_path):
     x, _ = digits
-    r = D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 8}, batch_size=8, shard_size=16,
-                          progress=False)
+    r = D.explain_dataset(
+        model, x, method="ig", out=tmp_path, options={"n_steps": 8}, batch_size=8, shard_size=16, progress=False
+    )
     assert (r.n_records, r.n_results, r.n_dead_letters, r.n_shards) == (40, 40, 0, 3)
     res = D.read_results(tmp_path)
     assert res["id"].tolist() == [str(i) for i in range(40)]
@@ -69,8 +73,17 @@ def test_equals_attribute_and_table_columns(model, digits, tmp_path):
 
 def test_fixed_target_labels_and_deletion_auc(model, digits, tmp_path):
     x, y = digits
-    r = D.explain_dataset(model, (x[:10], y[:10]), "labels", method="ig", out=tmp_path / "a", options={"n_steps": 8},
-                          batch_size=4, metrics=("completeness_gap", "deletion_auc"), progress=False)
+    r = D.explain_dataset(
+        model,
+        (x[:10], y[:10]),
+        "labels",
+        method="ig",
+        out=tmp_path / "a",
+        options={"n_steps": 8},
+        batch_size=4,
+        metrics=("completeness_gap", "deletion_auc"),
+        progress=False,
+    )
     res = r.read()
     np.testing.assert_array_equal(res["table"]["target"], y[:10])
     ref = tpa.attribute(model, x[:10], y[:10], method="ig", n_steps=8).numpy()
@@ -85,10 +98,13 @@ def test_fixed_target_labels_and_deletion_auc(model, digits, tmp_path):
 def test_tf_data_examples_and_batches(model, digits, tmp_path):
     x, y = digits
     ref = tpa.attribute(model, x[:12], y[:12], method="ig", n_steps=8).numpy()
-    for name, ds in [("ex", tf.data.Dataset.from_tensor_slices((x[:12], y[:12]))),
-                     ("batches", tf.data.Dataset.from_tensor_slices((x[:12], y[:12])).batch(5))]:
-        res = D.explain_dataset(model, ds, "labels", method="ig", out=tmp_path / name, options={"n_steps": 8},
-                                batch_size=4, progress=False).read()
+    for name, ds in [
+        ("ex", tf.data.Dataset.from_tensor_slices((x[:12], y[:12]))),
+        ("batches", tf.data.Dataset.from_tensor_slices((x[:12], y[:12])).batch(5)),
+    ]:
+        res = D.explain_dataset(
+            model, ds, "labels", method="ig", out=tmp_path / name, options={"n_steps": 8}, batch_size=4, progress=False
+        ).read()
         np.testing.assert_allclose(res["attributions"], ref, atol=1e-6, rtol=0)
         assert res["id"].tolist() == [str(i) for i in range(12)]
 
@@ -107,8 +123,16 @@ def test_dead_letters_per_record_from_files(model, digits, tmp_path):
     (src / "d_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 5)
     Image.fromarray((x[6, ..., 0] * 255).round().astype(np.uint8)).save(src / "e_good.png")
     (src / "f_text.npy").write_bytes(b"not an array")
-    r = D.explain_dataset(model, str(src), method="ig", out=tmp_path / "out", options={"n_steps": 8}, batch_size=4,
-                          shard_size=4, progress=False)
+    r = D.explain_dataset(
+        model,
+        str(src),
+        method="ig",
+        out=tmp_path / "out",
+        options={"n_steps": 8},
+        batch_size=4,
+        shard_size=4,
+        progress=False,
+    )
     res = r.read()
     assert r.n_records == 10 and r.n_records == r.n_results + r.n_dead_letters
     assert r.n_results == len(res["id"]) == 6 and r.n_dead_letters == len(res["dead_letters"]) == 4
@@ -121,8 +145,12 @@ def test_dead_letters_per_record_from_files(model, digits, tmp_path):
     ref = tpa.attribute(model, x[:5], None, method="ig", n_steps=8).numpy()
     np.testing.assert_allclose(res["attributions"][by_id(res, ids)], ref, atol=1e-6, rtol=0)
     png = np.asarray(Image.open(src / "e_good.png"), np.float32)[None, ..., None] / 255.0
-    np.testing.assert_allclose(res["attributions"][by_id(res, [str(src / "e_good.png")])],
-                               tpa.attribute(model, png, None, method="ig", n_steps=8).numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        res["attributions"][by_id(res, [str(src / "e_good.png")])],
+        tpa.attribute(model, png, None, method="ig", n_steps=8).numpy(),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_nan_array_record_is_a_dead_letter_not_an_error(model, digits, tmp_path):
@@ -133,12 +161,14 @@ def test_nan_array_record_is_a_dead_letter_not_an_error(model, digits, tmp_path)
     assert (r.n_results, r.n_dead_letters) == (7, 1)
     assert res["dead_letters"][0][0] == "3" and "non-finite" in res["dead_letters"][0][1]
     keep = [0, 1, 2, 4, 5, 6, 7]
-    np.testing.assert_allclose(res["attributions"], tpa.attribute(model, x[keep], None, method="ig", n_steps=8),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        res["attributions"], tpa.attribute(model, x[keep], None, method="ig", n_steps=8), atol=1e-6, rtol=0
+    )
     # a shard made only of dead letters, between two good ones
     x[2:4] = np.nan
-    r = D.explain_dataset(model, x, method="ig", out=tmp_path / "mid", options={"n_steps": 8}, batch_size=2,
-                          shard_size=2, progress=False)
+    r = D.explain_dataset(
+        model, x, method="ig", out=tmp_path / "mid", options={"n_steps": 8}, batch_size=2, shard_size=2, progress=False
+    )
     res = r.read()
     assert (r.n_results, r.n_dead_letters, r.n_shards) == (6, 2, 4)
     assert res["id"].tolist() == ["0", "1", "4", "5", "6", "7"] and [d for d, _ in res["dead_letters"]] == ["2", "3"]
@@ -156,17 +186,30 @@ def test_tfrecord_in_and_out_and_csv_table(model, digits, tmp_path):
     path = tmp_path / "data.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as w:
         for i in range(6):
-            f = {"x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i].reshape(-1))),
-                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])]))}
+            f = {
+                "x": tf.train.Feature(float_list=tf.train.FloatList(value=x[i].reshape(-1))),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[i])])),
+            }
             w.write(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
-    r = D.explain_dataset(model, str(path), "labels", method="ig", out=tmp_path / "o", options={"n_steps": 8},
-                          format="tfrecord", table="csv", batch_size=4, progress=False)
+    r = D.explain_dataset(
+        model,
+        str(path),
+        "labels",
+        method="ig",
+        out=tmp_path / "o",
+        options={"n_steps": 8},
+        format="tfrecord",
+        table="csv",
+        batch_size=4,
+        progress=False,
+    )
     assert sorted(p.name for p in (tmp_path / "o").glob("attributions-*")) == ["attributions-00000.tfrecord"]
     assert (tmp_path / "o" / "examples-00000.csv").exists()
     res = r.read()
     assert res["id"].tolist() == [f"{path}#{i}" for i in range(6)]
-    np.testing.assert_allclose(res["attributions"], tpa.attribute(model, x[:6], y[:6], method="ig", n_steps=8),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        res["attributions"], tpa.attribute(model, x[:6], y[:6], method="ig", n_steps=8), atol=1e-6, rtol=0
+    )
     np.testing.assert_array_equal(res["table"]["target"], y[:6])
     # the shard is a plain TFRecord file that tf.data reads back
     assert sum(1 for _ in tf.data.TFRecordDataset(str(tmp_path / "o" / "attributions-00000.tfrecord"))) == 6
@@ -174,8 +217,9 @@ def test_tfrecord_in_and_out_and_csv_table(model, digits, tmp_path):
 
 def test_split_method_writes_both_parts(model, digits, tmp_path):
     x = digits[0][:4]
-    res = D.explain_dataset(model, x, method="split_integrated_gradients", out=tmp_path, options={"n_steps": 8},
-                            progress=False).read()
+    res = D.explain_dataset(
+        model, x, method="split_integrated_gradients", out=tmp_path, options={"n_steps": 8}, progress=False
+    ).read()
     left, right = tpa.attribute(model, x, None, method="split_integrated_gradients", n_steps=8)
     np.testing.assert_allclose(res["attributions_left"], left, atol=1e-6, rtol=0)
     np.testing.assert_allclose(res["attributions_right"], right, atol=1e-6, rtol=0)
@@ -186,8 +230,7 @@ def test_other_configuration_in_same_folder_is_refused(model, digits, tmp_path):
     D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 8}, progress=False)
     with pytest.raises(ValueError, match="different configuration.*options"):
         D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False)
-    r = D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False,
-                          overwrite=True)
+    r = D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False, overwrite=True)
     assert r.n_explained == 4 and r.shards_skipped == 0
 
 
@@ -220,20 +263,23 @@ def test_resume_after_kill_skips_finished_shards_and_equals_uninterrupted(tmp_pa
     script.write_text(RESUME_SCRIPT.format(tests=str(REPO / "tests")))
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, str(script), str(out), "19"], env=env, capture_output=True, text=True,
-                            timeout=300)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(out), "19"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     done = sorted(p.name for p in out.glob("examples-*"))
     assert done == ["examples-00000.parquet", "examples-00001.parquet"]  # records 0-15 finished, 16-18 lost
     stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*-0000[01].*")}
-    resumed = subprocess.run([sys.executable, str(script), str(out), "-1"], env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(out), "-1"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "explained 24 skipped 2" in resumed.stdout  # 40 - 16: the finished shards are not recomputed
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*-0000[01].*")} == stamps
     whole = tmp_path / "whole"
-    fresh = subprocess.run([sys.executable, str(script), str(whole), "-1"], env=env, capture_output=True, text=True,
-                           timeout=300)
+    fresh = subprocess.run(
+        [sys.executable, str(script), str(whole), "-1"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert fresh.returncode == 0 and "explained 40 skipped 0" in fresh.stdout
     a, b = D.read_results(out), D.read_results(whole)
     assert a["id"].tolist() == b["id"].tolist() == [str(i) for i in range(40)]
@@ -284,8 +330,9 @@ def test_mirrored_strategy_two_logical_cpus_equals_one_device(tmp_path):
     script = tmp_path / "mirror.py"
     script.write_text(MIRRORED_SCRIPT.format(tests=str(REPO / "tests")))
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     seen = json.loads(res.stdout.strip().splitlines()[-1])
     two = [s for s in seen if s[0] >= 0]
@@ -310,8 +357,17 @@ def test_partial_batches_are_padded_to_the_batch_size(model, digits, tmp_path, m
         return call(self, xb, target)
 
     monkeypatch.setattr(D.BatchExplainer, "__call__", spy)
-    res = D.explain_dataset(model, x, [int(i % 10) for i in range(11)], method="ig", out=tmp_path,
-                            options={"n_steps": 8}, batch_size=4, shard_size=8, progress=False).read()
+    res = D.explain_dataset(
+        model,
+        x,
+        [int(i % 10) for i in range(11)],
+        method="ig",
+        out=tmp_path,
+        options={"n_steps": 8},
+        batch_size=4,
+        shard_size=8,
+        progress=False,
+    ).read()
     assert sizes == [4, 4, 4]  # records 0-7 in two batches, 8-10 padded with a copy of record 10
     assert res["id"].tolist() == [str(i) for i in range(11)]
     ref = tpa.attribute(model, x, np.arange(11) % 10, method="ig", n_steps=8).numpy()
@@ -325,13 +381,22 @@ def test_image_files_follow_the_scale_option(model, tmp_path):
     pixels = (np.random.default_rng(3).uniform(size=(8, 8)) * 255).round().astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "a.png")
     x = pixels.astype(np.float32)[None, ..., None] / 127.5 - 1.0
-    res = D.explain_dataset(model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "o", scale="-1,1",
-                            options={"n_steps": 8}, progress=False).read()
-    np.testing.assert_allclose(res["attributions"], tpa.attribute(model, x, None, method="ig", n_steps=8),
-                               atol=1e-6, rtol=0)
+    res = D.explain_dataset(
+        model,
+        str(tmp_path / "a.png"),
+        method="ig",
+        out=tmp_path / "o",
+        scale="-1,1",
+        options={"n_steps": 8},
+        progress=False,
+    ).read()
+    np.testing.assert_allclose(
+        res["attributions"], tpa.attribute(model, x, None, method="ig", n_steps=8), atol=1e-6, rtol=0
+    )
     # ImageNet "caffe" preprocessing needs RGB: the grey record becomes a dead letter that says so
-    r = D.explain_dataset(model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "c", scale="caffe",
-                          progress=False)
+    r = D.explain_dataset(
+        model, str(tmp_path / "a.png"), method="ig", out=tmp_path / "c", scale="caffe", progress=False
+    )
     assert (r.n_results, r.n_dead_letters) == (0, 1)
     assert "needs RGB images" in r.read()["dead_letters"][0][1]
     with pytest.raises(ValueError, match="scale"):

@@ -1,4 +1,5 @@
 """The README's method table is the registry's (one source of truth for what each method supports)."""
+
 from pathlib import Path
 
 from tf_pathattr.methods import registry
@@ -12,4 +13,5 @@ def test_readme_method_table_is_generated_from_the_registry():
     assert begin in text and end in text, "README lost the generated method table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0].strip()
     assert table == registry.markdown_table(), (
-        "README method table is stale: regenerate it with `python -m tf_pathattr.methods.registry`")
+        "README method table is stale: regenerate it with `python -m tf_pathattr.methods.registry`"
+    )

@@ -1,4 +1,5 @@
 """Reference pickers for IG2: other_class and top_k_classes."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Explaining reloaded SavedModels, and exported explain endpoints loaded without tf_pathattr."""
+
 import json
 import os
 import subprocess
@@ -23,13 +24,15 @@ SHAPE = (8, 8, 1)
 
 def make_model():
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input(SHAPE),
-        keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(8, activation="tanh"),
-        keras.layers.Dense(3),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 X = np.random.default_rng(0).uniform(size=(3,) + SHAPE).astype(np.float32)
@@ -119,8 +122,14 @@ def exported(tmp_path_factory):
     args = {"x": str(root / "x.npy"), "t": str(root / "t.npy"), "paths": paths, "out": str(root / "out.npz")}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    res = subprocess.run([sys.executable, "-c", FRESH, json.dumps(args)], capture_output=True, text=True,
-                         cwd=str(root), env=env, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", FRESH, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        cwd=str(root),
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0 and "FRESH_OK" in res.stdout, res.stderr[-4000:]
     return model, dict(np.load(root / "out.npz")), errors
 
@@ -133,10 +142,12 @@ def test_exported_endpoint_matches_in_process(exported, name):
     opts = options_for(name, X[:1])
     pred = np.argmax(model(X).numpy(), axis=-1)
     # the endpoint explains each example as a one-example call; a negative target = the predicted class
-    expected = np.concatenate([
-        tpa.attribute(model, X[i:i + 1], int(t if t >= 0 else pred[i]), method=name, **opts).numpy()
-        for i, t in enumerate(TARGETS)
-    ])
+    expected = np.concatenate(
+        [
+            tpa.attribute(model, X[i : i + 1], int(t if t >= 0 else pred[i]), method=name, **opts).numpy()
+            for i, t in enumerate(TARGETS)
+        ]
+    )
     close(out[name], expected)
     close(out["serve_" + name], model(X).numpy(), 1e-6)
 
@@ -160,8 +171,9 @@ def test_export_signature_and_batch_agreement(tmp_path):
 def test_export_refuses_what_cannot_be_baked(tmp_path):
     model = make_model()
     with pytest.raises(ValueError, match="depend on the input values"):
-        saved_model.export(model, tmp_path / "a", options={"integrated_gradients": {
-            "baseline": tpa.baselines.blurred(1.0)}})
+        saved_model.export(
+            model, tmp_path / "a", options={"integrated_gradients": {"baseline": tpa.baselines.blurred(1.0)}}
+        )
     with pytest.raises(ValueError, match="unknown method"):
         saved_model.export(model, tmp_path / "b", methods=("nope",))
     with pytest.raises(ValueError, match="do not match"):
@@ -209,13 +221,15 @@ def test_export_with_a_target_function_for_a_multi_output_model(tmp_path):
     def score(outputs):
         return outputs["reg"][:, 0] + 0.5 * outputs["cls"][:, 1]
 
-    names = saved_model.export(model, tmp_path / "m", methods=("ig", "gradients"), target=score,
-                               options={"ig": {"n_steps": 8}})
+    names = saved_model.export(
+        model, tmp_path / "m", methods=("ig", "gradients"), target=score, options={"ig": {"n_steps": 8}}
+    )
     assert names == ["serve", "explain_integrated_gradients", "explain_gradients"]
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     got = loaded.explain_integrated_gradients(tf.constant(X)).numpy()
-    expected = np.concatenate([tpa.integrated_gradients(model, X[i:i + 1], score, n_steps=8).numpy()
-                               for i in range(len(X))])
+    expected = np.concatenate(
+        [tpa.integrated_gradients(model, X[i : i + 1], score, n_steps=8).numpy() for i in range(len(X))]
+    )
     close(got, expected)
     close(loaded.explain_gradients(tf.constant(X)).numpy(), tpa.gradients(model, X, score).numpy())
     with pytest.raises(TypeError, match="target: export takes a callable"):
@@ -235,8 +249,13 @@ def test_layer_attribution_of_a_text_model_is_exportable(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     got = loaded.explain_integrated_gradients(tf.constant(ids), tf.constant([1, -1, 0], tf.int32)).numpy()
     pred = np.argmax(model(ids).numpy(), axis=-1)
-    expected = np.concatenate([
-        tpa.integrated_gradients(model, ids[i:i + 1], int(t if t >= 0 else pred[i]), layer="embedding",
-                                 n_steps=8).numpy() for i, t in enumerate([1, -1, 0])])
+    expected = np.concatenate(
+        [
+            tpa.integrated_gradients(
+                model, ids[i : i + 1], int(t if t >= 0 else pred[i]), layer="embedding", n_steps=8
+            ).numpy()
+            for i, t in enumerate([1, -1, 0])
+        ]
+    )
     assert got.shape == (3, 6, 4)
     close(got, expected)

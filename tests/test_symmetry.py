@@ -6,6 +6,7 @@ straight path); path methods whose path treats tied features alike keep it (Guid
 Expected Gradients with a background symmetric in i and j). Noise-based methods (SmoothTaylor, the
 noise tunnel) only in expectation, so they are not listed.
 """
+
 import keras
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """tpa.text on keras-hub task models built from tiny configs (no downloads) and on plain Keras models."""
+
 import re
 
 import keras
@@ -18,15 +19,31 @@ V = 100
 @pytest.fixture(scope="module")
 def models():
     keras.utils.set_random_seed(0)
-    gpt2 = keras_hub.models.GPT2CausalLM(backbone=keras_hub.models.GPT2Backbone(
-        vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16),
-        preprocessor=None)
-    gemma = keras_hub.models.GemmaCausalLM(backbone=keras_hub.models.GemmaBackbone(
-        vocabulary_size=V, num_layers=2, num_query_heads=2, num_key_value_heads=1, hidden_dim=16,
-        intermediate_dim=32, head_dim=8), preprocessor=None)
-    bert = keras_hub.models.BertTextClassifier(backbone=keras_hub.models.BertBackbone(
-        vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16),
-        num_classes=3, preprocessor=None)
+    gpt2 = keras_hub.models.GPT2CausalLM(
+        backbone=keras_hub.models.GPT2Backbone(
+            vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+        ),
+        preprocessor=None,
+    )
+    gemma = keras_hub.models.GemmaCausalLM(
+        backbone=keras_hub.models.GemmaBackbone(
+            vocabulary_size=V,
+            num_layers=2,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=16,
+            intermediate_dim=32,
+            head_dim=8,
+        ),
+        preprocessor=None,
+    )
+    bert = keras_hub.models.BertTextClassifier(
+        backbone=keras_hub.models.BertBackbone(
+            vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+        ),
+        num_classes=3,
+        preprocessor=None,
+    )
     return {"gpt2": gpt2, "gemma": gemma, "bert": bert}
 
 
@@ -34,8 +51,8 @@ def batch(name, length=8, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, V, size=(2, length)).astype("int32")
     mask = np.ones((2, length), "int32")
-    mask[1, length - 2:] = 0
-    ids[1, length - 2:] = 0
+    mask[1, length - 2 :] = 0
+    ids[1, length - 2 :] = 0
     x = {"token_ids": ids, "padding_mask": mask}
     if name == "bert":
         x["segment_ids"] = np.zeros_like(ids)
@@ -108,8 +125,11 @@ def test_tied_projection_is_untouched(models, name):
 
 def teacher_forced(model, x, plen):
     logits = model(x).numpy().astype(np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
         - logits.max(-1, keepdims=True)
+    )
     ids, mask = x["token_ids"], x["padding_mask"]
     tok = np.take_along_axis(logp[:, :-1], ids[:, 1:, None], axis=2)[..., 0]  # entry j-1 scores ids[:, j]
     keep = (np.arange(1, ids.shape[1])[None] >= plen) & (mask[:, 1:] == 1)
@@ -146,8 +166,9 @@ def test_generation_matrix_rows_equal_single_token_calls(models, name):
     prompt = np.zeros((2, 8), bool)
     prompt[:, :3] = True
     for t in (0, 2, 4):
-        single = tpa.text.token_attributions(model, x, tpa.text.next_token(x["token_ids"][:, 3 + t], position=2 + t),
-                                             attributed=prompt, n_steps=16)
+        single = tpa.text.token_attributions(
+            model, x, tpa.text.next_token(x["token_ids"][:, 3 + t], position=2 + t), attributed=prompt, n_steps=16
+        )
         rows = np.where(info["valid"][:, t, None], single.scores, 0.0)
         np.testing.assert_allclose(matrix[:, t], rows, rtol=1e-4, atol=1e-7)
 
@@ -193,13 +214,15 @@ def test_trained_transformer_recovers_trigger_tokens():
     """Ground truth: class 1 means "holds a trigger token"; the best-scored tokens are the triggers."""
     keras.utils.set_random_seed(0)
     ids = keras.Input((16,), dtype="int32")
-    h = keras.layers.Embedding(50, 16, name="token_embedding")(ids) + \
-        keras.layers.Embedding(16, 16)(keras.ops.arange(16)[None])
+    h = keras.layers.Embedding(50, 16, name="token_embedding")(ids) + keras.layers.Embedding(16, 16)(
+        keras.ops.arange(16)[None]
+    )
     h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 8)(h, h))
     out = keras.layers.Dense(2)(keras.layers.GlobalMaxPooling1D()(keras.layers.Dense(32, activation="gelu")(h)))
     model = keras.Model(ids, out)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x, y, _ = tpa.data.trigger_tokens(3000, seed=0)
     model.fit(x, y, epochs=4, batch_size=64, verbose=0)
     xt, yt, masks = tpa.data.trigger_tokens(60, seed=1)
@@ -207,15 +230,18 @@ def test_trained_transformer_recovers_trigger_tokens():
     xp, mp = xt[yt == 1], masks[yt == 1]
     for method in ("integrated_gradients", "sequential_integrated_gradients", "discretized_integrated_gradients"):
         res = tpa.text.token_attributions(model, xp, 1, method=method, baseline="pad", n_steps=16)
-        precision = np.mean([m[np.argsort(-s)[:m.sum()]].mean() for s, m in zip(res.scores, mp)])
+        precision = np.mean([m[np.argsort(-s)[: m.sum()]].mean() for s, m in zip(res.scores, mp)])
         assert precision >= 0.9, (method, precision)
 
 
 def test_seq2seq_encoder_tokens_explain_a_decoder_token():
     keras.utils.set_random_seed(0)
-    bart = keras_hub.models.BartSeq2SeqLM(backbone=keras_hub.models.BartBackbone(
-        vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16),
-        preprocessor=None)
+    bart = keras_hub.models.BartSeq2SeqLM(
+        backbone=keras_hub.models.BartBackbone(
+            vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+        ),
+        preprocessor=None,
+    )
     rng = np.random.default_rng(0)
     enc = rng.integers(5, V, size=(2, 6)).astype("int32")
     dec = rng.integers(5, V, size=(2, 5)).astype("int32")
@@ -223,8 +249,12 @@ def test_seq2seq_encoder_tokens_explain_a_decoder_token():
     emask[1, 4:] = 0
     enc[1, 4:] = 0
     dmask[1, 3:] = 0
-    x = {"encoder_token_ids": enc, "encoder_padding_mask": emask, "decoder_token_ids": dec,
-         "decoder_padding_mask": dmask}
+    x = {
+        "encoder_token_ids": enc,
+        "encoder_padding_mask": emask,
+        "decoder_token_ids": dec,
+        "decoder_padding_mask": dmask,
+    }
     assert tpa.text.find_token_embedding(bart) == (bart.backbone.token_embedding, 0)
     res = tpa.text.token_attributions(bart, x, n_steps=64, return_convergence_delta=True)
     assert res.attributions.shape == (2, 6, 16)

@@ -1,4 +1,5 @@
 """tpa.text on plain Keras text models (no keras-hub needed)."""
+
 import keras
 import numpy as np
 import pytest
@@ -42,8 +43,10 @@ def test_embedding_discovery_errors():
     with pytest.raises(ValueError, match="no keras.layers.Embedding"):
         tpa.text.find_token_embedding(dense)
     ids = keras.Input((4,), dtype="int32")
-    two = keras.Model(ids, keras.layers.Add()([keras.layers.Embedding(5, 2, name="a")(ids),
-                                               keras.layers.Embedding(5, 2, name="b")(ids)]))
+    two = keras.Model(
+        ids,
+        keras.layers.Add()([keras.layers.Embedding(5, 2, name="a")(ids), keras.layers.Embedding(5, 2, name="b")(ids)]),
+    )
     with pytest.raises(ValueError, match=r"2 Embedding layers \['a', 'b'\]"):
         tpa.text.find_token_embedding(two)
     with pytest.raises(ValueError, match="strings: pass preprocessor="):

@@ -1,4 +1,5 @@
 """Pixel-level tests of the heatmaps / overlays and the size of the method grid."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """A small token model with a twin that takes embeddings directly (independent gradient oracle)."""
+
 import keras
 import numpy as np
 import tensorflow as tf

@@ -4,6 +4,7 @@ Every method is a function ``method(model, inputs, target=None, **options) -> at
 compiled as one ``tf.function`` (path loop included); ``attribute(..., method=NAME)`` dispatches
 by name and :data:`METHODS` lists the names.
 """
+
 from ._tensorflow import import_tensorflow as _import_tensorflow
 from ._version import __version__ as __version__
 
@@ -28,4 +29,3 @@ from .methods.sig import sequential_integrated_gradients  # noqa: F401
 from .methods.smooth_taylor import smooth_taylor  # noqa: F401
 from .methods.split_ig import split_integrated_gradients  # noqa: F401
 from .methods.xrai import xrai  # noqa: F401
-

@@ -15,6 +15,7 @@ P. Sturmfels, S. Lundberg, S.-I. Lee, "Visualizing the Impact of Feature Attribu
 Distill 2020 (uniform, Gaussian, blurred and data baselines, averaged over draws).
 H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023, arXiv 2204.05948.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,14 +109,18 @@ class _Uniform(Baseline):
         try:
             np.broadcast_shapes(lo.shape, hi.shape)
         except ValueError:
-            raise ValueError(f"uniform baseline: low (shape {lo.shape}) and high (shape {hi.shape}) do not broadcast "
-                             "against each other") from None
+            raise ValueError(
+                f"uniform baseline: low (shape {lo.shape}) and high (shape {hi.shape}) do not broadcast "
+                "against each other"
+            ) from None
         if np.any(hi <= lo):
             raise ValueError(f"uniform baseline: need high > low everywhere, got low={low!r}, high={high!r}")
         self.discrete = bool(discrete)
         if self.discrete and not (np.all(lo == np.round(lo)) and np.all(hi == np.round(hi))):
-            raise ValueError(f"uniform baseline: discrete=True draws integers low..high, so low and high must be "
-                             f"integers, got low={low!r}, high={high!r}")
+            raise ValueError(
+                f"uniform baseline: discrete=True draws integers low..high, so low and high must be "
+                f"integers, got low={low!r}, high={high!r}"
+            )
         self.low, self.high = lo, hi
 
     def _draw(self, x, seed):
@@ -126,8 +131,10 @@ class _Uniform(Baseline):
             if len(np.broadcast_shapes(self.low.shape, self.high.shape, tuple(shape))) != len(shape):
                 raise ValueError
         except ValueError:
-            raise ValueError(f"uniform baseline: low {self.low.shape} / high {self.high.shape} must broadcast to one "
-                             f"example of shape {tuple(shape)} (a scalar, per-channel or per-feature bounds)") from None
+            raise ValueError(
+                f"uniform baseline: low {self.low.shape} / high {self.high.shape} must broadcast to one "
+                f"example of shape {tuple(shape)} (a scalar, per-channel or per-feature bounds)"
+            ) from None
         lo = tf.broadcast_to(tf.constant(self.low), shape)
         hi = tf.broadcast_to(tf.constant(self.high), shape)
         draws = []
@@ -142,8 +149,14 @@ class _Uniform(Baseline):
         return tf.stack(draws)
 
 
-def uniform(low=0.0, high=1.0, n: int = 1, seed: Optional[int] = None, preprocess: Optional[Callable] = None,
-            discrete: bool = False) -> Baseline:
+def uniform(
+    low=0.0,
+    high=1.0,
+    n: int = 1,
+    seed: Optional[int] = None,
+    preprocess: Optional[Callable] = None,
+    discrete: bool = False,
+) -> Baseline:
     """Uniform noise on the box ``[low, high]`` (per feature): the Maximum Entropy Baseline (MEB).
 
     Among all distributions on a box the product of uniforms has the largest differential entropy
@@ -194,8 +207,9 @@ class _Gaussian(Baseline):
         return tf.stack(draws)
 
 
-def gaussian_noise(stddev: float, n: int = 1, seed: Optional[int] = None, clip=None,
-                   preprocess: Optional[Callable] = None) -> Baseline:
+def gaussian_noise(
+    stddev: float, n: int = 1, seed: Optional[int] = None, clip=None, preprocess: Optional[Callable] = None
+) -> Baseline:
     """The explicand plus Gaussian noise, ``x + stddev * eps`` (Sturmfels et al.'s Gaussian baseline),
     optionally clipped to ``clip = (low, high)``."""
     return _Gaussian(stddev, n, seed, clip, preprocess)
@@ -289,8 +303,9 @@ class _FromData(Baseline):
         return tf.gather(bg, idx)[:, None]
 
 
-def from_data(background, n: Optional[int] = None, seed: Optional[int] = None,
-              preprocess: Optional[Callable] = None) -> Baseline:
+def from_data(
+    background, n: Optional[int] = None, seed: Optional[int] = None, preprocess: Optional[Callable] = None
+) -> Baseline:
     """Baselines taken from reference data ``[M, *S]``: all ``M`` of them (``n=None``), or ``n``
     drawn with replacement (seeded). Each baseline is shared by every explicand."""
     return _FromData(background, n, seed, preprocess)

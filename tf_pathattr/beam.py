@@ -31,6 +31,7 @@ layout of :func:`tf_pathattr.dataset.explain_dataset`, readable by
 
 ``import tf_pathattr`` does not import this module (nor Beam).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,10 @@ import numpy as np
 try:
     import apache_beam as beam
 except ImportError as exc:  # the optional extra is missing
-    raise ImportError("tf_pathattr.beam needs Apache Beam: pip install 'tf_pathattr[beam]' (apache-beam>=2.76); "
-                      "tf_pathattr.dataset.explain_dataset runs in-process without it") from exc
+    raise ImportError(
+        "tf_pathattr.beam needs Apache Beam: pip install 'tf_pathattr[beam]' (apache-beam>=2.76); "
+        "tf_pathattr.dataset.explain_dataset runs in-process without it"
+    ) from exc
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -62,8 +65,12 @@ NAMESPACE = "tf_pathattr"
 
 def _split_example(example):
     """``(x, target or None)`` from an example: an array, or an ``(array, int target)`` pair."""
-    if isinstance(example, tuple) and len(example) == 2 and np.ndim(example[1]) == 0 and \
-            not isinstance(example[1], (str, bytes)):
+    if (
+        isinstance(example, tuple)
+        and len(example) == 2
+        and np.ndim(example[1]) == 0
+        and not isinstance(example[1], (str, bytes))
+    ):
         return example[0], (None if example[1] is None else int(example[1]))
     return example, None
 
@@ -107,8 +114,18 @@ class AttributionModelHandler(ModelHandler):
         ``max_batch_weight``, ``element_size_fn``, ``large_model``, ``model_copies``, ``env_vars``.
     """
 
-    def __init__(self, model=None, method="integrated_gradients", *, target=None, options=None,
-                 metrics=("completeness_gap",), model_loader=None, input_shape=None, **batching):
+    def __init__(
+        self,
+        model=None,
+        method="integrated_gradients",
+        *,
+        target=None,
+        options=None,
+        metrics=("completeness_gap",),
+        model_loader=None,
+        input_shape=None,
+        **batching,
+    ):
         super().__init__(**batching)
         from .methods import registry
 
@@ -120,8 +137,10 @@ class AttributionModelHandler(ModelHandler):
             import keras
 
             if not isinstance(model, keras.layers.Layer):
-                raise TypeError("model: expected a .keras / SavedModel path or a Keras model; wrap other callables "
-                                f"in model_loader=lambda: ..., got {type(model).__name__}")
+                raise TypeError(
+                    "model: expected a .keras / SavedModel path or a Keras model; wrap other callables "
+                    f"in model_loader=lambda: ..., got {type(model).__name__}"
+                )
         if model_loader is not None and not callable(model_loader):
             raise TypeError("model_loader: expected a callable loader() -> model")
         self._model, self._loader = model, model_loader
@@ -133,8 +152,9 @@ class AttributionModelHandler(ModelHandler):
         self._metrics = tuple(metrics or ())
         self._input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         # fixed-size batches: pad the last, partial batch of a bundle rather than tracing the method again
-        self._pad_to = batching.get("max_batch_size") if batching.get("max_batch_size") == \
-            batching.get("min_batch_size") else None
+        self._pad_to = (
+            batching.get("max_batch_size") if batching.get("max_batch_size") == batching.get("min_batch_size") else None
+        )
         # check options and metrics now (in the driver) rather than on the workers
         _ds.BatchExplainer(None, self._method, self._options, self._metrics)
 
@@ -174,8 +194,9 @@ class AttributionModelHandler(ModelHandler):
         for g in groups:
             if not g:
                 continue
-            outs = model.explainer.explain_records([xs[j] for j in g], [ts[j] for j in g], self._target,
-                                                   strict=model.strict, pad_to=self._pad_to)
+            outs = model.explainer.explain_records(
+                [xs[j] for j in g], [ts[j] for j in g], self._target, strict=model.strict, pad_to=self._pad_to
+            )
             for j, (row, reason) in zip(g, outs):
                 if row is not None:
                     model.strict = False
@@ -214,8 +235,9 @@ class ExplainRecords(beam.PTransform):
         self.handler, self.inference_args = handler, inference_args
 
     def expand(self, records):
-        explained = records | "RunInference" >> RunInference(KeyedModelHandler(self.handler),
-                                                             inference_args=self.inference_args)
+        explained = records | "RunInference" >> RunInference(
+            KeyedModelHandler(self.handler), inference_args=self.inference_args
+        )
         return explained | "SplitErrors" >> beam.ParDo(_SplitErrors()).with_outputs("dead_letters", main="results")
 
 
@@ -279,11 +301,15 @@ class _WriteShard(beam.DoFn):
         ids = [rid for rid, _ in good]
         if good:
             arrays = {a: np.stack([row[a] for _, row in good]) for a in self.array_names}
-            _write(FileSystems.join(self.out, f"attributions-{name}.{'npz' if self.fmt == 'npz' else 'tfrecord'}"),
-                   _ds.arrays_bytes(ids, arrays, self.fmt))
+            _write(
+                FileSystems.join(self.out, f"attributions-{name}.{'npz' if self.fmt == 'npz' else 'tfrecord'}"),
+                _ds.arrays_bytes(ids, arrays, self.fmt),
+            )
             rows = {c: [row[c] for _, row in good] for c in ("target", "score") + self.metrics}
-            _write(FileSystems.join(self.out, f"examples-{name}.parquet"),
-                   _ds.table_bytes(_ds.table_columns(ids, rows, self.metrics), "parquet"))
+            _write(
+                FileSystems.join(self.out, f"examples-{name}.parquet"),
+                _ds.table_bytes(_ds.table_columns(ids, rows, self.metrics), "parquet"),
+            )
         if dead:
             _write(FileSystems.join(self.out, f"dead_letters-{name}.jsonl"), _ds.dead_letters_bytes(dead))
         self.results.inc(len(good))
@@ -327,10 +353,23 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def explain_files(model, inputs, out, *, method="integrated_gradients", target=None, options=None,
-                  metrics=("completeness_gap",), batch_size: int = 32, num_shards: Optional[int] = None,
-                  format: str = "npz", input_shape=None, scale: str = "0,1", pipeline_args: Sequence[str] = (),
-                  overwrite: bool = False) -> Dict[str, Any]:
+def explain_files(
+    model,
+    inputs,
+    out,
+    *,
+    method="integrated_gradients",
+    target=None,
+    options=None,
+    metrics=("completeness_gap",),
+    batch_size: int = 32,
+    num_shards: Optional[int] = None,
+    format: str = "npz",
+    input_shape=None,
+    scale: str = "0,1",
+    pipeline_args: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Dict[str, Any]:
     """Explain every record of ``inputs`` (glob patterns or files) on a Beam runner; write into ``out``.
 
     Parameters
@@ -385,9 +424,16 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
         raise FileNotFoundError(f"inputs: no {'/'.join(_ds.FILE_SUFFIXES)} files match {patterns}")
     num_shards = check_positive_int(num_shards if num_shards is not None else -(-len(files) // 256), "num_shards")
     shape = tuple(input_shape) if input_shape is not None else _ds.load_model(model)[1]
-    handler = AttributionModelHandler(str(model), method, target=None if use_labels else target, options=options,
-                                      metrics=metrics, input_shape=shape, min_batch_size=batch_size,
-                                      max_batch_size=batch_size)
+    handler = AttributionModelHandler(
+        str(model),
+        method,
+        target=None if use_labels else target,
+        options=options,
+        metrics=metrics,
+        input_shape=shape,
+        min_batch_size=batch_size,
+        max_batch_size=batch_size,
+    )
     explainer = _ds.BatchExplainer(None, method, options, metrics)
     out = str(out)
     if not FileSystems.exists(out):
@@ -398,27 +444,52 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
     if existing:
         FileSystems.delete(existing)
     args = default_pipeline_args(pipeline_args)
-    config = {"version": 1, "method": explainer.method_name, "options": _ds._jsonable(explainer.options),
-              "target": _ds._jsonable(target), "metrics": list(explainer.metrics), "batch_size": batch_size,
-              "num_shards": num_shards, "format": fmt, "table": "parquet", "inputs": patterns,
-              "n_files": len(files), "input_shape": list(shape) if shape is not None else None, "scale": scale,
-              "runner": "beam", "pipeline_args": args}
+    config = {
+        "version": 1,
+        "method": explainer.method_name,
+        "options": _ds._jsonable(explainer.options),
+        "target": _ds._jsonable(target),
+        "metrics": list(explainer.metrics),
+        "batch_size": batch_size,
+        "num_shards": num_shards,
+        "format": fmt,
+        "table": "parquet",
+        "inputs": patterns,
+        "n_files": len(files),
+        "input_shape": list(shape) if shape is not None else None,
+        "scale": scale,
+        "runner": "beam",
+        "pipeline_args": args,
+    }
     _write(FileSystems.join(out, "run.json"), json.dumps(config, indent=1).encode())
 
     t0 = time.perf_counter()
     p = beam.Pipeline(options=PipelineOptions(args))
-    readable = (p | "Files" >> beam.Create(files) | "Match" >> fileio.MatchAll() | "Read" >> fileio.ReadMatches()
-                | "Spread" >> beam.Reshuffle())
-    decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels, scale)).with_outputs("dead_letters",
-                                                                                               main="records")
+    readable = (
+        p
+        | "Files" >> beam.Create(files)
+        | "Match" >> fileio.MatchAll()
+        | "Read" >> fileio.ReadMatches()
+        | "Spread" >> beam.Reshuffle()
+    )
+    decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels, scale)).with_outputs(
+        "dead_letters", main="records"
+    )
     # spread the records of a file (a .npy batch, a TFRecord file) over the workers before explaining
     explained = decoded.records | "SpreadRecords" >> beam.Reshuffle() | "Explain" >> ExplainRecords(handler)
     n = num_shards
     keyed_good = explained.results | "KeyResults" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("r", kv)))
-    keyed_dead = ((decoded.dead_letters, explained.dead_letters) | "AllDead" >> beam.Flatten()
-                  | "KeyDead" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("d", kv))))
-    _ = ((keyed_good, keyed_dead) | "Both" >> beam.Flatten() | "ByShard" >> beam.GroupByKey()
-         | "Write" >> beam.ParDo(_WriteShard(out, num_shards, fmt, explainer.array_names(), explainer.metrics)))
+    keyed_dead = (
+        (decoded.dead_letters, explained.dead_letters)
+        | "AllDead" >> beam.Flatten()
+        | "KeyDead" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("d", kv)))
+    )
+    _ = (
+        (keyed_good, keyed_dead)
+        | "Both" >> beam.Flatten()
+        | "ByShard" >> beam.GroupByKey()
+        | "Write" >> beam.ParDo(_WriteShard(out, num_shards, fmt, explainer.array_names(), explainer.metrics))
+    )
     result = p.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - t0
@@ -426,8 +497,14 @@ def explain_files(model, inputs, out, *, method="integrated_gradients", target=N
     for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
-    summary = {"records": int(counters.get("records", 0)), "results": int(counters.get("results", 0)),
-               "dead_letters": int(counters.get("dead_letters", 0)), "shards": num_shards,
-               "seconds": round(seconds, 3), "runner": "beam", "out": out}
+    summary = {
+        "records": int(counters.get("records", 0)),
+        "results": int(counters.get("results", 0)),
+        "dead_letters": int(counters.get("dead_letters", 0)),
+        "shards": num_shards,
+        "seconds": round(seconds, 3),
+        "runner": "beam",
+        "out": out,
+    }
     _write(FileSystems.join(out, "summary.json"), json.dumps(summary, indent=1).encode())
     return summary

@@ -26,6 +26,7 @@ created lazily and closed in ``on_train_end`` (as Keras' ``TensorBoard`` callbac
 draws no random numbers from Keras', TensorFlow's or numpy's global generators (stochastic methods
 use their stateless ``seed``), so training with it is bit-identical to training without it.
 """
+
 from __future__ import annotations
 
 import os
@@ -148,9 +149,19 @@ class AttributionLogger(keras.callbacks.Callback):
         Most probe overlays per image summary.
     """
 
-    def __init__(self, inputs, target=None, method="integrated_gradients", method_options=None, log_dir=None,
-                 every_n_epochs=1, every_n_batches=None, metrics=("completeness_gap",), save_arrays=True,
-                 max_images=8):
+    def __init__(
+        self,
+        inputs,
+        target=None,
+        method="integrated_gradients",
+        method_options=None,
+        log_dir=None,
+        every_n_epochs=1,
+        every_n_batches=None,
+        metrics=("completeness_gap",),
+        save_arrays=True,
+        max_images=8,
+    ):
         super().__init__()
         self._method = resolve_method(method)
         spec = registry.spec_of(method)
@@ -162,8 +173,9 @@ class AttributionLogger(keras.callbacks.Callback):
             if k in self.method_options:
                 raise ValueError(f"method_options: {k!r} is set by the logger itself; remove it")
         self.every_n_epochs = None if every_n_epochs is None else check_positive_int(every_n_epochs, "every_n_epochs")
-        self.every_n_batches = None if every_n_batches is None else check_positive_int(every_n_batches,
-                                                                                        "every_n_batches")
+        self.every_n_batches = (
+            None if every_n_batches is None else check_positive_int(every_n_batches, "every_n_batches")
+        )
         if self.every_n_epochs is None and self.every_n_batches is None:
             raise ValueError("every_n_epochs and every_n_batches are both None: nothing would be logged")
         if isinstance(metrics, str):
@@ -181,8 +193,11 @@ class AttributionLogger(keras.callbacks.Callback):
         self.inputs = self._copy_inputs(inputs)
         self.target = target
         if "completeness_gap" in metrics and completeness_mode(self._method) == "none":
-            warnings.warn(f"{self.method_name} has no completeness target (see its registry entry); "
-                          "the completeness_gap scalar is not logged", stacklevel=2)
+            warnings.warn(
+                f"{self.method_name} has no completeness target (see its registry entry); "
+                "the completeness_gap scalar is not logged",
+                stacklevel=2,
+            )
         self._writer = None
         self._global_batch = 0
         if self.every_n_batches is not None:
@@ -219,8 +234,10 @@ class AttributionLogger(keras.callbacks.Callback):
         try:
             import tensorboard  # noqa: F401
         except ImportError as exc:
-            raise ImportError("AttributionLogger writes TensorBoard summaries and needs the tensorboard package: "
-                              "pip install 'tf_pathattr[tensorboard]' (or pip install tensorboard)") from exc
+            raise ImportError(
+                "AttributionLogger writes TensorBoard summaries and needs the tensorboard package: "
+                "pip install 'tf_pathattr[tensorboard]' (or pip install tensorboard)"
+            ) from exc
         import tensorflow as tf
 
         return tf.summary
@@ -338,9 +355,11 @@ def text_markdown(result, max_examples: int = 4, kind: str = "scores") -> str:
         if not pairs:
             blocks.append(head + "\n\n(no attributed tokens)")
             continue
-        rows = ["| " + " | ".join(_md_escape(t) for t, _ in pairs) + " |",
-                "|" + "---|" * len(pairs),
-                "| " + " | ".join(f"{v:+.3g}" for _, v in pairs) + " |"]
+        rows = [
+            "| " + " | ".join(_md_escape(t) for t, _ in pairs) + " |",
+            "|" + "---|" * len(pairs),
+            "| " + " | ".join(f"{v:+.3g}" for _, v in pairs) + " |",
+        ]
         blocks.append(head + "\n\n" + "\n".join(rows))
     return "\n\n".join(blocks)
 
@@ -370,12 +389,32 @@ class TextAttributionLogger(AttributionLogger):
         ``pad_id``, ...).
     """
 
-    def __init__(self, inputs, target=None, method="integrated_gradients", method_options=None, log_dir=None,
-                 every_n_epochs=1, every_n_batches=None, metrics=("completeness_gap",), save_arrays=True,
-                 tokenizer=None, max_examples=4, text_options=None):
-        super().__init__(inputs, target=target, method=method, method_options=method_options, log_dir=log_dir,
-                         every_n_epochs=every_n_epochs, every_n_batches=every_n_batches, metrics=metrics,
-                         save_arrays=save_arrays)
+    def __init__(
+        self,
+        inputs,
+        target=None,
+        method="integrated_gradients",
+        method_options=None,
+        log_dir=None,
+        every_n_epochs=1,
+        every_n_batches=None,
+        metrics=("completeness_gap",),
+        save_arrays=True,
+        tokenizer=None,
+        max_examples=4,
+        text_options=None,
+    ):
+        super().__init__(
+            inputs,
+            target=target,
+            method=method,
+            method_options=method_options,
+            log_dir=log_dir,
+            every_n_epochs=every_n_epochs,
+            every_n_batches=every_n_batches,
+            metrics=metrics,
+            save_arrays=save_arrays,
+        )
         self.tokenizer = tokenizer
         self.max_examples = check_positive_int(max_examples, "max_examples")
         self.text_options = dict(text_options or {})
@@ -395,9 +434,16 @@ class TextAttributionLogger(AttributionLogger):
         from . import text
 
         want = "completeness_gap" in self.metrics and completeness_mode(self._method) == "delta"
-        res = text.token_attributions(self.model, self.inputs, self.target, method=self._method,
-                                      tokenizer=self.tokenizer, return_convergence_delta=want,
-                                      **self.text_options, **self.method_options)
+        res = text.token_attributions(
+            self.model,
+            self.inputs,
+            self.target,
+            method=self._method,
+            tokenizer=self.tokenizer,
+            return_convergence_delta=want,
+            **self.text_options,
+            **self.method_options,
+        )
         self.n_explanations += 1
         return res
 
@@ -411,8 +457,12 @@ class TextAttributionLogger(AttributionLogger):
             _write_histogram(tf_summary, prefix + "attributions/histogram", res.scores[res.mask], int(step))
         self.writer.flush()
         if self.save_arrays:
-            arrays = {"token_ids": res.token_ids, "scores": res.scores, "mask": res.mask,
-                      "attributions": res.attributions}
+            arrays = {
+                "token_ids": res.token_ids,
+                "scores": res.scores,
+                "mask": res.mask,
+                "attributions": res.attributions,
+            }
             if res.delta is not None:
                 arrays["completeness_gap"] = res.delta
             folder = self.log_dir / "arrays"

@@ -27,6 +27,7 @@ mode, one worker per core), or in-process (:func:`tf_pathattr.dataset.explain_da
 with ``--no-beam`` or when apache-beam is not installed. Options it does not know are Beam pipeline
 options (``--project=...``, ``--num_workers=...``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -175,8 +176,10 @@ def apply_preprocess(fn, pixels, spec: str):
     except Exception as exc:
         raise CLIError(f"--preprocess: {spec} failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if x.dtype.kind not in "fiub" or x.ndim < 1 or x.shape[0] != pixels.shape[0]:
-        raise CLIError(f"--preprocess: {spec} must return a numeric array with the batch size kept "
-                       f"({pixels.shape[0]}), got {x.dtype} {tuple(x.shape)}")
+        raise CLIError(
+            f"--preprocess: {spec} must return a numeric array with the batch size kept "
+            f"({pixels.shape[0]}), got {x.dtype} {tuple(x.shape)}"
+        )
     return x.astype(np.float32)
 
 
@@ -216,8 +219,10 @@ def load_input(path, shape, scale=None, preprocess=None):
     else:
         raise CLIError(f"--input: expected a .npy, .png, .jpg or .jpeg file, got {path}")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise CLIError(f"--input: shape mismatch: the model expects examples of shape {tuple(shape)} "
-                       f"(batch {(None,) + tuple(shape)}), the input has shape {tuple(x.shape)}")
+        raise CLIError(
+            f"--input: shape mismatch: the model expects examples of shape {tuple(shape)} "
+            f"(batch {(None,) + tuple(shape)}), the input has shape {tuple(x.shape)}"
+        )
     return x, display
 
 
@@ -269,7 +274,7 @@ def predictions(model, x, batch_size: int):
 
     parts = []
     for s in range(0, len(x), batch_size):
-        chunk = tf.convert_to_tensor(x[s:s + batch_size])
+        chunk = tf.convert_to_tensor(x[s : s + batch_size])
         out = model(chunk, training=False) if isinstance(model, keras.layers.Layer) else model(chunk)
         if isinstance(out, dict) and len(out) == 1:
             out = next(iter(out.values()))
@@ -297,8 +302,10 @@ def report_predictions(pred, target, limit: int = 20) -> None:
     classes, prob = pred
     for i in range(min(len(classes), limit)):
         explained = classes[i] if target is None else target
-        print(f"example {i}: predicted class {int(classes[i])} (probability {float(prob[i]):.4f}), "
-              f"explained class {int(explained)}")
+        print(
+            f"example {i}: predicted class {int(classes[i])} (probability {float(prob[i]):.4f}), "
+            f"explained class {int(explained)}"
+        )
     if len(classes) > limit:
         print(f"... {len(classes) - limit} more examples")
 
@@ -315,7 +322,7 @@ def explain_batches(fn, model, x, target, options: dict, batch_size: int, method
         starts = _progress(starts, desc="explaining", unit="batch")
     for s in starts:
         try:
-            attr = fn(model, x[s:s + batch_size], target, **options)
+            attr = fn(model, x[s : s + batch_size], target, **options)
         except (TypeError, ValueError, NotImplementedError) as exc:
             raise CLIError(f"{method_name}: {_first_line(exc)}") from None
         if isinstance(attr, (list, tuple, dict)):
@@ -330,7 +337,7 @@ def write_picture(path, display, attr) -> bool:
 
     from . import viz
 
-    if display is None or attr.ndim not in (3, 4) or display.shape[:attr.ndim - 1] != attr.shape[:attr.ndim - 1]:
+    if display is None or attr.ndim not in (3, 4) or display.shape[: attr.ndim - 1] != attr.shape[: attr.ndim - 1]:
         return False
     strip = np.concatenate([viz.overlay(display[i], attr[i], "signed") for i in range(len(attr))], axis=1)
     viz.save_png(strip, path)
@@ -363,8 +370,9 @@ def cmd_explain(args) -> int:
     model, shape = load_model(args.model)
     x, display = load_input(args.input, shape, scale=args.scale, preprocess=args.preprocess)
     if npy_path is None and display is None:
-        raise CLIError(f"--out: a .png picture needs image inputs, the input has shape {tuple(x.shape)}; "
-                       "write a .npy file instead")
+        raise CLIError(
+            f"--out: a .png picture needs image inputs, the input has shape {tuple(x.shape)}; write a .npy file instead"
+        )
     attr = explain_batches(fn, model, x, args.target, options, args.batch_size, args.method)
     if is_image_file(args.input):
         how = f"--preprocess {args.preprocess}" if args.preprocess else f"--scale {args.scale or '0,1'}"
@@ -429,10 +437,15 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
     use_beam = not args.no_beam
     if use_beam and not _beam_available():
         if args.runner or pipeline_args:
-            raise CLIError("--runner and Beam pipeline options need apache-beam: pip install 'tf_pathattr[beam]' "
-                           "(or run in-process with --no-beam)")
-        print("tf-pathattr: note: apache-beam is not installed; explaining in-process without Beam "
-              "(pip install 'tf_pathattr[beam]' for Beam runners)", file=sys.stderr)
+            raise CLIError(
+                "--runner and Beam pipeline options need apache-beam: pip install 'tf_pathattr[beam]' "
+                "(or run in-process with --no-beam)"
+            )
+        print(
+            "tf-pathattr: note: apache-beam is not installed; explaining in-process without Beam "
+            "(pip install 'tf_pathattr[beam]' for Beam runners)",
+            file=sys.stderr,
+        )
         use_beam = False
     if not use_beam and pipeline_args:
         raise CLIError(f"unrecognized arguments (Beam pipeline options need Beam): {' '.join(pipeline_args)}")
@@ -447,16 +460,40 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
                 logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
             extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
-            summary = explain_files(args.model, files, args.out, method=method, target=target, options=options,
-                                    metrics=metrics, batch_size=args.batch_size, num_shards=args.num_shards,
-                                    format=args.format, input_shape=shape, scale=args.scale, pipeline_args=extra,
-                                    overwrite=args.overwrite)
+            summary = explain_files(
+                args.model,
+                files,
+                args.out,
+                method=method,
+                target=target,
+                options=options,
+                metrics=metrics,
+                batch_size=args.batch_size,
+                num_shards=args.num_shards,
+                format=args.format,
+                input_shape=shape,
+                scale=args.scale,
+                pipeline_args=extra,
+                overwrite=args.overwrite,
+            )
             records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
         else:
-            res = _ds.explain_dataset(model, files, target, method=method, out=args.out, options=options,
-                                      batch_size=args.batch_size, shard_size=args.shard_size, format=args.format,
-                                      metrics=metrics, input_shape=shape, scale=args.scale, overwrite=args.overwrite,
-                                      progress=True)
+            res = _ds.explain_dataset(
+                model,
+                files,
+                target,
+                method=method,
+                out=args.out,
+                options=options,
+                batch_size=args.batch_size,
+                shard_size=args.shard_size,
+                format=args.format,
+                metrics=metrics,
+                input_shape=shape,
+                scale=args.scale,
+                overwrite=args.overwrite,
+                progress=True,
+            )
             records, results, dead = res.n_records, res.n_results, res.n_dead_letters
             if res.shards_skipped:
                 print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
@@ -481,17 +518,23 @@ def cmd_demo(args) -> int:
 def _common_options(default) -> argparse.ArgumentParser:
     """Options every command takes (before or after the command name)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--verbose", action="store_true", default=default,
-                   help="show TensorFlow's C++ INFO lines (hidden by default)")
+    p.add_argument(
+        "--verbose", action="store_true", default=default, help="show TensorFlow's C++ INFO lines (hidden by default)"
+    )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tf-pathattr", description="Path attribution for Keras / TensorFlow models.",
-                                     parents=[_common_options(False)])
+    parser = argparse.ArgumentParser(
+        prog="tf-pathattr",
+        description="Path attribution for Keras / TensorFlow models.",
+        parents=[_common_options(False)],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = [_common_options(argparse.SUPPRESS)]
-    p = sub.add_parser("demo", parents=common, help="train (once, cached) a digits CNN and explain it with every method")
+    p = sub.add_parser(
+        "demo", parents=common, help="train (once, cached) a digits CNN and explain it with every method"
+    )
     p.add_argument("--out", default="tf_pathattr_demo", help="output folder (default: tf_pathattr_demo)")
     p.add_argument("--quick", action="store_true", help="fewer steps and digits (a smoke run)")
     p.set_defaults(func=cmd_demo)
@@ -499,38 +542,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=".keras / .h5 / .hdf5 file or SavedModel folder")
     p.add_argument("--input", required=True, help=".npy array (used as it is) or PNG / JPEG image")
     p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
-    p.add_argument("--out", required=True,
-                   help="FILE.npy (attributions), FILE.png (signed overlays) or a folder (both)")
-    p.add_argument("--scale", choices=SCALES, default=None,
-                   help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
-    p.add_argument("--preprocess", default=None, metavar="MODULE:FUNCTION",
-                   help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs")
+    p.add_argument(
+        "--out", required=True, help="FILE.npy (attributions), FILE.png (signed overlays) or a folder (both)"
+    )
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=None,
+        help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
+    )
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs",
+    )
     p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
     p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
     p.add_argument("--png", action="store_true", help="with --out FILE.npy: also write signed overlays as FILE.png")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per call (default 32)")
     p.set_defaults(func=cmd_explain)
-    p = sub.add_parser("explain-dataset", parents=common, help="explain every record of image / .npy / TFRecord files "
-                       "(Apache Beam, or in-process)")
+    p = sub.add_parser(
+        "explain-dataset",
+        parents=common,
+        help="explain every record of image / .npy / TFRecord files (Apache Beam, or in-process)",
+    )
     p.add_argument("--model", required=True, help=".keras / .h5 file or SavedModel folder")
-    p.add_argument("--input", required=True, nargs="+", help="glob patterns, files or folders (PNG / JPEG, .npy, "
-                   "TFRecord of tf.train.Example)")
+    p.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        help="glob patterns, files or folders (PNG / JPEG, .npy, TFRecord of tf.train.Example)",
+    )
     p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--target", default=None, help="class index, or 'labels' (TFRecord label feature); "
-                   "default: the predicted class")
+    p.add_argument(
+        "--target", default=None, help="class index, or 'labels' (TFRecord label feature); default: the predicted class"
+    )
     p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per method call (default 32)")
-    p.add_argument("--metrics", default="completeness_gap",
-                   help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc")
+    p.add_argument(
+        "--metrics",
+        default="completeness_gap",
+        help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc",
+    )
     p.add_argument("--format", choices=("npz", "tfrecord"), default="npz", help="attribution shards (default npz)")
-    p.add_argument("--scale", choices=SCALES, default="0,1",
-                   help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch")
-    p.add_argument("--runner", default=None, help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
-                   "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode")
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="0,1",
+        help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
+    )
+    p.add_argument(
+        "--runner",
+        default=None,
+        help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
+        "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode",
+    )
     p.add_argument("--num-shards", type=int, default=None, help="Beam: output shards (default: one per 256 files)")
-    p.add_argument("--shard-size", type=int, default=None, help="in-process: examples per shard, the unit of "
-                   "resumption (default 8 x batch size)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help="in-process: examples per shard, the unit of resumption (default 8 x batch size)",
+    )
     p.add_argument("--no-beam", action="store_true", help="explain in-process without Beam (resumable)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.set_defaults(func=cmd_explain_dataset, pipeline_args=True)
@@ -544,7 +619,7 @@ def _attach_negative_values(argv):
     out = list(argv)
     for i in range(len(out) - 1):
         if out[i] == "--scale" and out[i + 1].startswith("-"):
-            out[i:i + 2] = [f"--scale={out[i + 1]}", ""]
+            out[i : i + 2] = [f"--scale={out[i + 1]}", ""]
     return [a for a in out if a != ""]
 
 

@@ -10,6 +10,7 @@
 * :func:`load_digits_images`, :func:`load_breast_cancer_standardized` - the small real data sets
   bundled with scikit-learn (an optional dependency).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,15 @@ _DISTRACTORS = (
 )
 
 
-def pattern_images(n: int, size: int = 32, seed: int = 0, n_classes: int = 4, n_distractors: int = 6,
-                   noise: float = 0.05, channels: int = 1):
+def pattern_images(
+    n: int,
+    size: int = 32,
+    seed: int = 0,
+    n_classes: int = 4,
+    n_distractors: int = 6,
+    noise: float = 0.05,
+    channels: int = 1,
+):
     """Images whose class is set by a 5x5 pattern at a random position among distractors.
 
     Each image has a dark noisy background (``N(0.1, noise)`` clipped to [0, 1]), one class pattern
@@ -95,11 +103,11 @@ def pattern_images(n: int, size: int = 32, seed: int = 0, n_classes: int = 4, n_
     pos = rng.integers(0, size - 5 + 1, size=(n, 2))
     for i in range(n):
         r, c = pos[i]
-        patch = x[i, r:r + 5, c:c + 5]
-        x[i, r:r + 5, c:c + 5] = np.where(PATTERNS[y[i]] > 0, 1.0, patch)
-        masks[i, r:r + 5, c:c + 5] = True
+        patch = x[i, r : r + 5, c : c + 5]
+        x[i, r : r + 5, c : c + 5] = np.where(PATTERNS[y[i]] > 0, 1.0, patch)
+        masks[i, r : r + 5, c : c + 5] = True
         blocked = np.zeros((size, size), bool)
-        blocked[max(r - 1, 0):r + 6, max(c - 1, 0):c + 6] = True
+        blocked[max(r - 1, 0) : r + 6, max(c - 1, 0) : c + 6] = True
         placed, tries = 0, 0
         while placed < n_distractors and tries < 50 * n_distractors:
             tries += 1
@@ -108,15 +116,15 @@ def pattern_images(n: int, size: int = 32, seed: int = 0, n_classes: int = 4, n_
                 d = _DISTRACTORS[j]
             else:  # a 3x3 fragment of a class pattern (so the model has to see the whole pattern)
                 pr, pc = rng.integers(0, 3, size=2)
-                d = PATTERNS[rng.integers(n_classes)][pr:pr + 3, pc:pc + 3]
+                d = PATTERNS[rng.integers(n_classes)][pr : pr + 3, pc : pc + 3]
                 if not d.any():
                     continue
             h, w = d.shape
             rr, cc = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-            if blocked[rr:rr + h, cc:cc + w].any():
+            if blocked[rr : rr + h, cc : cc + w].any():
                 continue
-            x[i, rr:rr + h, cc:cc + w] = np.where(d > 0, rng.uniform(0.6, 1.0), x[i, rr:rr + h, cc:cc + w])
-            blocked[max(rr - 1, 0):rr + h + 1, max(cc - 1, 0):cc + w + 1] = True
+            x[i, rr : rr + h, cc : cc + w] = np.where(d > 0, rng.uniform(0.6, 1.0), x[i, rr : rr + h, cc : cc + w])
+            blocked[max(rr - 1, 0) : rr + h + 1, max(cc - 1, 0) : cc + w + 1] = True
             placed += 1
     x = x[..., None]
     if channels == 3:
@@ -275,7 +283,7 @@ def _make_elementwise():
         def call(self, x):
             cols = []
             for i, k in enumerate(self.kinds):
-                v = x[:, i:i + 1]
+                v = x[:, i : i + 1]
                 if k == "linear":
                     cols.append(v)
                 elif k == "sin":
@@ -306,8 +314,16 @@ class _LazyElementwise:
 _Elementwise = _LazyElementwise()
 
 
-def tabular_gaussian(n: int, d: int = 8, rho: float = 0.5, function: str = "additive", seed: int = 0,
-                     noise: float = 0.0, weights=None, mean=None) -> TabularProblem:
+def tabular_gaussian(
+    n: int,
+    d: int = 8,
+    rho: float = 0.5,
+    function: str = "additive",
+    seed: int = 0,
+    noise: float = 0.0,
+    weights=None,
+    mean=None,
+) -> TabularProblem:
     """XAI-Bench-style data: ``X ~ N(mean, Sigma)`` with ``Sigma_ii = 1``, ``Sigma_ij = rho``.
 
     ``function="linear"``: ``f(x) = w . x``; ``"additive"``: ``f(x) = sum_i w_i h_i(x_i)`` with
@@ -329,7 +345,9 @@ def tabular_gaussian(n: int, d: int = 8, rho: float = 0.5, function: str = "addi
     mu = np.zeros(d) if mean is None else np.broadcast_to(np.asarray(mean, np.float64), (d,)).copy()
     cov = np.full((d, d), float(rho)) + (1.0 - float(rho)) * np.eye(d)
     x = rng.multivariate_normal(mu, cov, size=n, method="cholesky").astype(np.float32)
-    kinds = ("linear",) * d if function == "linear" else tuple(_ADDITIVE_KINDS[i % len(_ADDITIVE_KINDS)] for i in range(d))
+    kinds = (
+        ("linear",) * d if function == "linear" else tuple(_ADDITIVE_KINDS[i % len(_ADDITIVE_KINDS)] for i in range(d))
+    )
     prob = TabularProblem(x, None, None, weights, kinds, mu, cov, 0.0, float(rho))
     f = prob.function(x)
     prob.y = (f + noise * rng.standard_normal(n)).astype(np.float32)
@@ -341,8 +359,9 @@ def tabular_gaussian(n: int, d: int = 8, rho: float = 0.5, function: str = "addi
 # tokens
 
 
-def trigger_tokens(n: int, length: int = 16, vocab: int = 50, seed: int = 0, n_triggers: int = 3,
-                   max_per_sequence: int = 2):
+def trigger_tokens(
+    n: int, length: int = 16, vocab: int = 50, seed: int = 0, n_triggers: int = 3, max_per_sequence: int = 2
+):
     """Token sequences labelled 1 exactly when they contain a trigger token.
 
     Token 0 is padding and never drawn; tokens ``1..n_triggers`` are the triggers; the rest of the

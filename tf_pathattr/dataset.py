@@ -28,6 +28,7 @@ through ``strategy.run``.
 :mod:`tf_pathattr.beam` runs the same per-batch explainer (:class:`BatchExplainer`) inside an
 Apache Beam ``RunInference`` transform, for clusters.
 """
+
 from __future__ import annotations
 
 import glob as _glob
@@ -46,9 +47,24 @@ import numpy as np
 
 from .engine.shapes import check_choice, check_positive_int
 
-__all__ = ["explain_dataset", "read_results", "BatchExplainer", "DatasetResult", "RecordError", "Record",
-           "check_example", "decode_file", "list_files", "load_model", "arrays_bytes", "table_bytes",
-           "table_columns", "dead_letters_bytes", "FILE_SUFFIXES", "METRICS"]
+__all__ = [
+    "explain_dataset",
+    "read_results",
+    "BatchExplainer",
+    "DatasetResult",
+    "RecordError",
+    "Record",
+    "check_example",
+    "decode_file",
+    "list_files",
+    "load_model",
+    "arrays_bytes",
+    "table_bytes",
+    "table_columns",
+    "dead_letters_bytes",
+    "FILE_SUFFIXES",
+    "METRICS",
+]
 
 #: Per-example metrics the table can hold besides ``id``, ``target`` and ``score``.
 METRICS = ("completeness_gap", "deletion_auc", "insertion_auc")
@@ -188,7 +204,7 @@ def _tfrecord_payloads(data: bytes) -> Iterator[bytes]:
         payload = data[start:end]
         if masked is not None:
             (data_crc,) = struct.unpack_from("<I", data, end)
-            if masked(data[pos:pos + 8]) != len_crc or masked(payload) != data_crc:
+            if masked(data[pos : pos + 8]) != len_crc or masked(payload) != data_crc:
                 raise RecordError("corrupt TFRecord file (CRC mismatch)")
         yield payload
         pos = end + 4
@@ -207,8 +223,11 @@ def _parse_example(payload: bytes, shape, default_id: str, scale: str = "0,1"):
     except Exception as exc:
         raise RecordError(f"not a tf.train.Example: {_first_line(exc)}") from None
     feats = ex.features.feature
-    rid = feats["id"].bytes_list.value[0].decode("utf-8", "replace") if "id" in feats and \
-        feats["id"].bytes_list.value else default_id
+    rid = (
+        feats["id"].bytes_list.value[0].decode("utf-8", "replace")
+        if "id" in feats and feats["id"].bytes_list.value
+        else default_id
+    )
     target = None
     for key in ("target", "label"):
         if key in feats and feats[key].int64_list.value:
@@ -337,8 +356,12 @@ class _ArraySource(_Source):
     def __init__(self, x, labels=None, ids=None):
         self.x, self.labels, self.ids = x, labels, ids
         self.n = len(x)
-        self.fingerprint = {"kind": "array", "shape": list(x.shape), "dtype": str(x.dtype),
-                            "sha1": _fingerprint_array(x)}
+        self.fingerprint = {
+            "kind": "array",
+            "shape": list(x.shape),
+            "dtype": str(x.dtype),
+            "sha1": _fingerprint_array(x),
+        }
 
     def records(self, skip=(), shard_size=1):
         for i in range(self.n):
@@ -447,8 +470,10 @@ def _make_source(data, shape, batched, scale="0,1"):
         labels = data.get("target", data.get("label"))
         return _ArraySource(x, labels=None if labels is None else np.asarray(labels), ids=data.get("id"))
     if isinstance(data, (dict, str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError("data: expected a tf.data.Dataset, a numpy array, (x, labels) arrays, an iterable of "
-                        f"examples, or file paths / a glob pattern; got {type(data).__name__}")
+        raise TypeError(
+            "data: expected a tf.data.Dataset, a numpy array, (x, labels) arrays, an iterable of "
+            f"examples, or file paths / a glob pattern; got {type(data).__name__}"
+        )
     return _IterableSource(data, bool(batched))
 
 
@@ -468,12 +493,16 @@ def _dataset_is_batched(ds, shape) -> bool:
             return False
         if rank == len(shape) + 1:
             return True
-        raise ValueError(f"data: dataset elements have shape {spec.shape}; the model expects examples of shape "
-                         f"{tuple(shape)} (or batches of them)")
+        raise ValueError(
+            f"data: dataset elements have shape {spec.shape}; the model expects examples of shape "
+            f"{tuple(shape)} (or batches of them)"
+        )
     if rank is not None and rank > 0 and spec.shape[0] is None:
         return True
-    raise ValueError("data: cannot tell whether the dataset yields examples or batches (the model's input shape "
-                     "is unknown); pass batched=True or batched=False")
+    raise ValueError(
+        "data: cannot tell whether the dataset yields examples or batches (the model's input shape "
+        "is unknown); pass batched=True or batched=False"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,8 +533,9 @@ class BatchExplainer:
     arrays (:meth:`array_names`) and the table columns ``target``, ``score`` and the metrics.
     """
 
-    def __init__(self, model, method="integrated_gradients", options=None, metrics=("completeness_gap",),
-                 strategy=None):
+    def __init__(
+        self, model, method="integrated_gradients", options=None, metrics=("completeness_gap",), strategy=None
+    ):
         from .methods import registry, resolve_method
 
         self.model = model
@@ -524,8 +554,10 @@ class BatchExplainer:
             raise ValueError(f"metrics: unknown {unknown}; available: {list(METRICS)}")
         self.output = self.spec.output if self.spec is not None else "inputs"
         if self.output != "inputs" and any(m.endswith("_auc") for m in self.metrics):
-            raise ValueError(f"metrics: deletion/insertion AUCs need attributions shaped like the inputs; "
-                             f"{self.method_name} returns {self.output!r} maps")
+            raise ValueError(
+                f"metrics: deletion/insertion AUCs need attributions shaped like the inputs; "
+                f"{self.method_name} returns {self.output!r} maps"
+            )
         self.strategy = strategy
         self._score_fns = {}
 
@@ -554,7 +586,8 @@ class BatchExplainer:
         res["score"] = tf.cast(score, tf.float32)
         if want_gap:
             res["completeness_gap"] = tf.constant(
-                np.full((n,), np.nan, np.float32) if gap is None else np.asarray(gap, np.float32).reshape(n))
+                np.full((n,), np.nan, np.float32) if gap is None else np.asarray(gap, np.float32).reshape(n)
+            )
         return res
 
     def _score(self, problem):
@@ -567,6 +600,7 @@ class BatchExplainer:
         key = (problem.target.cache_token, int(problem.batch_size), problem.example_shapes[0])
         fn = self._score_fns.get(key)
         if fn is None:
+
             def score_fn(x, indices):
                 idx, out = eng.resolve_indices(problem, [x], indices)
                 return idx, eng.scores_at_x(problem, [x], idx, out)
@@ -596,9 +630,9 @@ class BatchExplainer:
         import tensorflow as tf
 
         bounds = np.linspace(0, len(x), n_rep + 1).astype(int)
-        xs = [x[bounds[r]:bounds[r + 1]] for r in range(n_rep)]
+        xs = [x[bounds[r] : bounds[r + 1]] for r in range(n_rep)]
         per_ex = target is not None and not callable(target) and np.ndim(target) == 1
-        ts = [np.asarray(target)[bounds[r]:bounds[r + 1]] if per_ex else None for r in range(n_rep)]
+        ts = [np.asarray(target)[bounds[r] : bounds[r + 1]] if per_ex else None for r in range(n_rep)]
         devices = self.strategy.extended.worker_devices
 
         def on_device(parts, dtype):
@@ -606,6 +640,7 @@ class BatchExplainer:
                 r = ctx.replica_id_in_sync_group
                 with tf.device(devices[r] if len(devices) == n_rep else None):
                     return tf.identity(tf.constant(parts[r], dtype))
+
             return self.strategy.experimental_distribute_values_from_function(value)
 
         values = on_device(xs, tf.float32)
@@ -616,12 +651,17 @@ class BatchExplainer:
 
         args = (values, t_values) if per_ex else (values,)
         out = self.strategy.run(step, args=args)
-        return {k: np.concatenate([_numpy(v) for v in self.strategy.experimental_local_results(out[k])])
-                for k in out}
+        return {k: np.concatenate([_numpy(v) for v in self.strategy.experimental_local_results(out[k])]) for k in out}
 
     # ------------------------------------------------------------------
-    def explain_records(self, xs: List[np.ndarray], targets: List[Optional[int]], target=None, strict=False,
-                        pad_to: Optional[int] = None):
+    def explain_records(
+        self,
+        xs: List[np.ndarray],
+        targets: List[Optional[int]],
+        target=None,
+        strict=False,
+        pad_to: Optional[int] = None,
+    ):
         """Explain checked examples; one ``(per-example dict, None)`` or ``(None, reason)`` per example.
 
         The examples run as one batch; if the batch fails, each example runs alone so one bad
@@ -667,7 +707,7 @@ class BatchExplainer:
 def _index_target(target, i):
     if target is None or callable(target) or np.ndim(target) == 0:
         return target
-    return np.asarray(target)[i:i + 1]
+    return np.asarray(target)[i : i + 1]
 
 
 def _batch_target(targets, target):
@@ -749,8 +789,11 @@ def arrays_bytes(ids: List[str], arrays: Dict[str, np.ndarray], fmt: str) -> byt
 
 def table_columns(ids, rows: Dict[str, Any], metrics) -> Dict[str, np.ndarray]:
     """The per-example table: ``id``, ``target``, ``score`` and the requested metrics, in that order."""
-    cols = {"id": np.asarray(ids, dtype=object), "target": np.asarray(rows["target"], np.int64).reshape(-1),
-            "score": np.asarray(rows["score"], np.float64).reshape(-1)}
+    cols = {
+        "id": np.asarray(ids, dtype=object),
+        "target": np.asarray(rows["target"], np.int64).reshape(-1),
+        "score": np.asarray(rows["score"], np.float64).reshape(-1),
+    }
     for m in METRICS:
         if m in metrics:
             cols[m] = np.asarray(rows[m], np.float64).reshape(-1)
@@ -764,8 +807,9 @@ def table_bytes(cols: Dict[str, np.ndarray], kind: str) -> bytes:
         import pyarrow.parquet as pq
 
         types = {"id": pa.string(), "target": pa.int64()}
-        table = pa.table({k: pa.array(list(v) if k == "id" else v, type=types.get(k, pa.float64()))
-                          for k, v in cols.items()})
+        table = pa.table(
+            {k: pa.array(list(v) if k == "id" else v, type=types.get(k, pa.float64())) for k, v in cols.items()}
+        )
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         return sink.getvalue().to_pybytes()
@@ -802,9 +846,13 @@ def _read_table(path: Path) -> Dict[str, np.ndarray]:
     cols = {}
     for j, k in enumerate(header):
         vals = [r[j] for r in body]
-        cols[k] = (np.asarray(vals, dtype=object) if k == "id" else
-                   np.asarray([int(v) for v in vals], np.int64) if k == "target" else
-                   np.asarray([float(v) for v in vals], np.float64))
+        cols[k] = (
+            np.asarray(vals, dtype=object)
+            if k == "id"
+            else np.asarray([int(v) for v in vals], np.int64)
+            if k == "target"
+            else np.asarray([float(v) for v in vals], np.float64)
+        )
     return cols
 
 
@@ -919,11 +967,26 @@ def _result_files(out: Path):
     return sorted({f for p in pats for f in out.glob(p)})
 
 
-def explain_dataset(model, data, target=None, *, method="integrated_gradients", out, options=None,
-                    batch_size: int = 32, shard_size: Optional[int] = None, format: str = "npz",
-                    table: Optional[str] = None, metrics=("completeness_gap",), strategy=None,
-                    batched: Optional[bool] = None, input_shape=None, scale: str = "0,1",
-                    progress: bool = True, overwrite: bool = False) -> DatasetResult:
+def explain_dataset(
+    model,
+    data,
+    target=None,
+    *,
+    method="integrated_gradients",
+    out,
+    options=None,
+    batch_size: int = 32,
+    shard_size: Optional[int] = None,
+    format: str = "npz",
+    table: Optional[str] = None,
+    metrics=("completeness_gap",),
+    strategy=None,
+    batched: Optional[bool] = None,
+    input_shape=None,
+    scale: str = "0,1",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> DatasetResult:
     """Explain every example of a dataset with one method; write sharded, resumable results into ``out``.
 
     Parameters
@@ -1008,8 +1071,10 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         strategy = tf.distribute.get_strategy()
     explainer = BatchExplainer(model, method, options, metrics, strategy=strategy)
     if explainer.spec is not None and explainer.spec.stochastic and "seed" not in explainer.options:
-        warnings.warn(f"{explainer.method_name} is stochastic and no seed= is set: a resumed run mixes different "
-                      "noise draws", stacklevel=2)
+        warnings.warn(
+            f"{explainer.method_name} is stochastic and no seed= is set: a resumed run mixes different noise draws",
+            stacklevel=2,
+        )
     use_labels = isinstance(target, str) and target == "labels"
     if isinstance(target, str) and not use_labels:
         raise ValueError(f"target: expected None, an int, one int per example, a callable or 'labels', got {target!r}")
@@ -1024,10 +1089,18 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "version": 1, "method": explainer.method_name, "options": _jsonable(explainer.options),
-        "target": _jsonable(target), "metrics": list(explainer.metrics), "batch_size": batch_size,
-        "shard_size": shard_size, "format": fmt, "table": table, "data": source.fingerprint,
-        "input_shape": list(shape) if shape is not None else None, "scale": scale,
+        "version": 1,
+        "method": explainer.method_name,
+        "options": _jsonable(explainer.options),
+        "target": _jsonable(target),
+        "metrics": list(explainer.metrics),
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "format": fmt,
+        "table": table,
+        "data": source.fingerprint,
+        "input_shape": list(shape) if shape is not None else None,
+        "scale": scale,
     }
     run_file = out / "run.json"
     if overwrite:
@@ -1037,8 +1110,10 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         old = json.loads(run_file.read_text())
         if old != json.loads(json.dumps(config)):
             diff = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config)).get(k))
-            raise ValueError(f"out: {out} holds a run with a different configuration ({', '.join(diff)}); "
-                             "use a new folder or overwrite=True")
+            raise ValueError(
+                f"out: {out} holds a run with a different configuration ({', '.join(diff)}); "
+                "use a new folder or overwrite=True"
+            )
     elif _result_files(out):
         raise ValueError(f"out: {out} holds results without a run.json; use a new folder or overwrite=True")
     _atomic_write(run_file, json.dumps(config, indent=1).encode())
@@ -1047,8 +1122,11 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
     t_suffix = "." + table
 
     def shard_paths(k):
-        return (out / f"attributions-{k:05d}{a_suffix}", out / f"examples-{k:05d}{t_suffix}",
-                out / f"dead_letters-{k:05d}.jsonl")
+        return (
+            out / f"attributions-{k:05d}{a_suffix}",
+            out / f"examples-{k:05d}{t_suffix}",
+            out / f"dead_letters-{k:05d}.jsonl",
+        )
 
     done: List[bool] = []  # shard k is finished when its table exists (written last)
     for f in out.glob(f"examples-*{t_suffix}"):
@@ -1080,7 +1158,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
             if r.error is not None:
                 dead.append((r.id, r.error))
         for s in range(0, len(good), batch_size):
-            chunk = good[s:s + batch_size]
+            chunk = good[s : s + batch_size]
             xs = [r.x for _, r in chunk]
             tg = [r.target for _, r in chunk] if use_labels else [None] * len(chunk)
             if use_labels and any(t is None for t in tg):
@@ -1104,8 +1182,7 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
         if bar is not None and len(good) < len(shard):
             bar.update(len(shard) - len(good))
         a_path, t_path, d_path = shard_paths(k)
-        arrays = {name: np.stack(rows[name]) if ids else np.zeros((0,), np.float32)
-                  for name in explainer.array_names()}
+        arrays = {name: np.stack(rows[name]) if ids else np.zeros((0,), np.float32) for name in explainer.array_names()}
         _atomic_write(a_path, arrays_bytes(ids, arrays, fmt))
         if dead:
             _atomic_write(d_path, dead_letters_bytes(dead))
@@ -1160,15 +1237,32 @@ def explain_dataset(model, data, target=None, *, method="integrated_gradients", 
                 if d_path.exists():
                     counts["dead"] += sum(1 for ln in d_path.read_text().splitlines() if ln.strip())
     seconds = time.perf_counter() - t0
-    result = DatasetResult(out=out, n_records=counts["records"], n_results=counts["results"],
-                           n_dead_letters=counts["dead"], n_shards=n_shards, shards_skipped=counts["skipped"],
-                           n_explained=counts["explained"], seconds=seconds, files=files)
-    summary = {"records": result.n_records, "results": result.n_results, "dead_letters": result.n_dead_letters,
-               "shards": n_shards, "shards_skipped": result.shards_skipped, "explained_this_run": result.n_explained,
-               "seconds": round(seconds, 3), "runner": "in-process",
-               "replicas": strategy.num_replicas_in_sync if strategy is not None else 1}
+    result = DatasetResult(
+        out=out,
+        n_records=counts["records"],
+        n_results=counts["results"],
+        n_dead_letters=counts["dead"],
+        n_shards=n_shards,
+        shards_skipped=counts["skipped"],
+        n_explained=counts["explained"],
+        seconds=seconds,
+        files=files,
+    )
+    summary = {
+        "records": result.n_records,
+        "results": result.n_results,
+        "dead_letters": result.n_dead_letters,
+        "shards": n_shards,
+        "shards_skipped": result.shards_skipped,
+        "explained_this_run": result.n_explained,
+        "seconds": round(seconds, 3),
+        "runner": "in-process",
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+    }
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1).encode())
     if result.n_records != result.n_results + result.n_dead_letters:  # pragma: no cover - an internal invariant
-        raise RuntimeError(f"internal error: {result.n_records} records != {result.n_results} results + "
-                           f"{result.n_dead_letters} dead letters")
+        raise RuntimeError(
+            f"internal error: {result.n_records} records != {result.n_results} results + "
+            f"{result.n_dead_letters} dead letters"
+        )
     return result

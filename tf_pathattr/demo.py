@@ -7,6 +7,7 @@ of test digits with every method in ``tpa.METHODS`` (options from :func:`demo_op
 ``attributions.png`` (inputs and one signed overlay column per method), ``metrics.md`` and
 ``metrics.json`` (completeness gap, time per call, deletion AUC when ``tpa.metrics.deletion`` exists).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,15 +42,21 @@ def build_digits_cnn(seed: int = 0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(16, 3, padding="same", activation="tanh"),
-        keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="tanh"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ], name="digits_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="tanh"),
+            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ],
+        name="digits_cnn",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -82,13 +89,19 @@ def demo_options(name: str, x, pool_x, pool_y, quick: bool = False) -> dict:
     rng = np.random.default_rng(0)
     table = {
         "integrated_gradients": {"n_steps": 64 // s},
-        "expected_gradients": {"background": pool_x[rng.choice(len(pool_x), 32, replace=False)],
-                               "n_samples": 64 // s, "seed": 0},
+        "expected_gradients": {
+            "background": pool_x[rng.choice(len(pool_x), 32, replace=False)],
+            "n_samples": 64 // s,
+            "seed": 0,
+        },
         "guided_integrated_gradients": {"n_steps": 128 // s},
         "blur_integrated_gradients": {"n_steps": 64 // s, "max_sigma": 4.0},
         "integrated_decision_gradients": {"n_steps": 48 // s},
-        "ig2": {"references": pool_x[rng.choice(len(pool_x), 4, replace=False)], "step_size": 0.05,
-                "n_steps": 101 // s},
+        "ig2": {
+            "references": pool_x[rng.choice(len(pool_x), 4, replace=False)],
+            "step_size": 0.05,
+            "n_steps": 101 // s,
+        },
         "smooth_taylor": {"n_roots": 64 // s, "noise_scale": 0.3, "seed": 0},
         "noise_tunnel": {"nt_samples": 8 // s, "seed": 0},
         "split_integrated_gradients": {"n_steps": 64 // s},
@@ -151,8 +164,12 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
             continue
         a = _first_array(attr)
         maps[name] = a
-        row = {"method": name, "first_call_s": first, "warm_call_s": warm,
-               "completeness_gap": None if delta is None else float(np.mean(np.abs(np.asarray(delta))))}
+        row = {
+            "method": name,
+            "first_call_s": first,
+            "warm_call_s": warm,
+            "completeness_gap": None if delta is None else float(np.mean(np.abs(np.asarray(delta)))),
+        }
         if deletion is not None:
             try:
                 from .callbacks import _mean_auc
@@ -163,15 +180,27 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
         rows.append(row)
     if not maps:
         raise RuntimeError("no method could run in the demo")
-    viz.plot_attributions(x, maps, kind="signed", path=out / "attributions.png", cell_inches=1.2, dpi=100,
-                          titles=["input"] + [_short_name(n) for n in maps])
+    viz.plot_attributions(
+        x,
+        maps,
+        kind="signed",
+        path=out / "attributions.png",
+        cell_inches=1.2,
+        dpi=100,
+        titles=["input"] + [_short_name(n) for n in maps],
+    )
     info = {"model": str(model_path), "test_accuracy": acc, "examples": picks, "quick": bool(quick), "rows": rows}
     (out / "metrics.json").write_text(json.dumps(info, indent=2))
     has_del = any("deletion_auc" in r for r in rows)
     head = ["method", "completeness gap (mean abs)", "first call (s)", "warm call (s)"] + (
-        ["deletion AUC"] if has_del else [])
-    lines = [f"Digits CNN (test accuracy {acc:.3f}), {len(picks)} digits explained, target = predicted class.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        ["deletion AUC"] if has_del else []
+    )
+    lines = [
+        f"Digits CNN (test accuracy {acc:.3f}), {len(picks)} digits explained, target = predicted class.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in rows:
         gap = "n/a" if r["completeness_gap"] is None else f"{r['completeness_gap']:.2e}"
         cells = [r["method"], gap, f"{r['first_call_s']:.2f}", f"{r['warm_call_s']:.3f}"]

@@ -9,6 +9,7 @@ Both return ``[B, R, *S]`` float32 arrays that :func:`tf_pathattr.ig2` takes as 
 ``references``. Reference: Y. Zhuo, Z. Ge, IG2, IEEE TPAMI 2024 (arXiv 2406.10852), released
 notebooks of github.com/JoeZhuo-ZY/IG2.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -130,23 +131,29 @@ def top_k_classes(model, inputs, x_pool, y_pool, classes=slice(1, 4), per_class=
         per_class = min(int(np.sum(y == c)) for c in np.unique(chosen))
         if per_class == 0:
             missing = sorted(int(c) for c in np.unique(chosen) if not np.any(y == c))
-            raise ValueError(f"top_k_classes: the pool has no samples of classes {missing}, which the model ranks "
-                             f"at {ranks.tolist()} for some explicand")
+            raise ValueError(
+                f"top_k_classes: the pool has no samples of classes {missing}, which the model ranks "
+                f"at {ranks.tolist()} for some explicand"
+            )
     refs = []
     for b in range(scores.shape[0]):
         if k is not None:
             candidates = np.flatnonzero(np.isin(y, chosen[b]))
             if candidates.size < k:
-                raise ValueError(f"top_k_classes: explicand {b} has only {candidates.size} pool samples of classes "
-                                 f"{chosen[b].tolist()}, but k={k} were requested")
+                raise ValueError(
+                    f"top_k_classes: explicand {b} has only {candidates.size} pool samples of classes "
+                    f"{chosen[b].tolist()}, but k={k} were requested"
+                )
             idx = np.sort(rng.choice(candidates, size=k, replace=False))
         else:
             idx = []
             for cls in chosen[b]:
                 candidates = np.flatnonzero(y == cls)
                 if candidates.size < per_class:
-                    raise ValueError(f"top_k_classes: class {int(cls)} has only {candidates.size} pool samples, but "
-                                     f"per_class={per_class} were requested")
+                    raise ValueError(
+                        f"top_k_classes: class {int(cls)} has only {candidates.size} pool samples, but "
+                        f"per_class={per_class} were requested"
+                    )
                 idx.extend(np.sort(rng.choice(candidates, size=per_class, replace=False)).tolist())
             idx = np.asarray(idx)
         refs.append(x[idx])

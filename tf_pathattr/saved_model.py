@@ -36,6 +36,7 @@ tensors differ. Gradients are taken when the endpoint is traced, so the saved gr
 backward pass and the reloaded endpoint needs no gradient registry (methods must not use
 ``tf.custom_gradient``, whose gradients a SavedModel does not keep).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -103,11 +104,12 @@ def _input_spec(model, input_shape, input_dtype):
             shape = shape[1:]
     else:
         if not inputs:
-            raise ValueError("input_shape: the model has no known input shape (e.g. a TFSMLayer); pass "
-                             "input_shape=(H, W, C) (per example, without the batch axis)")
+            raise ValueError(
+                "input_shape: the model has no known input shape (e.g. a TFSMLayer); pass "
+                "input_shape=(H, W, C) (per example, without the batch axis)"
+            )
         if len(inputs) != 1:
-            raise NotImplementedError("export supports single-input models; this model has "
-                                      f"{len(inputs)} inputs")
+            raise NotImplementedError(f"export supports single-input models; this model has {len(inputs)} inputs")
         shape = tuple(inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"input_shape: every per-example dimension must be known, got {shape}")
@@ -156,10 +158,11 @@ def _make_explain(plan, shape, dtype, name, n_outputs, callable_target):
             xi = tf.ensure_shape(tf.slice(x, tf.concat([[i], begin], 0), (1,) + shape), (1,) + shape)
             ti = tf.reshape(target[i], (1,))
             if not callable_target:
-                ti = tf.cond(ti[0] < 0,
-                             lambda: tf.reshape(_targets.predicted_indices(problem.raw_forward([xi]),
-                                                                           problem.target), (1,)),
-                             lambda: ti)
+                ti = tf.cond(
+                    ti[0] < 0,
+                    lambda: tf.reshape(_targets.predicted_indices(problem.raw_forward([xi]), problem.target), (1,)),
+                    lambda: ti,
+                )
             out = plan.embed([xi], ti)
             attr = tf.nest.flatten(out[0] if isinstance(out, tuple) else out)[0]
             return i + 1, acc.write(i, tf.ensure_shape(tf.cast(attr, tf.float32), out_one))
@@ -168,18 +171,28 @@ def _make_explain(plan, shape, dtype, name, n_outputs, callable_target):
         return tf.reshape(acc.concat(), tf.concat([[n], tf.constant(out_one[1:], tf.int32)], 0))
 
     if callable_target:
+
         def explain(x):
             return explain_all(x, tf.zeros((tf.shape(x)[0],), tf.int32))
 
         signature = [spec_x]
     else:
+
         def explain(x, target):
             checks = [
-                tf.debugging.assert_equal(tf.shape(target)[0], tf.shape(x)[0], message=(
-                    "target: one class index per example is needed (target must have shape [len(x)])")),
-                tf.debugging.assert_less(target, tf.constant(n_outputs, tf.int32), message=(
-                    f"target out of range: the model has {n_outputs} outputs (valid: 0..{n_outputs - 1}, or a "
-                    "negative number for the predicted class)")),
+                tf.debugging.assert_equal(
+                    tf.shape(target)[0],
+                    tf.shape(x)[0],
+                    message=("target: one class index per example is needed (target must have shape [len(x)])"),
+                ),
+                tf.debugging.assert_less(
+                    target,
+                    tf.constant(n_outputs, tf.int32),
+                    message=(
+                        f"target out of range: the model has {n_outputs} outputs (valid: 0..{n_outputs - 1}, or a "
+                        "negative number for the predicted class)"
+                    ),
+                ),
             ]
             with tf.control_dependencies(checks):
                 return explain_all(x, tf.identity(target))
@@ -189,8 +202,17 @@ def _make_explain(plan, shape, dtype, name, n_outputs, callable_target):
     return tf.function(explain, input_signature=signature, autograph=False)
 
 
-def export(model, path, methods=("integrated_gradients",), options=None, input_shape=None, check_inputs=True, *,
-           target=None, input_dtype=None):
+def export(
+    model,
+    path,
+    methods=("integrated_gradients",),
+    options=None,
+    input_shape=None,
+    check_inputs=True,
+    *,
+    target=None,
+    input_dtype=None,
+):
     """Write a SavedModel with ``serve`` and one ``explain_<method>`` endpoint per method.
 
     Parameters
@@ -232,11 +254,15 @@ def export(model, path, methods=("integrated_gradients",), options=None, input_s
     noise a one-example call with the same seed would draw.
     """
     if not isinstance(model, keras.layers.Layer):
-        raise TypeError("model: export needs a keras.Model or keras layer whose variables can be saved; wrap a "
-                        "SavedModel as keras.layers.TFSMLayer(path, call_endpoint='serve') and pass input_shape")
+        raise TypeError(
+            "model: export needs a keras.Model or keras layer whose variables can be saved; wrap a "
+            "SavedModel as keras.layers.TFSMLayer(path, call_endpoint='serve') and pass input_shape"
+        )
     if target is not None and not callable(target):
-        raise TypeError("target: export takes a callable score(outputs) -> [B] (baked into the endpoints) or None "
-                        f"(the endpoints take a target argument), got {type(target).__name__}")
+        raise TypeError(
+            "target: export takes a callable score(outputs) -> [B] (baked into the endpoints) or None "
+            f"(the endpoints take a target argument), got {type(target).__name__}"
+        )
     if isinstance(methods, str):
         methods = (methods,)
     names = [_canonical(m) for m in methods]
@@ -257,14 +283,17 @@ def export(model, path, methods=("integrated_gradients",), options=None, input_s
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec_x = tf.TensorSpec((None,) + shape, dtype, name="x")
-    archive.add_endpoint("serve", tf.function(lambda x: model(x, training=False), input_signature=[spec_x],
-                                              autograph=False))
+    archive.add_endpoint(
+        "serve", tf.function(lambda x: model(x, training=False), input_signature=[spec_x], autograph=False)
+    )
     written = ["serve"]
     for name in names:
         opts = options.get(name, {})
         if dtype.is_integer and opts.get("layer") is None:
-            raise ValueError(f"options[{name!r}]: the model takes integer inputs ({dtype.name}), which have no "
-                             "gradient; pass layer=<the embedding layer> to attribute to its output")
+            raise ValueError(
+                f"options[{name!r}]: the model takes integer inputs ({dtype.name}), which have no "
+                "gradient; pass layer=<the embedding layer> to attribute to its output"
+            )
         plan = _plan(model, samples[0], name, target, opts)
         if plan.problem.batch_size != 1 or len(plan.problem.flat_x) != 1:
             raise ValueError(f"methods: {name} planned an unexpected problem (batch {plan.problem.batch_size})")

@@ -26,6 +26,7 @@ Log-probabilities are ``log_softmax`` of the logits at position ``j - 1`` for th
 (teacher forcing). keras_hub is never imported here; tied embeddings are recognised by their
 ``reverse`` call argument.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -40,8 +41,19 @@ from .engine import gradients as _eng
 from .engine import layers as _layers
 from .methods import registry as _registry
 
-__all__ = ["NextToken", "Continuation", "TokenAttributions", "next_token", "continuation", "token_attributions",
-           "generation_attributions", "find_token_embedding", "token_strings", "lm_scores", "SCORES"]
+__all__ = [
+    "NextToken",
+    "Continuation",
+    "TokenAttributions",
+    "next_token",
+    "continuation",
+    "token_attributions",
+    "generation_attributions",
+    "find_token_embedding",
+    "token_strings",
+    "lm_scores",
+    "SCORES",
+]
 
 SCORES = ("logprob", "logit")
 _TOK, _POS, _W = "tpa_target_tokens", "tpa_target_positions", "tpa_target_weights"
@@ -178,10 +190,13 @@ def find_token_embedding(model):
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ValueError("layer=: the model has no keras.layers.Embedding; pass layer= (the layer whose output is "
-                         "attributed)")
-    raise ValueError(f"layer=: the model has {len(found)} Embedding layers {[lay.name for lay in found]}; pass "
-                     "layer= to choose the token embedding")
+        raise ValueError(
+            "layer=: the model has no keras.layers.Embedding; pass layer= (the layer whose output is attributed)"
+        )
+    raise ValueError(
+        f"layer=: the model has {len(found)} Embedding layers {[lay.name for lay in found]}; pass "
+        "layer= to choose the token embedding"
+    )
 
 
 def _mask_key(inputs):
@@ -342,8 +357,9 @@ def _lm_wrapper(model, inputs, logprob):
         structure = ("tuple" if isinstance(inputs, tuple) else "list", len(inputs))
     else:
         structure = ("single",)
-    return _eng.CACHE.get(model, ("tf_pathattr.text.lm", bool(logprob), structure),
-                          lambda: _LMScore(model, bool(logprob), structure))
+    return _eng.CACHE.get(
+        model, ("tf_pathattr.text.lm", bool(logprob), structure), lambda: _LMScore(model, bool(logprob), structure)
+    )
 
 
 def _flat_lm_inputs(inputs, tokens, positions, weights):
@@ -381,14 +397,29 @@ def _baseline_array(baseline, acts, pad_id, mask_id, model, lay, call_index, inp
     try:
         return tf.broadcast_to(arr, tf.shape(acts))
     except (tf.errors.InvalidArgumentError, ValueError) as exc:
-        raise ValueError(f"baseline: an array must broadcast to the embedding output {tuple(acts.shape)}, got "
-                         f"{tuple(arr.shape)}") from exc
+        raise ValueError(
+            f"baseline: an array must broadcast to the embedding output {tuple(acts.shape)}, got {tuple(arr.shape)}"
+        ) from exc
 
 
-def token_attributions(model, inputs, target=None, *, method="integrated_gradients", baseline="auto", layer=None,
-                       tokenizer=None, preprocessor=None, pad_id=None, mask_id=None, special_ids=None,
-                       keep_special: bool = False, attributed=None, return_convergence_delta: bool = False,
-                       **method_options) -> TokenAttributions:
+def token_attributions(
+    model,
+    inputs,
+    target=None,
+    *,
+    method="integrated_gradients",
+    baseline="auto",
+    layer=None,
+    tokenizer=None,
+    preprocessor=None,
+    pad_id=None,
+    mask_id=None,
+    special_ids=None,
+    keep_special: bool = False,
+    attributed=None,
+    return_convergence_delta: bool = False,
+    **method_options,
+) -> TokenAttributions:
     """Attribute a text model's output to its input tokens.
 
     Parameters
@@ -449,8 +480,10 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
     acts, call_index, ids, out = _eng.layer_probe(model, lay, call_index, inputs)
     acts = tf.cast(acts, tf.float32)
     if acts.shape.rank != 3 or ids.shape.rank != 2 or not ids.dtype.is_integer:
-        raise ValueError(f"token_attributions needs an embedding layer mapping int ids [B, T] to [B, T, E]; layer "
-                         f"{lay.name!r} maps {ids.dtype.name} {tuple(ids.shape)} to {tuple(acts.shape)}")
+        raise ValueError(
+            f"token_attributions needs an embedding layer mapping int ids [B, T] to [B, T, E]; layer "
+            f"{lay.name!r} maps {ids.dtype.name} {tuple(ids.shape)} to {tuple(acts.shape)}"
+        )
     ids_np = ids.numpy()
     batch, length = ids_np.shape
 
@@ -482,8 +515,10 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
     target_tokens = None
     out_rank = len(getattr(out, "shape", ())) if not isinstance(out, (dict, list, tuple)) else None
     if out_rank == 3 and not (target is None or callable(target) or isinstance(target, (NextToken, Continuation))):
-        raise ValueError("target: the model returns language-model logits [B, T, V]; pass tpa.text.next_token(...), "
-                         "tpa.text.continuation(prompt_length) or a callable score(logits) -> [B]")
+        raise ValueError(
+            "target: the model returns language-model logits [B, T, V]; pass tpa.text.next_token(...), "
+            "tpa.text.continuation(prompt_length) or a callable score(logits) -> [B]"
+        )
     if isinstance(target, (NextToken, Continuation)) or target is None:
         if out_rank == 3:
             if target is None:
@@ -494,8 +529,11 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
             seq2seq = isinstance(inputs, dict) and "decoder_token_ids" in inputs
             if seq2seq:
                 lm_ids = np.asarray(inputs["decoder_token_ids"])
-                lm_real = (np.asarray(inputs["decoder_padding_mask"]).astype(bool) if "decoder_padding_mask" in inputs
-                           else np.ones(lm_ids.shape, bool))
+                lm_real = (
+                    np.asarray(inputs["decoder_padding_mask"]).astype(bool)
+                    if "decoder_padding_mask" in inputs
+                    else np.ones(lm_ids.shape, bool)
+                )
             else:
                 lm_ids, lm_real = ids_np, real
             lm_len = lm_ids.shape[1]
@@ -538,8 +576,10 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
                 run_model = _lm_wrapper(model, inputs, target.score == "logprob")
                 run_target = _sum_terms
         elif isinstance(target, (NextToken, Continuation)):
-            raise ValueError(f"target={type(target).__name__}: the model's output is not language-model logits "
-                             f"[B, T, V] (got rank {out_rank}); pass a class index or a callable")
+            raise ValueError(
+                f"target={type(target).__name__}: the model's output is not language-model logits "
+                f"[B, T, V] (got rank {out_rank}); pass a class index or a callable"
+            )
 
     # baseline at the attributed positions, real embeddings elsewhere
     opts = dict(method_options)
@@ -550,9 +590,11 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
         base = _baseline_array(kind, acts, pad_id, mask_id, model, lay, call_index, inputs, ids)
         opts["baseline"] = tf.where(tf.constant(mask)[..., None], base, acts)
     elif user_baseline and b_opt != "baseline":
-        raise ValueError(f"baseline=: method {spec.name!r} takes no baseline "
-                         f"({'its reference option is ' + repr(b_opt) if b_opt else 'it has none'}); pass that "
-                         "option in the embedding space instead")
+        raise ValueError(
+            f"baseline=: method {spec.name!r} takes no baseline "
+            f"({'its reference option is ' + repr(b_opt) if b_opt else 'it has none'}); pass that "
+            "option in the embedding space instead"
+        )
     if return_convergence_delta:
         if spec.completeness is None:
             raise ValueError(f"return_convergence_delta: method {spec.name!r} has no completeness target")
@@ -575,9 +617,17 @@ def token_attributions(model, inputs, target=None, *, method="integrated_gradien
         raise ValueError(f"method {spec.name!r} returned shape {attr.shape}, expected {tuple(acts.shape)}")
     attr = np.where(mask[..., None], attr, 0.0).astype(np.float32)
     tokens_str = token_strings(tokenizer, ids_np) if tokenizer is not None else None
-    return TokenAttributions(scores=attr.sum(-1), l2=np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32),
-                             attributions=attr, mask=mask, token_ids=ids_np, tokens=tokens_str, delta=delta,
-                             target_tokens=target_tokens, extra=extra)
+    return TokenAttributions(
+        scores=attr.sum(-1),
+        l2=np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32),
+        attributions=attr,
+        mask=mask,
+        token_ids=ids_np,
+        tokens=tokens_str,
+        delta=delta,
+        target_tokens=target_tokens,
+        extra=extra,
+    )
 
 
 def _tile_inputs(inputs, reps):
@@ -592,8 +642,18 @@ def _tile_inputs(inputs, reps):
     return tile(inputs)
 
 
-def generation_attributions(model, inputs, prompt_length, *, method="integrated_gradients", output_batch_size=16,
-                            score: str = "logprob", tokenizer=None, preprocessor=None, **options):
+def generation_attributions(
+    model,
+    inputs,
+    prompt_length,
+    *,
+    method="integrated_gradients",
+    output_batch_size=16,
+    score: str = "logprob",
+    tokenizer=None,
+    preprocessor=None,
+    **options,
+):
     """Attribute every continuation token to every prompt token: ``[B, T_out, T_in]``.
 
     Row ``t`` is the attribution of ``score(x_{P+t} | x_{<P+t})`` (teacher forced) to the prompt
@@ -627,8 +687,10 @@ def generation_attributions(model, inputs, prompt_length, *, method="integrated_
     if output_batch_size < 1:
         raise ValueError(f"output_batch_size must be >= 1, got {output_batch_size}")
     if isinstance(inputs, dict) and "decoder_token_ids" in inputs:
-        raise ValueError("generation_attributions explains decoder-only language models; for an encoder-decoder "
-                         "model call token_attributions with next_token(token, position=...) per decoder token")
+        raise ValueError(
+            "generation_attributions explains decoder-only language models; for an encoder-decoder "
+            "model call token_attributions with next_token(token, position=...) per decoder token"
+        )
     layer = options.pop("layer", None) or find_token_embedding(model)
     lay, call_index = _layers.resolve_layer(model, layer)
     _, call_index, ids = _layers.layer_call_activations(model, lay, inputs, call_index, return_inputs=True)
@@ -656,13 +718,24 @@ def generation_attributions(model, inputs, prompt_length, *, method="integrated_
         rep_inputs = _tile_inputs(inputs, g)
         tok = cont[:, ts_c].T.reshape(-1)  # row r * B + b: output token ts[r] of example b
         pos = np.repeat(plen + ts_c - 1, batch)
-        res = token_attributions(model, rep_inputs, next_token(tok, position=pos, score=score), method=method,
-                                 layer=(lay, call_index), attributed=np.tile(prompt_mask, (g, 1)), **options)
+        res = token_attributions(
+            model,
+            rep_inputs,
+            next_token(tok, position=pos, score=score),
+            method=method,
+            layer=(lay, call_index),
+            attributed=np.tile(prompt_mask, (g, 1)),
+            **options,
+        )
         sc = res.scores.reshape(g, batch, length)
         nn = res.l2.reshape(g, batch, length)
         for r, t in enumerate(ts):
             if t < n_out:
                 matrix[:, t] = np.where(valid[:, t, None], sc[r], 0.0)
                 l2[:, t] = np.where(valid[:, t, None], nn[r], 0.0)
-    return matrix, {"tokens": cont, "valid": valid, "l2": l2,
-                    "token_strings": token_strings(tokenizer, ids) if tokenizer is not None else None}
+    return matrix, {
+        "tokens": cont,
+        "valid": valid,
+        "l2": l2,
+        "token_strings": token_strings(tokenizer, ids) if tokenizer is not None else None,
+    }

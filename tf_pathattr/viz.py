@@ -13,14 +13,24 @@ so their pixel values are exact and documented:
 attribution keep the image's own colour. :func:`plot_attributions` (matplotlib, Agg backend) draws
 examples as rows and methods as columns; :func:`save_png` writes arrays with Pillow.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["normalize", "heatmap", "overlay", "to_uint8", "save_png", "plot_attributions", "text_html",
-           "text_terminal", "token_colours"]
+__all__ = [
+    "normalize",
+    "heatmap",
+    "overlay",
+    "to_uint8",
+    "save_png",
+    "plot_attributions",
+    "text_html",
+    "text_terminal",
+    "token_colours",
+]
 
 KINDS = ("signed", "absolute")
 
@@ -140,8 +150,17 @@ def save_png(image, path) -> Path:
     return path
 
 
-def plot_attributions(images, attributions: dict, kind: str = "signed", path=None, cell_inches: float = 1.6,
-                      dpi: int = 100, alpha: float = 0.7, percentile: float = 99.5, titles=None):
+def plot_attributions(
+    images,
+    attributions: dict,
+    kind: str = "signed",
+    path=None,
+    cell_inches: float = 1.6,
+    dpi: int = 100,
+    alpha: float = 0.7,
+    percentile: float = 99.5,
+    titles=None,
+):
     """A grid: one row per example, the input then one overlay per method.
 
     Parameters
@@ -249,9 +268,11 @@ def text_html(tokens, scores, mask=None, kind: str = "signed", title: str = None
             continue
         r, g, b = (int(round(255 * float(ch))) for ch in c)
         label = html.escape(t) if t.strip() else "&nbsp;"
-        spans.append(f'<span style="background-color: rgb({r}, {g}, {b}); color: black; padding: 1px 2px; '
-                     f'margin: 1px; border-radius: 3px; white-space: pre" title="{html.escape(f"{v:.4g}")}">'
-                     f"{label}</span>")
+        spans.append(
+            f'<span style="background-color: rgb({r}, {g}, {b}); color: black; padding: 1px 2px; '
+            f'margin: 1px; border-radius: 3px; white-space: pre" title="{html.escape(f"{v:.4g}")}">'
+            f"{label}</span>"
+        )
     parts.append('<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>")
     return "\n".join(parts)
 

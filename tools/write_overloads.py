@@ -6,6 +6,7 @@ values plus a ``bool`` fallback; every other option is ``**options: Any``, so th
 go stale when options are added. Run ``python tools/write_overloads.py`` after adding a method or a
 flag; ``tests/test_typing.py`` checks the result.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -68,7 +69,7 @@ def rewrite(path: Path, name: str, text: str) -> None:
     m = re.search(rf"\n((?:@[\w.]+\n)*)def {name}\(", src)
     if m is None:
         raise SystemExit(f"{path}: no def {name}(")
-    src = src[:m.start() + 1] + text + src[m.start() + 1:]
+    src = src[: m.start() + 1] + text + src[m.start() + 1 :]
     for needed in ("from typing import", "from .._typing import"):
         if needed not in src:
             raise SystemExit(f"{path}: add the typing imports ({needed} ...)")

@@ -1,5 +1,6 @@
 """n_steps="auto": nested Clenshaw–Curtis tables, the per-example tolerance, budget reporting, masking
 of finished examples, and equality of the compact (per-row target) and grouped (callable target) paths."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +17,7 @@ def test_clenshaw_curtis_exact_to_degree_n(n):
     a, w = clenshaw_curtis(n)
     assert np.all(w > 0) and abs(w.sum() - 1) < 1e-14 and np.all(np.diff(a) > 0)
     for p in range(n + 1):
-        assert abs((w * a ** p).sum() - 1 / (p + 1)) < 1e-13, p
+        assert abs((w * a**p).sum() - 1 / (p + 1)) < 1e-13, p
     if n <= 4:  # and not beyond (degree n + 1 is exact by symmetry for even n)
         assert abs((w * a ** (n + 2)).sum() - 1 / (n + 3)) > 1e-4
 
@@ -27,7 +28,7 @@ def test_fejer2_exact_to_degree_n_minus_1_without_end_points(n):
     assert len(a) == n - 1 and a[0] > 0 and a[-1] < 1
     assert np.all(w > 0) and abs(w.sum() - 1) < 1e-14 and np.all(np.diff(a) > 0)
     for p in range(n):
-        assert abs((w * a ** p).sum() - 1 / (p + 1)) < 1e-13, p
+        assert abs((w * a**p).sum() - 1 / (p + 1)) < 1e-13, p
     np.testing.assert_allclose(a, clenshaw_curtis(n)[0][1:-1], atol=1e-15)  # the interior CC nodes
 
 
@@ -38,7 +39,7 @@ def test_nested_tables_reuse_every_node():
     for lev in range(4):
         used = np.flatnonzero(t["weights"][lev])
         assert len(used) == t["nodes"][lev] and used.max() < t["gen_start"][lev] + t["gen_count"][lev]
-        a, w = fejer2(4 * 2 ** lev)
+        a, w = fejer2(4 * 2**lev)
         order = np.argsort(t["alpha"][used])
         np.testing.assert_allclose(t["alpha"][used][order], a, atol=1e-15)
         np.testing.assert_allclose(t["weights"][lev][used][order], w, atol=1e-15)
@@ -57,8 +58,15 @@ X_STEEP = np.array([[0.5, 0.2], [2.0, 1.0], [8.0, -3.0], [30.0, 1.0]], np.float3
 
 @pytest.mark.parametrize("ibs", [256, 3])
 def test_tolerance_met_and_finished_examples_stop(ibs):
-    attr, delta, det = ig(steep, X_STEEP, None, n_steps="auto", return_convergence_delta=True, return_details=True,
-                          internal_batch_size=ibs)
+    attr, delta, det = ig(
+        steep,
+        X_STEEP,
+        None,
+        n_steps="auto",
+        return_convergence_delta=True,
+        return_details=True,
+        internal_batch_size=ibs,
+    )
     f = steep(X_STEEP).numpy()[:, 0]
     assert det["converged"].all()
     assert np.all(np.abs(delta.numpy()) <= 1e-3 * np.abs(f))
@@ -83,11 +91,21 @@ def test_callable_target_and_xla_agree_with_compact():
     model = make_smooth_cnn(8, classes=4)
     x = (4.0 * np.random.default_rng(1).random((3, 8, 8, 3))).astype(np.float32)
     a, d1 = ig(model, x, [1, 2, 3], n_steps="auto", rtol=1e-4, return_details=True)
-    b, d2 = ig(model, x, lambda o: tf.gather(o, [1, 2, 3], axis=1, batch_dims=0)[:, 0] * 0 + tf.reduce_sum(
-        o * tf.one_hot([1, 2, 3], 4), axis=1), n_steps="auto", rtol=1e-4, return_details=True,
-        internal_batch_size=6)
-    c, d3 = ig(model, x, [1, 2, 3], n_steps="auto", rtol=1e-4, return_details=True, jit_compile=True,
-               internal_batch_size=16)
+    b, d2 = ig(
+        model,
+        x,
+        lambda o: (
+            tf.gather(o, [1, 2, 3], axis=1, batch_dims=0)[:, 0] * 0
+            + tf.reduce_sum(o * tf.one_hot([1, 2, 3], 4), axis=1)
+        ),
+        n_steps="auto",
+        rtol=1e-4,
+        return_details=True,
+        internal_batch_size=6,
+    )
+    c, d3 = ig(
+        model, x, [1, 2, 3], n_steps="auto", rtol=1e-4, return_details=True, jit_compile=True, internal_batch_size=16
+    )
     np.testing.assert_array_equal(d1["n_steps"], d2["n_steps"])
     np.testing.assert_array_equal(d1["n_steps"], d3["n_steps"])
     scale = np.abs(a.numpy()).max()

@@ -1,4 +1,5 @@
 """The compiled-function cache: reuse per model, and no cache keeps a model alive (issue 9, defect 10)."""
+
 import gc
 import weakref
 
@@ -11,8 +12,14 @@ from tf_pathattr.engine import gradients as eng
 
 def _small_cnn(seed):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="tanh"),
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="tanh"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 X = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)

@@ -1,4 +1,5 @@
 """Attribution to a layer's output (``layer=``): embeddings of integer-token text models."""
+
 import keras
 import numpy as np
 import pytest
@@ -23,8 +24,9 @@ def test_embedding_ig_is_complete_and_matches_an_embedding_input_model(rng):
     ids = rng.integers(1, 30, size=(2, 7)).astype("int32")
     mask = np.ones((2, 7), np.float32)
     mask[1, 5:] = 0
-    attr, delta = tpa.integrated_gradients(model, [ids, mask], 1, layer="embedding", n_steps=32,
-                                           return_convergence_delta=True)
+    attr, delta = tpa.integrated_gradients(
+        model, [ids, mask], 1, layer="embedding", n_steps=32, return_convergence_delta=True
+    )
     assert attr.shape == (2, 7, 5)
     assert np.max(np.abs(delta)) < 1e-5
     # the same computation on a model that takes embeddings directly (independent construction)
@@ -47,8 +49,9 @@ def test_padding_baseline_via_layer_activations(rng):
     ids = rng.integers(1, 30, size=(2, 7)).astype("int32")
     mask = np.ones((2, 7), np.float32)
     pad = tpa.layer_activations(model, "embedding", [np.zeros_like(ids), mask])
-    attr, delta = tpa.integrated_gradients(model, [ids, mask], 0, layer="embedding", baseline=pad,
-                                           return_convergence_delta=True)
+    attr, delta = tpa.integrated_gradients(
+        model, [ids, mask], 0, layer="embedding", baseline=pad, return_convergence_delta=True
+    )
     f_x = model([ids, mask]).numpy()[:, 0]
     f_pad = model([np.zeros_like(ids), mask]).numpy()[:, 0]
     np.testing.assert_allclose(attr.numpy().reshape(2, -1).sum(1), f_x - f_pad, atol=1e-5)
@@ -93,8 +96,12 @@ def test_errors(rng):
 def _split_text_model(seed=0, vocab=30, length=6, dim=4):
     """ids -> Embedding -> tail; returns (full model, tail model on embeddings), sharing the tail's layers."""
     keras.utils.set_random_seed(seed)
-    tail_layers = [keras.layers.Dense(6, activation="tanh"), keras.layers.GlobalAveragePooling1D(),
-                   keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(3)]
+    tail_layers = [
+        keras.layers.Dense(6, activation="tanh"),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(5, activation="tanh"),
+        keras.layers.Dense(3),
+    ]
     ids = keras.Input((length,), dtype="int32")
     h = keras.layers.Embedding(vocab, dim, name="embedding")(ids)
     e_in = keras.Input((length, dim))
@@ -140,8 +147,9 @@ def test_methods_that_cannot_take_layer_say_why(name):
     spec = registry.get(name)
     assert isinstance(spec.layer, str)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
     x = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
     with pytest.raises(ValueError, match="layer") as info:
         tpa.attribute(model, x, 0, method=name, layer="conv2d", **spec.options_for(x))
@@ -151,9 +159,19 @@ def test_methods_that_cannot_take_layer_say_why(name):
 def test_registry_declares_layer_support_truthfully():
     from tf_pathattr.methods import registry
 
-    for name in ("integrated_gradients", "expected_gradients", "gradients", "split_integrated_gradients",
-                 "guided_integrated_gradients", "integrated_decision_gradients", "ig2", "smooth_taylor"):
+    for name in (
+        "integrated_gradients",
+        "expected_gradients",
+        "gradients",
+        "split_integrated_gradients",
+        "guided_integrated_gradients",
+        "integrated_decision_gradients",
+        "ig2",
+        "smooth_taylor",
+    ):
         assert registry.get(name).layer is True, name
+
+
 def shared_dense_model(seed=0):
     """x -> shared(x) -> tanh -> shared(.) -> sum: one Dense called twice."""
     keras.utils.set_random_seed(seed)
@@ -178,8 +196,9 @@ def test_call_index_selects_one_call_of_a_shared_layer(rng):
     h2 = shared(h1 * 2.0).numpy()
     for k, act in ((0, h1), (1, h2)):
         np.testing.assert_allclose(tpa.layer_activations(model, ("shared", k), x), act, rtol=1e-6)
-        attr, delta = tpa.integrated_gradients(model, x, 0, layer=("shared", k), n_steps=32,
-                                               return_convergence_delta=True)
+        attr, delta = tpa.integrated_gradients(
+            model, x, 0, layer=("shared", k), n_steps=32, return_convergence_delta=True
+        )
         assert np.max(np.abs(delta)) < 1e-4
         # independent model from the selected call's output onwards
         z = keras.Input((4,))
@@ -221,8 +240,9 @@ def test_tied_embedding_lookup_is_replaced_and_the_projection_is_not(rng):
     moved = problem.forward([lookup * 0.0]).numpy()
     assert np.max(np.abs(moved - own)) > 1e-3
     pad = tf.gather(emb.embeddings, np.zeros_like(ids))
-    attr, delta = tpa.integrated_gradients(model, ids, score, layer="token_embedding", baseline=pad, n_steps=64,
-                                           return_convergence_delta=True)
+    attr, delta = tpa.integrated_gradients(
+        model, ids, score, layer="token_embedding", baseline=pad, n_steps=64, return_convergence_delta=True
+    )
     f_x = score(own)
     f_pad = score(model(np.zeros_like(ids)).numpy())
     np.testing.assert_allclose(attr.numpy().reshape(2, -1).sum(1), f_x - f_pad, rtol=1e-3, atol=1e-5)

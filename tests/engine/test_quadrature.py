@@ -22,9 +22,9 @@ def test_gauss_legendre_four_nodes_match_spec():
 
 
 def test_rule_nodes():
-    np.testing.assert_allclose(quadrature("riemann_left", 4)[0], [0, .25, .5, .75])
-    np.testing.assert_allclose(quadrature("riemann_right", 4)[0], [.25, .5, .75, 1])
-    np.testing.assert_allclose(quadrature("riemann_middle", 4)[0], [.125, .375, .625, .875])
+    np.testing.assert_allclose(quadrature("riemann_left", 4)[0], [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(quadrature("riemann_right", 4)[0], [0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(quadrature("riemann_middle", 4)[0], [0.125, 0.375, 0.625, 0.875])
     a, w = quadrature("riemann_trapezoid", 4)
     np.testing.assert_allclose(a, [0, 1 / 3, 2 / 3, 1])
     np.testing.assert_allclose(w, [1 / 6, 1 / 3, 1 / 3, 1 / 6])

@@ -19,15 +19,18 @@ def test_prepare_inputs_structures():
     assert st.kind == "single" and b == 2
 
 
-@pytest.mark.parametrize("bad, exc, match", [
-    (np.array([[1.0, np.nan]]), ValueError, "NaN"),
-    (np.array([[1.0, np.inf]]), ValueError, "NaN or infinite"),
-    (np.array([[1, 2]]), TypeError, "integer dtype .*layer="),
-    (np.array(1.0), ValueError, "batch dimension"),
-    (np.zeros((0, 3)), ValueError, "empty batch"),
-    ({"a": np.zeros((2, 3)), "b": np.zeros((3, 3))}, ValueError, "batch size 3"),
-    (np.array(["a"]), TypeError, "float array"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (np.array([[1.0, np.nan]]), ValueError, "NaN"),
+        (np.array([[1.0, np.inf]]), ValueError, "NaN or infinite"),
+        (np.array([[1, 2]]), TypeError, "integer dtype .*layer="),
+        (np.array(1.0), ValueError, "batch dimension"),
+        (np.zeros((0, 3)), ValueError, "empty batch"),
+        ({"a": np.zeros((2, 3)), "b": np.zeros((3, 3))}, ValueError, "batch size 3"),
+        (np.array(["a"]), TypeError, "float array"),
+    ],
+)
 def test_bad_inputs(bad, exc, match):
     with pytest.raises(exc, match=match):
         prepare_inputs(bad)
@@ -45,11 +48,14 @@ def test_baseline_forms():
     assert prepare_baselines(np.ones((3, 2, 3, 4)), x, st)[0].shape == (3, 2, 3, 4)  # K per example
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.ones((3, 5)), r"does not fit inputs of shape \(2, 3, 4\)"),
-    (np.ones((2, 2, 2, 3, 4)), "does not fit"),
-    (np.array([np.nan]), "NaN"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.ones((3, 5)), r"does not fit inputs of shape \(2, 3, 4\)"),
+        (np.ones((2, 2, 2, 3, 4)), "does not fit"),
+        (np.array([np.nan]), "NaN"),
+    ],
+)
 def test_bad_baselines(bad, match):
     x, st, _ = prepare_inputs(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match=match):
@@ -110,17 +116,28 @@ def test_a_single_example_without_its_batch_axis_is_named():
     import tf_pathattr as tpa
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(2, 3), keras.layers.MaxPooling2D(2),
-                              keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
     x = np.random.default_rng(0).random((3, 16, 16, 1)).astype(np.float32)
     for name in ("integrated_gradients", "gradients", "guided_integrated_gradients"):
         with pytest.raises(ValueError, match=r"expected a batch \[B, 16, 16, 1\], got an array of shape \(16, 16, 1\)"):
-            tpa.attribute(model, x[0], 0, method=name, n_steps=2) if name != "gradients" else \
-                tpa.gradients(model, x[0], 0)
+            tpa.attribute(model, x[0], 0, method=name, n_steps=2) if name != "gradients" else tpa.gradients(
+                model, x[0], 0
+            )
     assert tpa.gradients(model, x[:1], 0).shape == (1, 16, 16, 1)
     # multi-input: the offending input is named
     ia, ib = keras.Input((4,), name="a"), keras.Input((2, 3), name="b")
     out = keras.layers.Dense(2)(keras.layers.Concatenate()([ia, keras.layers.Flatten()(ib)]))
     dmodel = keras.Model({"a": ia, "b": ib}, out)
-    with pytest.raises(ValueError, match=r"inputs\['b'\]: expected a batch \[B, 2, 3\], got an array of shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"inputs\['b'\]: expected a batch \[B, 2, 3\], got an array of shape \(2, 3\)"
+    ):
         tpa.gradients(dmodel, {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 3), np.float32)}, 0)

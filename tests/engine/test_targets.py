@@ -17,10 +17,17 @@ def test_resolve_kinds():
     assert tgt.resolve_target(lambda o: o[:, 0], 3, (5,)).kind == tgt.CALLABLE
 
 
-@pytest.mark.parametrize("bad, match", [
-    (5, "out of range"), ([0, -1, 2], "out of range"), ([0, 1], r"shape \(3,\)"), ("a", "must be an int"),
-    (True, "bool"), (1.5, "must be an int"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (5, "out of range"),
+        ([0, -1, 2], "out of range"),
+        ([0, 1], r"shape \(3,\)"),
+        ("a", "must be an int"),
+        (True, "bool"),
+        (1.5, "must be an int"),
+    ],
+)
 def test_bad_targets(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tgt.resolve_target(bad, 3, (5,))
@@ -68,8 +75,12 @@ def test_callable_sees_exactly_b_rows_per_group(toy_cnn, rng):
 def test_predicted_class_is_argmax(toy_cnn, rng):
     x = rng.random((4, 8, 8, 3)).astype("float32")
     pred = np.argmax(toy_cnn(x).numpy(), axis=1)
-    np.testing.assert_allclose(tpa.integrated_gradients(toy_cnn, x, None, n_steps=8),
-                               tpa.integrated_gradients(toy_cnn, x, pred, n_steps=8), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        tpa.integrated_gradients(toy_cnn, x, None, n_steps=8),
+        tpa.integrated_gradients(toy_cnn, x, pred, n_steps=8),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_regression_model_single_unit():

@@ -1,4 +1,5 @@
 """A missing gradient path is an error that names the cause, never zeros (issue 9 defect 9)."""
+
 import keras
 import numpy as np
 import pytest
@@ -9,8 +10,14 @@ from tf_pathattr.methods import registry
 
 def _text_model():
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((5,)), keras.layers.Embedding(20, 4, name="emb"),
-                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Embedding(20, 4, name="emb"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 IDS = np.array([[1, 4, 7, 2, 0], [3, 3, 9, 12, 5]], np.int32)
@@ -59,16 +66,23 @@ def test_layer_attribution_of_the_same_model_works():
 
 def test_callback_keeps_integer_probes_integer(tmp_path):
     model = _text_model()
-    logger = tpa.callbacks.AttributionLogger(IDS, target=1, method="integrated_gradients",
-                                             method_options={"n_steps": 4, "layer": "emb"}, log_dir=tmp_path,
-                                             metrics=(), save_arrays=False)
+    logger = tpa.callbacks.AttributionLogger(
+        IDS,
+        target=1,
+        method="integrated_gradients",
+        method_options={"n_steps": 4, "layer": "emb"},
+        log_dir=tmp_path,
+        metrics=(),
+        save_arrays=False,
+    )
     assert logger.inputs.dtype == np.int32
     np.testing.assert_array_equal(logger.inputs, IDS)
     logger.set_model(model)
     attr, _ = logger.explain()
     assert np.abs(np.asarray(attr)).max() > 0
-    float_logger = tpa.callbacks.AttributionLogger(IDS.astype(np.float64), target=1, log_dir=tmp_path, metrics=(),
-                                                   method_options={"n_steps": 4}, save_arrays=False)
+    float_logger = tpa.callbacks.AttributionLogger(
+        IDS.astype(np.float64), target=1, log_dir=tmp_path, metrics=(), method_options={"n_steps": 4}, save_arrays=False
+    )
     assert float_logger.inputs.dtype == np.float32
     float_logger.set_model(model)
     with pytest.raises(ValueError, match="no gradient path"):
@@ -78,8 +92,13 @@ def test_callback_keeps_integer_probes_integer(tmp_path):
 def test_export_of_a_model_without_gradient_path_is_refused(tmp_path):
     model = _text_model()
     with pytest.raises(ValueError, match="no gradient path"):
-        tpa.saved_model.export(model, str(tmp_path / "m"), methods=("integrated_gradients",),
-                               options={"integrated_gradients": {"n_steps": 4}}, input_shape=(5,))
+        tpa.saved_model.export(
+            model,
+            str(tmp_path / "m"),
+            methods=("integrated_gradients",),
+            options={"integrated_gradients": {"n_steps": 4}},
+            input_shape=(5,),
+        )
 
 
 def test_an_unused_input_of_a_multi_input_model_is_named():

@@ -1,5 +1,6 @@
 """AGI: parity with a re-statement of the released loop (pd90506/AGI ``pgd_step``/``fgsm_step``) and of
 the paper's chained walk, batch = per-example, class sampling, telescoping as epsilon -> 0, errors."""
+
 import keras
 import numpy as np
 import pytest
@@ -13,14 +14,16 @@ agi = tpa.adversarial_gradient_integration
 
 def small_cnn(classes=5, seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
-        keras.layers.AveragePooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(12, activation="tanh"),
-        keras.layers.Dense(classes),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+            keras.layers.AveragePooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(12, activation="tanh"),
+            keras.layers.Dense(classes),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +69,9 @@ def agi_restated(model, x, c, classes, eps, max_iter, compat, clip=(0.0, 1.0)):
 @pytest.mark.parametrize("compat", [True, False])
 def test_parity_with_restated_algorithm(cnn, images, compat):
     eps, max_iter, k = 0.05, 6, 3
-    attr, det = agi(cnn, images, None, epsilon=eps, max_iter=max_iter, k=k, seed=3, reference_compat=compat,
-                    return_details=True)
+    attr, det = agi(
+        cnn, images, None, epsilon=eps, max_iter=max_iter, k=k, seed=3, reference_compat=compat, return_details=True
+    )
     classes = det["false_classes"]
     pred = np.argmax(cnn(images).numpy(), 1)
     assert classes.shape == (3, k) and all(pred[b] not in classes[b] for b in range(3))
@@ -90,7 +94,7 @@ def test_batch_equals_single_and_chunking(cnn, images):
     chunked = agi(cnn, images, [0, 2, 3], false_classes=fc, max_iter=5, internal_batch_size=3).numpy()
     assert np.abs(full - chunked).max() <= 1e-6 * np.abs(full).max()
     for b in range(3):
-        one = agi(cnn, images[b:b + 1], [0, 2, 3][b], false_classes=fc[b:b + 1], max_iter=5).numpy()
+        one = agi(cnn, images[b : b + 1], [0, 2, 3][b], false_classes=fc[b : b + 1], max_iter=5).numpy()
         assert np.abs(one[0] - full[b]).max() <= 1e-6 * np.abs(full[b]).max()
 
 

@@ -1,5 +1,6 @@
 """Blur IG: the blur operator against scipy, the sigma schedule, chunk invariance, parity with PAIR
 ``saliency``'s BlurIG, completeness convergence and input errors (specs/blur_ig.md section 7)."""
+
 import math
 
 import keras
@@ -10,8 +11,13 @@ import tensorflow as tf
 
 import reference
 from conftest import make_smooth_cnn
-from tf_pathattr.methods.blur_ig import (blur_integrated_gradients, blur_matrix, gaussian_blur, gaussian_kernel1d,
-                                         sigma_schedule)
+from tf_pathattr.methods.blur_ig import (
+    blur_integrated_gradients,
+    blur_matrix,
+    gaussian_blur,
+    gaussian_kernel1d,
+    sigma_schedule,
+)
 
 SIGMAS = [0.0, 0.01, 0.124, 0.125, 0.5, 3.0, 50.0]
 
@@ -42,15 +48,18 @@ def pair_callback(model, target):
 
 def tanh_mlp(size=16, hidden=32, seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(hidden, activation="tanh"),
-        keras.layers.Dense(1),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ blur operator
+
 
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_blur_matches_scipy_on_non_square_images(sigma):
@@ -83,6 +92,7 @@ def test_large_sigma_darkens_borders():
 
 
 # ------------------------------------------------------------------------------------------------ path
+
 
 def test_sigma_schedule_linear_and_sqrt():
     lin = sigma_schedule(50.0, 100)
@@ -122,6 +132,7 @@ def test_chunk_size_does_not_change_the_result(sqrt):
 
 # ------------------------------------------------------------------------------------------------ parity
 
+
 def test_parity_with_saliency_blur_ig():
     model = make_smooth_cnn(16)
     x = np.random.default_rng(3).random((2, 16, 16, 3)).astype(np.float32)
@@ -147,11 +158,13 @@ def test_sqrt_widths_are_per_step_unlike_the_package_batch_quirk():
 
 # ------------------------------------------------------------------------------------------------ completeness
 
+
 def test_convergence_delta_matches_an_independent_target():
     model = make_smooth_cnn(12)
     x = np.random.default_rng(5).random((2, 12, 12, 3)).astype(np.float32)
-    attr, delta = blur_integrated_gradients(model, x, 2, n_steps=20, max_sigma=6.0, sqrt=True,
-                                            return_convergence_delta=True)
+    attr, delta = blur_integrated_gradients(
+        model, x, 2, n_steps=20, max_sigma=6.0, sqrt=True, return_convergence_delta=True
+    )
     end = np.stack([scipy_blur(x[b].astype(np.float64), math.sqrt(6.0)) for b in range(2)]).astype(np.float32)
     target = model(x).numpy()[:, 2] - model(end).numpy()[:, 2]
     np.testing.assert_allclose(delta.numpy(), attr.numpy().reshape(2, -1).sum(1) - target, atol=1e-5)
@@ -172,6 +185,7 @@ def test_sum_converges_to_completeness_target():
 
 
 # ------------------------------------------------------------------------------------------------ errors
+
 
 def test_bad_inputs_raise_clear_errors():
     model = make_smooth_cnn(12)
@@ -207,8 +221,9 @@ def test_plan_body_runs_on_new_inputs():
     x_new = np.random.default_rng(10).random((2, 12, 12, 3)).astype(np.float32)
     plan = blur_integrated_gradients.plan(model, x, 1, n_steps=10)
     out = tf.function(plan.python_fn)([tf.constant(x_new)], plan.problem.target.indices, *plan.extra_args)
-    np.testing.assert_allclose(out[0][0].numpy(), blur_integrated_gradients(model, x_new, 1, n_steps=10).numpy(),
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        out[0][0].numpy(), blur_integrated_gradients(model, x_new, 1, n_steps=10).numpy(), rtol=1e-5, atol=1e-9
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,8 +233,11 @@ def test_plan_body_runs_on_new_inputs():
 def _cl_and_cf_models(h=8, w=6, c=3, seed=0):
     """The same network on channels-last input and on channels-first input (a Permute in front)."""
     keras.utils.set_random_seed(seed)
-    body = [keras.layers.Conv2D(4, 3, padding="same", activation="tanh"), keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3)]
+    body = [
+        keras.layers.Conv2D(4, 3, padding="same", activation="tanh"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ]
     cl_in, cf_in = keras.Input((h, w, c)), keras.Input((c, h, w))
     a, b = cl_in, keras.layers.Permute((2, 3, 1))(cf_in)
     for lay in body:
@@ -249,13 +267,21 @@ def test_channels_first_images_follow_data_format():
 
 def test_grayscale_images_without_a_channel_axis():
     keras.utils.set_random_seed(1)
-    gray = keras.Sequential([keras.Input((8, 6)), keras.layers.Reshape((8, 6, 1)), keras.layers.Conv2D(2, 3),
-                             keras.layers.Flatten(), keras.layers.Dense(2)])
+    gray = keras.Sequential(
+        [
+            keras.Input((8, 6)),
+            keras.layers.Reshape((8, 6, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
     x = np.random.default_rng(1).random((2, 8, 6)).astype(np.float32)
     got = blur_integrated_gradients(gray, x, 0, max_sigma=2.0, n_steps=8)
     keras.utils.set_random_seed(1)
-    with_c = keras.Sequential([keras.Input((8, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
-                               keras.layers.Dense(2)])
+    with_c = keras.Sequential(
+        [keras.Input((8, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
     with_c.set_weights(gray.get_weights())
     ref = blur_integrated_gradients(with_c, x[..., None], 0, max_sigma=2.0, n_steps=8).numpy()[..., 0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)

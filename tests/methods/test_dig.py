@@ -1,5 +1,6 @@
 """Discretized Integrated Gradients: monotone anchor paths, telescoping on linear models, parity with
 a numpy re-statement of the released algorithm (INK-USC/DIG monotonic_paths.py + dig.py)."""
+
 import keras
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from text_models import token_model, twin_gradients
 
 
 # ---- numpy re-statement of the released algorithm, on word indices and a sklearn KNN graph ----
+
 
 def _mono_vec(base, inp, v):
     inc, dec, eq = base > inp, base < inp, base == inp
@@ -69,14 +71,29 @@ def test_parity_with_the_released_algorithm(rng, strategy):
     ref_ids = np.zeros_like(ids)
     ref_ids[0, 0] = 1
     steps = 6
-    paths = np.stack([np.stack([released_path(ids[b, t], ref_ids[b, t], feats, adj, steps, strategy)
-                                for t in range(6)], axis=1) for b in range(2)], axis=1)  # [P, B, T, E]
+    paths = np.stack(
+        [
+            np.stack([released_path(ids[b, t], ref_ids[b, t], feats, adj, steps, strategy) for t in range(6)], axis=1)
+            for b in range(2)
+        ],
+        axis=1,
+    )  # [P, B, T, E]
     # attributions: left Riemann sum of gradients times the path steps (last point contributes 0)
     g = twin_gradients(twin, paths.reshape((-1, 6, 4)), 1).reshape(paths.shape)
     ref = np.sum(g[:-1] * (paths[1:] - paths[:-1]), axis=0)
     attr, delta, path = tpa.discretized_integrated_gradients(
-        model, ids, 1, layer="embedding", baseline=table[ref_ids], n_steps=steps, n_neighbors=10, strategy=strategy,
-        return_convergence_delta=True, return_path=True, internal_batch_size=6)
+        model,
+        ids,
+        1,
+        layer="embedding",
+        baseline=table[ref_ids],
+        n_steps=steps,
+        n_neighbors=10,
+        strategy=strategy,
+        return_convergence_delta=True,
+        return_path=True,
+        internal_batch_size=6,
+    )
     np.testing.assert_allclose(path, paths, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(attr.numpy(), ref, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(attr.numpy()[0, 0], 0.0)
@@ -101,9 +118,16 @@ def test_linear_model_telescopes_exactly(rng):
     model = keras.Model(inp, keras.layers.Lambda(lambda z: keras.ops.sum(z * w, axis=(1, 2))[:, None])(inp))
     table = rng.normal(size=(30, 3)).astype("float32")
     x = table[rng.integers(1, 30, size=(2, 4))]
-    attr, delta = tpa.discretized_integrated_gradients(model, x, 0, baseline=np.broadcast_to(table[0], (4, 3)),
-                                                       embedding_matrix=table,
-                                                       n_steps=5, n_neighbors=12, return_convergence_delta=True)
+    attr, delta = tpa.discretized_integrated_gradients(
+        model,
+        x,
+        0,
+        baseline=np.broadcast_to(table[0], (4, 3)),
+        embedding_matrix=table,
+        n_steps=5,
+        n_neighbors=12,
+        return_convergence_delta=True,
+    )
     np.testing.assert_allclose(attr.numpy(), (x - table[0]) * w, rtol=1e-4, atol=1e-5)
     assert np.max(np.abs(delta)) < 1e-5
 

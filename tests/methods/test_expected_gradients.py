@@ -13,8 +13,9 @@ def test_linear_model_identity_independent_of_alphas(rng):
     bg = rng.normal(size=(7, 5)).astype("float32")
     idx = rng.integers(0, 7, size=(40, 2))
     for alphas in (rng.random((40, 2)), np.full((40, 2), 0.5)):
-        attr = tpa.expected_gradients(model, x, [0, 2], background=bg, n_samples=40,
-                                      sample_indices=idx, sample_alphas=alphas)
+        attr = tpa.expected_gradients(
+            model, x, [0, 2], background=bg, n_samples=40, sample_indices=idx, sample_alphas=alphas
+        )
         expected = np.stack([np.mean(x[b] - bg[idx[:, b]], axis=0) * w[:, t] for b, t in enumerate([0, 2])])
         np.testing.assert_allclose(attr, expected, rtol=1e-5, atol=1e-6)
 
@@ -22,8 +23,9 @@ def test_linear_model_identity_independent_of_alphas(rng):
 def test_completeness_against_drawn_baselines(toy_cnn, rng):
     x = rng.random((3, 8, 8, 3)).astype("float32")
     bg = rng.random((6, 8, 8, 3)).astype("float32")
-    attr, delta = tpa.expected_gradients(toy_cnn, x, 1, background=bg, n_samples=30, seed=3,
-                                         return_convergence_delta=True, internal_batch_size=20)
+    attr, delta = tpa.expected_gradients(
+        toy_cnn, x, 1, background=bg, n_samples=30, seed=3, return_convergence_delta=True, internal_batch_size=20
+    )
     # a delta computed by hand from the same draws
     from tf_pathattr.methods.expected_gradients import draw_samples
 

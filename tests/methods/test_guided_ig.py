@@ -1,4 +1,5 @@
 """Guided IG: the f = (2x0 + x1)^2 vectors, reductions to left-Riemann IG, PAIR parity, batching, anchors."""
+
 import math
 
 import keras
@@ -25,11 +26,13 @@ pytestmark = pytest.mark.filterwarnings("error:guided_integrated_gradients:Runti
 
 def quadratic_model():
     """f(x) = (2 x0 + x1)^2 as a tiny Keras model (analytic gradient [4s, 2s], s = 2 x0 + x1)."""
-    model = keras.Sequential([
-        keras.Input((2,)),
-        keras.layers.Dense(1, use_bias=False),
-        keras.layers.Lambda(lambda t: tf.square(t)),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(1, use_bias=False),
+            keras.layers.Lambda(lambda t: tf.square(t)),
+        ]
+    )
     model.layers[0].set_weights([np.array([[2.0], [1.0]], np.float32)])
     return model
 
@@ -67,12 +70,15 @@ def pair_gig(model, image, target, baseline=None, **kw):
 # 1. the analytic vectors (spec section 7)
 
 
-@pytest.mark.parametrize("kw, expected", [
-    (dict(n_steps=1000, fraction=0.1, max_dist=1.0), [71.89, 9.02]),
-    (dict(n_steps=1000, fraction=0.1, max_dist=0.2), [65.44, 15.47]),
-    (dict(n_steps=1000, fraction=0.1, max_dist=0.02), [55.36, 25.56]),
-    (dict(), [55.13, 25.46]),  # PAIR defaults T=200, q=0.25, D=0.02
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (dict(n_steps=1000, fraction=0.1, max_dist=1.0), [71.89, 9.02]),
+        (dict(n_steps=1000, fraction=0.1, max_dist=0.2), [65.44, 15.47]),
+        (dict(n_steps=1000, fraction=0.1, max_dist=0.02), [55.36, 25.56]),
+        (dict(), [55.13, 25.46]),  # PAIR defaults T=200, q=0.25, D=0.02
+    ],
+)
 def test_quadratic_vectors(quad, kw, expected):
     attr = gig(quad, X3, 0, parity=True, **kw).numpy()[0].astype(np.float64)
     np.testing.assert_allclose(np.round(attr, 2), expected, rtol=0, atol=1e-9)  # to the printed digits
@@ -120,8 +126,9 @@ def test_parity_with_pair(cnn, images, max_dist, fraction):
     x, steps, target = images[0], 30, 4
     baseline = np.full_like(x, 0.1)
     ref = pair_gig(cnn, x, target, baseline=baseline, x_steps=steps, fraction=fraction, max_dist=max_dist)
-    attr = gig(cnn, x[None], target, baseline=baseline, n_steps=steps, fraction=fraction, max_dist=max_dist,
-               parity=True).numpy()[0]
+    attr = gig(
+        cnn, x[None], target, baseline=baseline, n_steps=steps, fraction=fraction, max_dist=max_dist, parity=True
+    ).numpy()[0]
     err = np.abs(attr - ref).max() / np.abs(ref).max()
     assert err < 1e-6, err
     # batch 1: the float64 path is the same, so the only difference is the float32 cast of the output
@@ -146,7 +153,7 @@ def test_fast_mode_statistically_close_to_pair(cnn, images):
 def test_batch_equals_single_calls(cnn, images):
     kw = dict(n_steps=20, fraction=0.25, max_dist=0.02, parity=True)
     batched = gig(cnn, images, 7, **kw).numpy()
-    singles = np.concatenate([gig(cnn, images[i:i + 1], 7, **kw).numpy() for i in range(len(images))])
+    singles = np.concatenate([gig(cnn, images[i : i + 1], 7, **kw).numpy() for i in range(len(images))])
     scale = np.abs(singles).max(axis=(1, 2, 3), keepdims=True)
     assert (np.abs(batched - singles) / scale).max() < 1e-6
 
@@ -156,7 +163,7 @@ def test_per_example_targets_and_baselines(cnn, images):
     base = np.random.default_rng(5).uniform(0, 1, x.shape).astype(np.float32)
     batched = gig(cnn, x, [1, 4, 9], baseline=base, n_steps=12, parity=True).numpy()
     for i, t in enumerate([1, 4, 9]):
-        single = gig(cnn, x[i:i + 1], t, baseline=base[i:i + 1], n_steps=12, parity=True).numpy()[0]
+        single = gig(cnn, x[i : i + 1], t, baseline=base[i : i + 1], n_steps=12, parity=True).numpy()[0]
         np.testing.assert_allclose(batched[i], single, rtol=0, atol=1e-6 * np.abs(single).max())
 
 
@@ -248,15 +255,19 @@ def section7_cnn(pool, activation, size=64):
     """The spec's section-7 test CNN (15.7k parameters): conv16 -> pool -> conv32 -> pool -> conv32-softplus -> ..."""
     keras.utils.set_random_seed(0)
     pool_layer = keras.layers.AveragePooling2D if pool == "avg" else keras.layers.MaxPooling2D
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(16, 3, padding="same", activation=activation), pool_layer(2),
-        keras.layers.Conv2D(32, 3, padding="same", activation=activation), pool_layer(2),
-        keras.layers.Conv2D(32, 3, padding="same", activation="softplus"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(32, activation="tanh"),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation=activation),
+            pool_layer(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation=activation),
+            pool_layer(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="softplus"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -348,12 +359,23 @@ def test_rounds_within_bound(cnn, images, fraction, max_dist):
     assert not diag["bound_hit"]
 
 
-@pytest.mark.parametrize("kw, err", [
-    (dict(fraction=0.0), ValueError), (dict(fraction=-0.1), ValueError), (dict(fraction=1.5), ValueError),
-    (dict(max_dist=-0.01), ValueError), (dict(n_steps=0), ValueError), (dict(n_steps=2.5), TypeError),
-    (dict(fraction="a"), TypeError), (dict(anchors=-1), ValueError), (dict(anchors=10, n_steps=10), ValueError),
-    (dict(parity=1), TypeError), (dict(internal_batch_size=0), ValueError), (dict(max_dist=float("nan")), ValueError),
-])
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        (dict(fraction=0.0), ValueError),
+        (dict(fraction=-0.1), ValueError),
+        (dict(fraction=1.5), ValueError),
+        (dict(max_dist=-0.01), ValueError),
+        (dict(n_steps=0), ValueError),
+        (dict(n_steps=2.5), TypeError),
+        (dict(fraction="a"), TypeError),
+        (dict(anchors=-1), ValueError),
+        (dict(anchors=10, n_steps=10), ValueError),
+        (dict(parity=1), TypeError),
+        (dict(internal_batch_size=0), ValueError),
+        (dict(max_dist=float("nan")), ValueError),
+    ],
+)
 def test_bad_arguments(quad, kw, err):
     with pytest.raises(err, match=next(iter(kw))):
         gig(quad, X3, 0, **kw)
@@ -413,7 +435,9 @@ def test_order_statistic_helpers(k_frac):
     k = int(np.floor((300 - 1) * k_frac))
     expected = np.quantile(mag.astype(np.float64), k_frac, axis=1, method="lower")
     np.testing.assert_array_equal(np.sort(mag, axis=1)[:, k], expected.astype(np.float32))
-    np.testing.assert_array_equal(gig_mod._kth_smallest_bisect(tf.constant(mag), k).numpy(), expected.astype(np.float32))
+    np.testing.assert_array_equal(
+        gig_mod._kth_smallest_bisect(tf.constant(mag), k).numpy(), expected.astype(np.float32)
+    )
     np.testing.assert_array_equal(gig_mod._kth_smallest_topk(tf.constant(mag.astype(np.float64)), k).numpy(), expected)
 
 
@@ -446,11 +470,22 @@ def _maxpool_bn_cnn(seed=0, size=48):
     """A random-weight max-pool / BatchNorm CNN like the emotion CNN of the report (7 classes)."""
     keras.utils.set_random_seed(seed)
     L = keras.layers
-    return keras.Sequential([
-        keras.Input((size, size, 1)), L.Conv2D(32, 3, activation="relu", padding="same"), L.BatchNormalization(),
-        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.BatchNormalization(),
-        L.MaxPooling2D(2), L.Conv2D(64, 3, activation="relu", padding="same"), L.MaxPooling2D(2),
-        L.Flatten(), L.Dense(128, activation="relu"), L.Dense(7)])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            L.Conv2D(32, 3, activation="relu", padding="same"),
+            L.BatchNormalization(),
+            L.MaxPooling2D(2),
+            L.Conv2D(64, 3, activation="relu", padding="same"),
+            L.BatchNormalization(),
+            L.MaxPooling2D(2),
+            L.Conv2D(64, 3, activation="relu", padding="same"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(128, activation="relu"),
+            L.Dense(7),
+        ]
+    )
 
 
 @pytest.mark.parametrize("parity", [False, True])
@@ -462,11 +497,11 @@ def test_no_coupling_between_rows_with_a_batch_invariant_model(parity):
     x = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
 
     def rowwise(z):
-        return tf.concat([model(z[i:i + 1], training=False) for i in range(z.shape[0])], axis=0)
+        return tf.concat([model(z[i : i + 1], training=False) for i in range(z.shape[0])], axis=0)
 
     batch = gig(rowwise, x, None, n_steps=30, parity=parity).numpy()
     for i in range(3):
-        np.testing.assert_array_equal(batch[i], gig(rowwise, x[i:i + 1], None, n_steps=30, parity=parity).numpy()[0])
+        np.testing.assert_array_equal(batch[i], gig(rowwise, x[i : i + 1], None, n_steps=30, parity=parity).numpy()[0])
 
 
 def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
@@ -479,6 +514,6 @@ def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
     batch = gig(model, x, None, n_steps=50).numpy()
     worst = 0.0
     for i in range(3):
-        one = gig(model, x[i:i + 1], None, n_steps=50).numpy()[0]
+        one = gig(model, x[i : i + 1], None, n_steps=50).numpy()[0]
         worst = max(worst, np.abs(batch[i] - one).max() / np.abs(one).max())
     assert worst <= tol

@@ -1,6 +1,7 @@
 """Integrated Decision Gradients: allocation vectors, exact identities, linear closed form, guards, the Q1
 regression, normalisation, and parity of ``reference_compat`` with a numpy re-statement of the released
 algorithm (specs/idg.md sections 2, 4 and 5)."""
+
 import keras
 import numpy as np
 import pytest
@@ -11,14 +12,25 @@ from tf_pathattr.methods.idg import allocate, integrated_decision_gradients, pla
 
 ROWS = [
     # coarse logits, counts (reference), reference alphas, weights, segment-placement alphas
-    ([0, .5, 3, 4.5, 4.8, 4.9], [0, 1, 3, 1, 1, 0], [0, .2, .2667, .3333, .4, .6],
-     [.2, .0667, .0667, .0667, .2, .2], [0, .2, .2667, .3333, .4, .6]),
-    ([0, .1, .25, 2, 4, 4.2], [0, 0, 1, 2, 2, 1], [0, .2, .3, .4, .5, .6],
-     [.2, .1, .1, .1, .1, .2], [.2, .4, .5, .6, .7, .8]),
+    (
+        [0, 0.5, 3, 4.5, 4.8, 4.9],
+        [0, 1, 3, 1, 1, 0],
+        [0, 0.2, 0.2667, 0.3333, 0.4, 0.6],
+        [0.2, 0.0667, 0.0667, 0.0667, 0.2, 0.2],
+        [0, 0.2, 0.2667, 0.3333, 0.4, 0.6],
+    ),
+    (
+        [0, 0.1, 0.25, 2, 4, 4.2],
+        [0, 0, 1, 2, 2, 1],
+        [0, 0.2, 0.3, 0.4, 0.5, 0.6],
+        [0.2, 0.1, 0.1, 0.1, 0.1, 0.2],
+        [0.2, 0.4, 0.5, 0.6, 0.7, 0.8],
+    ),
 ]
 
 
 # ------------------------------------------------------------------------------ numpy re-statement (spec section 2)
+
 
 def released_idg_numpy(forward, grad, x, xb, steps):
     """The released IDG algorithm, restated from specs/idg.md section 2 with plain loops.
@@ -85,6 +97,7 @@ def sigmoid_path_model(c):
 
 # ------------------------------------------------------------------------------ allocation and placement
 
+
 @pytest.mark.parametrize("row", ROWS)
 def test_worked_allocation_vectors_reference_mode(row):
     logits, counts, ref_alpha, ref_w, seg_alpha = row
@@ -131,10 +144,12 @@ def test_counts_sum_to_budget_and_alphas_are_sorted(m, n):
 
 # ------------------------------------------------------------------------------ identities and axioms
 
+
 def test_exact_identity_sum_equals_weighted_squared_slopes(smooth_cnn):
     x = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
-    attr, det = integrated_decision_gradients(smooth_cnn, x, [1, 4, 7], n_steps=20, return_details=True,
-                                              internal_batch_size=21)
+    attr, det = integrated_decision_gradients(
+        smooth_cnn, x, [1, 4, 7], n_steps=20, return_details=True, internal_batch_size=21
+    )
     lhs = attr.numpy().reshape(3, -1).sum(1)
     rhs = (det["weights"].numpy() * det["importance"].numpy() ** 2).sum(1)
     np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
@@ -194,17 +209,22 @@ def test_chunking_does_not_change_the_result_in_reference_mode(smooth_cnn):
     """The default mode is covered by tests/test_contract.py (every method)."""
     x = np.random.default_rng(5).random((2, 16, 16, 3)).astype(np.float32)
     for compat in (True,):
-        a1 = integrated_decision_gradients(smooth_cnn, x, 2, n_steps=12, reference_compat=compat,
-                                           internal_batch_size=2).numpy()
-        a5 = integrated_decision_gradients(smooth_cnn, x, 2, n_steps=12, reference_compat=compat,
-                                           internal_batch_size=10).numpy()
+        a1 = integrated_decision_gradients(
+            smooth_cnn, x, 2, n_steps=12, reference_compat=compat, internal_batch_size=2
+        ).numpy()
+        a5 = integrated_decision_gradients(
+            smooth_cnn, x, 2, n_steps=12, reference_compat=compat, internal_batch_size=10
+        ).numpy()
         assert np.abs(a1 - a5).max() <= 1e-5 * np.abs(a1).max()
 
 
 # ------------------------------------------------------------------------------ quirk Q1 and quadrature
 
-@pytest.mark.parametrize("c,ref_cover,seg_cover", [(0.15, (0.0, 0.37), (0.0, 0.37)), (0.5, (0.0, 0.39), (0.29, 0.69)),
-                                                     (0.8, (0.0, 0.39), (0.59, 1.0))])
+
+@pytest.mark.parametrize(
+    "c,ref_cover,seg_cover",
+    [(0.15, (0.0, 0.37), (0.0, 0.37)), (0.5, (0.0, 0.39), (0.29, 0.69)), (0.8, (0.0, 0.39), (0.59, 1.0))],
+)
 def test_q1_regression_sigmoid_path(c, ref_cover, seg_cover):
     """Coverage [min alpha, max alpha] of the 50 samples for F(alpha) = 10 sigmoid(30 (alpha - c)) (spec Q1).
 
@@ -213,8 +233,11 @@ def test_q1_regression_sigmoid_path(c, ref_cover, seg_cover):
     """
     x = np.ones((1, 1), np.float32)
     model = sigmoid_path_model(c)
-    for kw, cover in ((dict(reference_compat=True), ref_cover), (dict(placement="reference"), ref_cover),
-                      (dict(placement="segment"), seg_cover)):
+    for kw, cover in (
+        (dict(reference_compat=True), ref_cover),
+        (dict(placement="reference"), ref_cover),
+        (dict(placement="segment"), seg_cover),
+    ):
         _, det = integrated_decision_gradients(model, x, 0, n_steps=50, return_details=True, **kw)
         a = det["alphas"].numpy()[0]
         assert abs(a.min() - cover[0]) <= 1 / 49 + 1e-6, (kw, a.min())
@@ -228,7 +251,7 @@ def test_quadrature_converges_to_integral_of_squared_slope():
     c = 0.4
     sig = lambda u: 1.0 / (1.0 + np.exp(-u))  # noqa: E731
     s0, s1 = sig(30 * (0 - c)), sig(30 * (1 - c))
-    exact = 300.0 ** 2 / 30.0 * ((s1 ** 2 / 2 - s1 ** 3 / 3) - (s0 ** 2 / 2 - s0 ** 3 / 3))  # int F'^2
+    exact = 300.0**2 / 30.0 * ((s1**2 / 2 - s1**3 / 3) - (s0**2 / 2 - s0**3 / 3))  # int F'^2
     x = np.ones((1, 1), np.float32)
     errors = []
     for m in (10, 40, 160):
@@ -240,13 +263,15 @@ def test_quadrature_converges_to_integral_of_squared_slope():
 
 # ------------------------------------------------------------------------------ parity with the released algorithm
 
+
 def test_reference_compat_matches_numpy_restatement():
     model = make_smooth_cnn(8, classes=5, seed=1)
     x = np.random.default_rng(6).random((2, 8, 8, 3)).astype(np.float32)
     xb = np.full((8, 8, 3), 0.1, np.float32)
     steps = 20
-    ours, det = integrated_decision_gradients(model, x, [1, 3], baseline=xb, n_steps=steps, reference_compat=True,
-                                              return_details=True, internal_batch_size=10)
+    ours, det = integrated_decision_gradients(
+        model, x, [1, 3], baseline=xb, n_steps=steps, reference_compat=True, return_details=True, internal_batch_size=10
+    )
     for b, target in enumerate([1, 3]):
         fwd, grd = model_oracles(model, target)
         ref, counts, alphas = released_idg_numpy(fwd, grd, x[b].astype(np.float64), xb.astype(np.float64), steps)
@@ -260,6 +285,7 @@ def test_reference_compat_matches_numpy_restatement():
 
 
 # ------------------------------------------------------------------------------ errors
+
 
 def test_bad_arguments_raise_clear_errors(smooth_cnn):
     x = np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32)
@@ -285,8 +311,9 @@ def test_jit_compile_and_alias_dispatch(smooth_cnn):
     x = np.random.default_rng(7).random((2, 16, 16, 3)).astype(np.float32)
     for compat in (True,):  # the default mode: tests/test_contract.py test_xla_equals_eager
         a = integrated_decision_gradients(smooth_cnn, x, 2, n_steps=10, reference_compat=compat).numpy()
-        aj = integrated_decision_gradients(smooth_cnn, x, 2, n_steps=10, reference_compat=compat,
-                                           jit_compile=True).numpy()
+        aj = integrated_decision_gradients(
+            smooth_cnn, x, 2, n_steps=10, reference_compat=compat, jit_compile=True
+        ).numpy()
         assert np.abs(a - aj).max() <= 1e-4 * np.abs(a).max()
     a2 = tpa.attribute(smooth_cnn, x, 2, method="idg", n_steps=10).numpy()
     np.testing.assert_array_equal(a2, integrated_decision_gradients(smooth_cnn, x, 2, n_steps=10).numpy())
@@ -319,6 +346,7 @@ def test_allocation_is_the_same_eager_and_under_xla():
 
     c = tf.constant(_decreasing_tail_logits(300, 10, 0))
     for compat in (False, True):
+
         def f(c):
             if hasattr(idg_module, "allocate_from_logits"):
                 return idg_module.allocate_from_logits(c, 10, compat)
@@ -335,8 +363,14 @@ def test_allocation_is_the_same_eager_and_under_xla():
 
 def test_relu_model_attributions_agree_eager_and_xla():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
     w, b = model.layers[0].get_weights()
     model.layers[0].set_weights([w, b - 0.8])  # dead units: flat logit segments along the path
     x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32) * 2

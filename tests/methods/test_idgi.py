@@ -1,6 +1,7 @@
 """IDGI over IG, Guided IG and Blur IG: the spec's vectors, parity with a numpy re-statement of the
 released function on the paths' own (gradient, output) lists, the linear-model reduction, exact
 completeness, batching and errors (specs/idgi_sig.md part A)."""
+
 import keras
 import numpy as np
 import pytest
@@ -58,8 +59,16 @@ def additive(z):
 # spec A.7 / A.8 vectors
 
 
-@pytest.mark.parametrize("n, expected", [(1, (0.0, 4.0)), (2, (0.225, 3.775)), (4, (0.369088, 3.630912)),
-                                         (16, (0.486207, 3.513793)), (128, (0.521524, 3.478476))])
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (1, (0.0, 4.0)),
+        (2, (0.225, 3.775)),
+        (4, (0.369088, 3.630912)),
+        (16, (0.486207, 3.513793)),
+        (128, (0.521524, 3.478476)),
+    ],
+)
 def test_additive_model_vectors(n, expected):
     attr, delta = idgi(additive, np.ones((1, 2), np.float32), None, n_steps=n, return_convergence_delta=True)
     np.testing.assert_allclose(attr.numpy()[0], expected, atol=2e-6)
@@ -107,8 +116,16 @@ def test_parity_ig(cnn, images):
 @pytest.mark.parametrize("max_dist, fraction", [(1.0, 0.25), (0.1, 0.5)])
 def test_parity_guided_ig(cnn, images, max_dist, fraction):
     steps, target = 15, 1
-    ours = idgi(cnn, images[:2], target, base_method="guided_ig", n_steps=steps, max_dist=max_dist,
-                fraction=fraction, parity=True).numpy()
+    ours = idgi(
+        cnn,
+        images[:2],
+        target,
+        base_method="guided_ig",
+        n_steps=steps,
+        max_dist=max_dist,
+        fraction=fraction,
+        parity=True,
+    ).numpy()
     call = grad_and_score(cnn, target)
     for b in range(2):
         x = images[b].astype(np.float64)
@@ -119,8 +136,9 @@ def test_parity_guided_ig(cnn, images, max_dist, fraction):
             g, _ = call(x_batch[0])
             return {reference.saliency.INPUT_OUTPUT_GRADIENTS: g[None].astype(np.float64)}
 
-        reference.saliency.GuidedIG().GetMask(x, cmf, x_steps=steps, x_baseline=np.zeros_like(x),
-                                              max_dist=max_dist, fraction=fraction)
+        reference.saliency.GuidedIG().GetMask(
+            x, cmf, x_steps=steps, x_baseline=np.zeros_like(x), max_dist=max_dist, fraction=fraction
+        )
         assert len(points) == steps
         gs, ps = zip(*[call(z) for z in points + [x]])
         ref = idgi_released(gs, ps)
@@ -181,8 +199,10 @@ def test_multi_input_norm_runs_over_all_inputs():
 # linear models, completeness, batching
 
 
-@pytest.mark.parametrize("base_method, opts", [("ig", {}), ("guided_ig", {"max_dist": 1.0, "fraction": 0.3}),
-                                               ("blur_ig", {"max_sigma": 2.0})])
+@pytest.mark.parametrize(
+    "base_method, opts",
+    [("ig", {}), ("guided_ig", {"max_dist": 1.0, "fraction": 0.3}), ("blur_ig", {"max_sigma": 2.0})],
+)
 def test_linear_model_closed_form(base_method, opts):
     """F = w.z + b: IDGI = (F(x) - F(path start)) w^2 / ||w||^2 whatever the path (spec A.6)."""
     rng = np.random.default_rng(2)
@@ -194,7 +214,7 @@ def test_linear_model_closed_form(base_method, opts):
     f = model(x).numpy()[:, 0]
     start = np.zeros_like(x) if base_method != "blur_ig" else tpa.methods.blur_ig.gaussian_blur(x, 2.0).numpy()
     f0 = model(start).numpy()[:, 0]
-    expected = (f - f0)[:, None, None, None] * w[None] ** 2 / np.sum(w ** 2)
+    expected = (f - f0)[:, None, None, None] * w[None] ** 2 / np.sum(w**2)
     np.testing.assert_allclose(attr.numpy(), expected, rtol=1e-4, atol=1e-6)
     assert np.all(np.abs(delta.numpy()) <= 1e-5 * np.abs(f - f0))
 
@@ -214,7 +234,7 @@ def test_exact_completeness_and_batch_equals_single(cnn, images, base_method, op
     assert np.all(np.abs(delta.numpy()) <= 1e-5 * total)  # telescoping: no quadrature error
     pred = np.argmax(cnn(images).numpy(), 1)
     for b in (0, 2):
-        one = idgi(cnn, images[b:b + 1], int(pred[b]), base_method=base_method, n_steps=6, **opts).numpy()
+        one = idgi(cnn, images[b : b + 1], int(pred[b]), base_method=base_method, n_steps=6, **opts).numpy()
         assert np.abs(one[0] - attr.numpy()[b]).max() <= 1e-5 * np.abs(one).max()
 
 

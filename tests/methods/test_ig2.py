@@ -1,6 +1,7 @@
 """IG2 (GradPath / GradCF): exact reduction to IG, completeness per reference, path geometry,
 dummy features, reference-batch independence and parity with a two-phase re-statement of the
 released algorithm (build the whole path, then sum), written here from the spec (ig2.md §1, §5)."""
+
 import keras
 import numpy as np
 import pytest
@@ -59,8 +60,7 @@ def test_reduces_to_ig_with_linear_logits_and_identity_representation():
     np.testing.assert_allclose(attr.numpy(), closed, atol=1e-6)
     np.testing.assert_allclose(det["gradcf"].numpy()[:, 0], np.broadcast_to(x_r, x.shape), atol=1e-5)
     # same with an explicit identity callable as the representation
-    attr2 = tpa.ig2(model, x, target, references=x_r[None], step_size=step, n_steps=k,
-                    representation=lambda z: z)
+    attr2 = tpa.ig2(model, x, target, references=x_r[None], step_size=step, n_steps=k, representation=lambda z: z)
     np.testing.assert_allclose(attr2.numpy(), ig.numpy(), atol=1e-6)
 
 
@@ -70,8 +70,7 @@ def test_reduces_to_ig_with_linear_logits_and_identity_representation():
 
 def test_completeness_trapezoid_is_tight(mlp, data):
     x, refs = data
-    _, det = tpa.ig2(mlp, x, 0, references=refs, step_size=0.025, n_steps=200, rule="trapezoid",
-                     return_details=True)
+    _, det = tpa.ig2(mlp, x, 0, references=refs, step_size=0.025, n_steps=200, rule="trapezoid", return_details=True)
     df = (det["f_x"][:, None] - det["f_gradcf"]).numpy()
     resid = det["completeness_residual"].numpy()
     assert np.abs(df).max() > 0.2  # non-trivial targets
@@ -102,8 +101,17 @@ def test_completeness_on_cnn_with_default_representation(toy_cnn):
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, size=(2, 8, 8, 3)).astype(np.float32)
     refs = rng.uniform(0, 1, size=(3, 8, 8, 3)).astype(np.float32)
-    attr, det = tpa.ig2(toy_cnn, x, None, references=refs, step_size=0.05, n_steps=40, clip=(0.0, 1.0),
-                        rule="trapezoid", return_details=True)
+    attr, det = tpa.ig2(
+        toy_cnn,
+        x,
+        None,
+        references=refs,
+        step_size=0.05,
+        n_steps=40,
+        clip=(0.0, 1.0),
+        rule="trapezoid",
+        return_details=True,
+    )
     assert attr.shape == x.shape and det["gradcf"].shape == (2, 3, 8, 8, 3)
     df = (det["f_x"][:, None] - det["f_gradcf"]).numpy()
     assert np.all(np.abs(det["completeness_residual"].numpy()) <= 1e-4 * np.maximum(1.0, np.abs(df)))
@@ -136,8 +144,7 @@ def test_clipping_keeps_path_in_box(mlp):
     eta = 0.2
     prev = np.broadcast_to(x[:, None], (2, 3, 20))
     for k in (1, 2, 30):
-        _, det = tpa.ig2(mlp, x, 0, references=refs, step_size=eta, n_steps=k, clip=(low, high),
-                         return_details=True)
+        _, det = tpa.ig2(mlp, x, 0, references=refs, step_size=eta, n_steps=k, clip=(low, high), return_details=True)
         g = det["gradcf"].numpy()
         assert np.all(g >= low - 1e-7) and np.all(g <= high + 1e-7)
         if k <= 2:
@@ -145,8 +152,9 @@ def test_clipping_keeps_path_in_box(mlp):
             prev = g
     assert np.any(g == high) or np.any(g == low)  # the box was active
     # completeness still holds (displacement = actual difference of clipped points)
-    _, det = tpa.ig2(mlp, x, 0, references=refs, step_size=eta, n_steps=30, clip=(low, high),
-                     rule="trapezoid", return_details=True)
+    _, det = tpa.ig2(
+        mlp, x, 0, references=refs, step_size=eta, n_steps=30, clip=(low, high), rule="trapezoid", return_details=True
+    )
     df = (det["f_x"][:, None] - det["f_gradcf"]).numpy()
     assert np.all(np.abs(det["completeness_residual"].numpy()) <= 1e-4 * np.maximum(1.0, np.abs(df)))
 
@@ -181,8 +189,9 @@ def test_feature_ignored_by_model_gets_zero_and_never_moves(mlp, data):
 
 def test_reference_equal_to_explicand_stops_without_nan(mlp, data):
     x, refs = data
-    attr, det = tpa.ig2(mlp, x[:1], 0, references=np.stack([x[0], refs[0]]), step_size=0.05, n_steps=10,
-                        return_details=True)
+    attr, det = tpa.ig2(
+        mlp, x[:1], 0, references=np.stack([x[0], refs[0]]), step_size=0.05, n_steps=10, return_details=True
+    )
     assert np.all(np.isfinite(attr.numpy()))
     assert np.all(det["per_reference"].numpy()[0, 0] == 0.0)
     np.testing.assert_array_equal(det["gradcf"].numpy()[0, 0], x[0])
@@ -197,7 +206,7 @@ def test_single_reference_and_reference_batch_independence(mlp, data):
     opts = dict(step_size=0.05, n_steps=20)  # budget 1.0 < distance to the optimum: no zig-zag phase
     _, all4 = tpa.ig2(mlp, x, 0, references=refs, return_details=True, **opts)
     for r in (0, 3):
-        attr1, one = tpa.ig2(mlp, x, 0, references=refs[r:r + 1], return_details=True, **opts)  # R = 1
+        attr1, one = tpa.ig2(mlp, x, 0, references=refs[r : r + 1], return_details=True, **opts)  # R = 1
         assert attr1.shape == x.shape and one["per_reference"].shape == (2, 1, 20)
         np.testing.assert_allclose(one["per_reference"].numpy()[:, 0], all4["per_reference"].numpy()[:, r], atol=1e-6)
         np.testing.assert_allclose(one["gradcf"].numpy()[:, 0], all4["gradcf"].numpy()[:, r], atol=1e-6)
@@ -254,8 +263,9 @@ def test_representation_options_nested_name_and_callable(data):
     name = flat.layers[0].name
     np.testing.assert_allclose(tpa.ig2(flat, x, 1, representation=name, **opts).numpy(), base, atol=1e-6)
     np.testing.assert_allclose(tpa.ig2(flat, x, 1, representation=flat.layers[0], **opts).numpy(), base, atol=1e-6)
-    np.testing.assert_allclose(tpa.ig2(flat, x, 1, representation=lambda z: flat.layers[0](z), **opts).numpy(),
-                               base, atol=1e-6)
+    np.testing.assert_allclose(
+        tpa.ig2(flat, x, 1, representation=lambda z: flat.layers[0](z), **opts).numpy(), base, atol=1e-6
+    )
     # a different representation (the logits) gives a different path
     other = tpa.ig2(flat, x, 1, representation=flat.layers[1], **opts).numpy()
     assert np.abs(other - base).max() > 1e-3
@@ -342,8 +352,9 @@ def test_errors(mlp, data):
         tpa.ig2(mlp, x, 0, references=np.full((2, 20), np.nan, np.float32), step_size=0.1)
     conv = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D()])
     with pytest.raises(ValueError, match="Dense"):
-        tpa.ig2(conv, np.zeros((1, 4, 4, 1), np.float32), 0, references=np.ones((1, 4, 4, 1), np.float32),
-                step_size=0.1)
+        tpa.ig2(
+            conv, np.zeros((1, 4, 4, 1), np.float32), 0, references=np.ones((1, 4, 4, 1), np.float32), step_size=0.1
+        )
 
 
 # --------------------------------------------------------------------------------------------

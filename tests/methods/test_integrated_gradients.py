@@ -1,4 +1,5 @@
 """Integrated Gradients: closed forms, axioms, chunk invariance, PAIR parity, retracing, errors."""
+
 import keras
 import numpy as np
 import pytest
@@ -22,16 +23,26 @@ X3 = np.array([[3.0, 3.0]], np.float32)
 
 # specs/ig.md section 3.1
 VECTORS = {
-    ("riemann_left", 2, 4): [40.5, 20.25], ("riemann_left", 2, 50): [52.92, 26.46],
-    ("riemann_left", 3, 4): [318.9375, 159.46875], ("riemann_left", 3, 50): [471.5172, 235.7586],
-    ("riemann_right", 2, 4): [67.5, 33.75], ("riemann_right", 2, 50): [55.08, 27.54],
-    ("riemann_right", 3, 4): [683.4375, 341.71875], ("riemann_right", 3, 50): [500.6772, 250.3386],
-    ("riemann_middle", 2, 4): [54, 27], ("riemann_middle", 3, 4): [478.40625, 239.203125],
+    ("riemann_left", 2, 4): [40.5, 20.25],
+    ("riemann_left", 2, 50): [52.92, 26.46],
+    ("riemann_left", 3, 4): [318.9375, 159.46875],
+    ("riemann_left", 3, 50): [471.5172, 235.7586],
+    ("riemann_right", 2, 4): [67.5, 33.75],
+    ("riemann_right", 2, 50): [55.08, 27.54],
+    ("riemann_right", 3, 4): [683.4375, 341.71875],
+    ("riemann_right", 3, 50): [500.6772, 250.3386],
+    ("riemann_middle", 2, 4): [54, 27],
+    ("riemann_middle", 3, 4): [478.40625, 239.203125],
     ("riemann_middle", 3, 50): [485.9514, 242.9757],
-    ("riemann_trapezoid", 2, 4): [54, 27], ("riemann_trapezoid", 3, 4): [513, 256.5],
+    ("riemann_trapezoid", 2, 4): [54, 27],
+    ("riemann_trapezoid", 3, 4): [513, 256.5],
     ("riemann_trapezoid", 3, 50): [486.101208, 243.050604],
-    ("pair", 2, 4): [54, 27], ("pair", 3, 4): [567, 283.5], ("pair", 3, 50): [490.959184, 245.479592],
-    ("gausslegendre", 2, 4): [54, 27], ("gausslegendre", 3, 4): [486, 243], ("gausslegendre", 3, 50): [486, 243],
+    ("pair", 2, 4): [54, 27],
+    ("pair", 3, 4): [567, 283.5],
+    ("pair", 3, 50): [490.959184, 245.479592],
+    ("gausslegendre", 2, 4): [54, 27],
+    ("gausslegendre", 3, 4): [486, 243],
+    ("gausslegendre", 3, 50): [486, 243],
 }
 
 
@@ -86,7 +97,8 @@ def test_pair_rule_matches_saliency_package(rng):
     ours = tpa.integrated_gradients(model, x, 4, baseline=base, n_steps=25, rule="pair").numpy()
     for i in range(2):
         ref = reference.saliency.IntegratedGradients().GetMask(
-            x[i], reference.call_model_function(model, 4), x_baseline=base, x_steps=25, batch_size=10)
+            x[i], reference.call_model_function(model, 4), x_baseline=base, x_steps=25, batch_size=10
+        )
         err = np.max(np.abs(ours[i] - ref)) / np.max(np.abs(ref))
         assert err < 1e-5, err
 
@@ -95,8 +107,10 @@ def test_pair_rule_matches_saliency_package(rng):
 def test_results_do_not_depend_on_internal_batch_size(rule, rng):
     model = make_smooth_cnn(size=16)
     x = rng.random((3, 16, 16, 3)).astype("float32")
-    results = [tpa.integrated_gradients(model, x, 2, n_steps=20, rule=rule, internal_batch_size=ibs).numpy()
-               for ibs in (3, 21, 60, None)]
+    results = [
+        tpa.integrated_gradients(model, x, 2, n_steps=20, rule=rule, internal_batch_size=ibs).numpy()
+        for ibs in (3, 21, 60, None)
+    ]
     scale = np.max(np.abs(results[0]))
     for r in results[1:]:
         assert np.max(np.abs(r - results[0])) <= 1e-5 * scale
@@ -126,7 +140,9 @@ def test_baseline_recipes(toy_cnn, rng):
     u = tpa.baselines.uniform(0.0, 1.0, n=3, seed=5)
     draws = u.draw(x)
     ref = np.mean([tpa.integrated_gradients(toy_cnn, x, 0, baseline=draws[k], n_steps=8).numpy() for k in range(3)], 0)
-    np.testing.assert_allclose(tpa.integrated_gradients(toy_cnn, x, 0, baseline=u, n_steps=8), ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        tpa.integrated_gradients(toy_cnn, x, 0, baseline=u, n_steps=8), ref, rtol=1e-5, atol=1e-7
+    )
     bg = rng.random((5, 8, 8, 3)).astype("float32")
     d = tpa.integrated_gradients(toy_cnn, x, 0, baseline=tpa.baselines.from_data(bg), n_steps=8)
     np.testing.assert_allclose(d, tpa.integrated_gradients(toy_cnn, x, 0, baseline=bg, n_steps=8), rtol=1e-6)
@@ -144,8 +160,9 @@ def test_multiply_by_inputs_false_gives_path_average(rng):
 def test_multi_input_list_and_dict(rng):
     model_l, model = zoo.two_input_models()
     xa, xb = rng.normal(size=(2, 3)).astype("float32"), rng.normal(size=(2, 2)).astype("float32")
-    attr, delta = tpa.integrated_gradients(model, {"a": xa, "b": xb}, 1, baseline={"a": 0.0, "b": np.ones(2)},
-                                           return_convergence_delta=True)
+    attr, delta = tpa.integrated_gradients(
+        model, {"a": xa, "b": xb}, 1, baseline={"a": 0.0, "b": np.ones(2)}, return_convergence_delta=True
+    )
     assert set(attr) == {"a", "b"} and attr["a"].shape == (2, 3) and attr["b"].shape == (2, 2)
     assert np.max(np.abs(delta)) < 1e-5
     attr_l = tpa.integrated_gradients(model_l, [xa, xb], 1, baseline=[0.0, np.ones(2)])
@@ -186,12 +203,15 @@ def test_memory_does_not_grow_with_n_steps(rng):
     assert peaks[2048] <= 1.10 * peaks[64], peaks
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(baseline=np.zeros((5, 5, 3))), ValueError, "baseline has shape"),
-    (dict(rule="simpson"), ValueError, "rule must be one of"),
-    (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
-    (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(baseline=np.zeros((5, 5, 3))), ValueError, "baseline has shape"),
+        (dict(rule="simpson"), ValueError, "rule must be one of"),
+        (dict(n_steps=0), ValueError, "n_steps must be >= 1"),
+        (dict(internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
+    ],
+)
 def test_clear_errors(toy_cnn, rng, kwargs, exc, match):
     x = rng.random((2, 8, 8, 3)).astype("float32")
     target = kwargs.pop("target", 0)
@@ -201,8 +221,9 @@ def test_clear_errors(toy_cnn, rng, kwargs, exc, match):
 
 def test_attribute_dispatch_and_unknown_method(toy_cnn, rng):
     x = rng.random((1, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(tpa.attribute(toy_cnn, x, 0, method="ig", n_steps=8),
-                               tpa.integrated_gradients(toy_cnn, x, 0, n_steps=8))
+    np.testing.assert_allclose(
+        tpa.attribute(toy_cnn, x, 0, method="ig", n_steps=8), tpa.integrated_gradients(toy_cnn, x, 0, n_steps=8)
+    )
     assert "integrated_gradients" in tpa.METHODS
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         tpa.attribute(toy_cnn, x, 0, method="nope")

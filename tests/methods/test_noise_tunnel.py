@@ -28,10 +28,23 @@ def test_injected_noise_matches_numpy(rng):
     noisy = x[None] + eps * sigma[None, :, None]
     # gradient x input of a linear model: w * (x + eps)
     per = noisy * w[:, 1]
-    for nt_type, expected in [("smoothgrad", per.mean(0)), ("smoothgrad_sq", (per ** 2).mean(0)),
-                              ("vargrad", per.var(0))]:
-        out = tpa.noise_tunnel("gradients", model, x, 1, nt_type=nt_type, nt_samples=5, stdevs=0.2, noise=eps,
-                               multiply_by_inputs=True, internal_batch_size=6)  # 2 samples per call
+    for nt_type, expected in [
+        ("smoothgrad", per.mean(0)),
+        ("smoothgrad_sq", (per**2).mean(0)),
+        ("vargrad", per.var(0)),
+    ]:
+        out = tpa.noise_tunnel(
+            "gradients",
+            model,
+            x,
+            1,
+            nt_type=nt_type,
+            nt_samples=5,
+            stdevs=0.2,
+            noise=eps,
+            multiply_by_inputs=True,
+            internal_batch_size=6,
+        )  # 2 samples per call
         np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
 
 
@@ -39,12 +52,14 @@ def test_vargrad_non_negative_and_seeded(toy_cnn, rng):
     x = rng.random((2, 8, 8, 3)).astype("float32")
     a = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8)
     assert float(tf.reduce_min(a)) >= 0.0
-    b = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
-                         internal_batch_size=8)  # 4 noise samples per call
+    b = tpa.noise_tunnel(
+        "ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8, internal_batch_size=8
+    )  # 4 noise samples per call
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
     with pytest.warns(DeprecationWarning, match="nt_samples_batch_size"):
-        c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8,
-                             nt_samples_batch_size=4)
+        c = tpa.noise_tunnel(
+            "ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=4, n_steps=8, nt_samples_batch_size=4
+        )
     np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-9)
     c = tpa.noise_tunnel("ig", toy_cnn, x, None, nt_type="vargrad", nt_samples=6, seed=5, n_steps=8)
     assert np.max(np.abs(a.numpy() - c.numpy())) > 0
@@ -53,8 +68,9 @@ def test_vargrad_non_negative_and_seeded(toy_cnn, rng):
 def test_smoothgrad_completeness(toy_cnn, rng):
     x = rng.random((2, 8, 8, 3)).astype("float32")
     eps = rng.normal(size=(4, 2, 8, 8, 3)).astype("float32")
-    sg, delta = tpa.noise_tunnel("ig", toy_cnn, x, 2, nt_samples=4, noise=eps, stdevs=0.1, n_steps=32,
-                                 return_convergence_delta=True)
+    sg, delta = tpa.noise_tunnel(
+        "ig", toy_cnn, x, 2, nt_samples=4, noise=eps, stdevs=0.1, n_steps=32, return_convergence_delta=True
+    )
     sigma = 0.1 * (x.reshape(2, -1).max(1) - x.reshape(2, -1).min(1))
     f_noisy = np.mean([toy_cnn(x + eps[j] * sigma[:, None, None, None]).numpy()[:, 2] for j in range(4)], axis=0)
     f_base = toy_cnn(np.zeros_like(x)).numpy()[:, 2]
@@ -84,13 +100,16 @@ def test_by_name_through_attribute(toy_cnn, rng):
     np.testing.assert_allclose(a, b)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(nt_type="median"), "nt_type must be one of"),
-    (dict(nt_samples=0), "nt_samples must be >= 1"),
-    (dict(stdevs=-1.0), "stdevs must be"),
-    (dict(nt_type="vargrad", return_convergence_delta=True), "only defined for nt_type='smoothgrad'"),
-    (dict(noise=np.zeros((2, 1, 8, 8, 3))), "noise must have shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(nt_type="median"), "nt_type must be one of"),
+        (dict(nt_samples=0), "nt_samples must be >= 1"),
+        (dict(stdevs=-1.0), "stdevs must be"),
+        (dict(nt_type="vargrad", return_convergence_delta=True), "only defined for nt_type='smoothgrad'"),
+        (dict(noise=np.zeros((2, 1, 8, 8, 3))), "noise must have shape"),
+    ],
+)
 def test_errors(toy_cnn, kwargs, match):
     x = np.zeros((1, 8, 8, 3), np.float32)
     with pytest.raises(ValueError, match=match):
@@ -158,18 +177,22 @@ def test_smooth_taylor_per_example_noise_scale_is_tiled(toy_cnn, rng):
     # issue 9 defect 7: noise_scale [B] is per example; the tunnel repeats it with the rows
     x = rng.random((2, 8, 8, 3)).astype("float32")
     scales = np.array([0.1, 0.4], np.float32)
-    nt = tpa.noise_tunnel("smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, noise_scale=scales,
-                          n_roots=4, seed=3)
+    nt = tpa.noise_tunnel(
+        "smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, noise_scale=scales, n_roots=4, seed=3
+    )
     # the wrapped method on the 2B tiled rows (with the seed the tunnel derives for it), averaged over the copies
     inner = noise_tunnel_module.inner_seed(3, 0)
     assert inner != 3
-    tiled = tpa.smooth_taylor(toy_cnn, np.concatenate([x, x]), [1] * 4, noise_scale=np.tile(scales, 2), n_roots=4,
-                              seed=inner).numpy()
+    tiled = tpa.smooth_taylor(
+        toy_cnn, np.concatenate([x, x]), [1] * 4, noise_scale=np.tile(scales, 2), n_roots=4, seed=inner
+    ).numpy()
     np.testing.assert_allclose(nt, tiled.reshape(2, 2, 8, 8, 3).mean(0), rtol=1e-5, atol=1e-8)
-    one = tpa.noise_tunnel("smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=1, noise_scale=scales,
-                           n_roots=4, seed=3)
-    np.testing.assert_allclose(one, tpa.smooth_taylor(toy_cnn, x, 1, noise_scale=scales, n_roots=4, seed=inner),
-                               rtol=1e-5, atol=1e-8)
+    one = tpa.noise_tunnel(
+        "smooth_taylor", toy_cnn, x, 1, stdevs=0.0, nt_samples=1, noise_scale=scales, n_roots=4, seed=3
+    )
+    np.testing.assert_allclose(
+        one, tpa.smooth_taylor(toy_cnn, x, 1, noise_scale=scales, n_roots=4, seed=inner), rtol=1e-5, atol=1e-8
+    )
 
 
 def test_ig2_per_example_references_are_tiled(rng):

@@ -1,5 +1,6 @@
 """Sequential Integrated Gradients: spec vectors, per-token completeness, parity with a numpy
 re-statement of the released loop (time_interpret ``SequentialIntegratedGradients``)."""
+
 import keras
 import numpy as np
 import pytest
@@ -61,8 +62,16 @@ def test_parity_with_released_loop_on_an_embedding_model(rng):
     b_emb = np.broadcast_to(table[0], x_emb.shape).copy()
     b_emb[:, 0] = x_emb[:, 0]  # a "special token" kept at its own embedding
     ref = released_sig(twin, x_emb, b_emb, 2, n_steps=10)
-    got, delta = tpa.sequential_integrated_gradients(model, ids, 2, layer="embedding", baseline=b_emb, n_steps=10,
-                                                     internal_batch_size=16, return_convergence_delta=True)
+    got, delta = tpa.sequential_integrated_gradients(
+        model,
+        ids,
+        2,
+        layer="embedding",
+        baseline=b_emb,
+        n_steps=10,
+        internal_batch_size=16,
+        return_convergence_delta=True,
+    )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(got.numpy()[:, 0], 0.0)
     assert np.max(np.abs(delta)) < 1e-5
@@ -75,5 +84,6 @@ def test_errors():
     with pytest.raises(ValueError, match="one sequence input"):
         tpa.sequential_integrated_gradients(model, [np.ones((2, 3), np.float32)] * 2, 0)
     with pytest.raises(ValueError, match="single baseline"):
-        tpa.sequential_integrated_gradients(tanh_model(), np.ones((1, 3, 2), np.float32), 0,
-                                            baseline=np.zeros((2, 1, 3, 2), np.float32))
+        tpa.sequential_integrated_gradients(
+            tanh_model(), np.ones((1, 3, 2), np.float32), 0, baseline=np.zeros((2, 1, 3, 2), np.float32)
+        )

@@ -1,4 +1,5 @@
 """One signature style for every registered method, and declarations that match the signatures (issue 9, Build)."""
+
 import inspect
 
 import pytest

@@ -1,6 +1,7 @@
 """SmoothTaylor: exact formula with injected noise, Taylor identities, Stein's identity, seeding,
 chunk independence, tracing, and the adaptive-noising search against a restatement of the
 released pseudo-code."""
+
 import keras
 import numpy as np
 import pytest
@@ -91,11 +92,14 @@ def test_linear_model_sum_equals_f_x_minus_mean_f_roots(rng):
 def _quadratic(A, b):
     A_t, b_t = tf.constant(A, tf.float32), tf.constant(b, tf.float32)
     d = A.shape[0]
-    return keras.Sequential([
-        keras.Input((d,)),
-        keras.layers.Lambda(lambda z: 0.5 * tf.reduce_sum(z * tf.matmul(z, A_t), -1, keepdims=True)
-                            + tf.matmul(z, b_t[:, None])),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Lambda(
+                lambda z: 0.5 * tf.reduce_sum(z * tf.matmul(z, A_t), -1, keepdims=True) + tf.matmul(z, b_t[:, None])
+            ),
+        ]
+    )
 
 
 QA = np.array([[1.2, 0.3, 0.0, -0.2], [0.3, 0.4, 0.1, 0.0], [0.0, 0.1, -0.6, 0.2], [-0.2, 0.0, 0.2, -0.7]])
@@ -119,7 +123,7 @@ def test_stein_identity_on_quadratic(rng):
     x = np.array([[0.3, -0.5, 0.8, 0.1]], np.float32)
     sigma, n = 0.3, 20000
     st = smooth_taylor(model, x, n_roots=n, noise_scale=sigma, seed=3, internal_batch_size=5000).numpy()[0]
-    truth = -sigma**2 * np.diag(QA)
+    truth = -(sigma**2) * np.diag(QA)
     # per-sample terms -sigma eps_i (A z + b)_i from an independent draw, for the standard error
     e = rng.standard_normal((n, 4))
     terms = -sigma * e * ((x[0] + sigma * e) @ QA + QB)
@@ -237,9 +241,18 @@ def test_adaptive_trajectory_matches_pseudocode_restatement(cnn16, rng, max_stop
     eps = rng.standard_normal((6, 2, 16, 16, 3)).astype(np.float32)
     opts = {"min_size": 5}
     search = {"max_iteration": 8, "max_stop_count": max_stop}
-    attr, det = smooth_taylor(cnn16, x, noise=eps, adaptive=True, objective="autvc", objective_options=opts,
-                              search_options=search, return_details=True)
+    attr, det = smooth_taylor(
+        cnn16,
+        x,
+        noise=eps,
+        adaptive=True,
+        objective="autvc",
+        objective_options=opts,
+        search_options=search,
+        return_details=True,
+    )
     for b in range(2):
+
         def J(s, b=b):  # deterministic objective: fixed noise, the same batched call with sigma at b
             sig = np.full(2, s, np.float32)
             m = smooth_taylor(cnn16, x, noise=eps, noise_scale=sig).numpy()
@@ -273,22 +286,46 @@ def test_adaptive_callable_objective_and_aupc(cnn16, rng):
     def objective(attr, inputs):
         return np.abs(np.abs(np.asarray(attr)).mean(axis=(1, 2, 3)) - 1e-3)
 
-    attr, det = smooth_taylor(cnn16, x, n_roots=8, seed=4, adaptive=True, objective=objective,
-                              search_options={"max_iteration": 5}, return_details=True)
+    attr, det = smooth_taylor(
+        cnn16,
+        x,
+        n_roots=8,
+        seed=4,
+        adaptive=True,
+        objective=objective,
+        search_options={"max_iteration": 5},
+        return_details=True,
+    )
     assert det["sigma"].shape == (2,)
     assert np.all(det["objective"] <= det["initial_objective"])
     np.testing.assert_allclose(objective(attr.numpy(), x), det["objective"], rtol=1e-5)
     # same seed -> same search; 1 + at most 2 evaluations per iteration; sigma is a tensor: no retrace
     before = _tracing_counts()
-    _, det2 = smooth_taylor(cnn16, x, n_roots=8, seed=4, adaptive=True, objective=objective,
-                            search_options={"max_iteration": 5}, return_details=True)
+    _, det2 = smooth_taylor(
+        cnn16,
+        x,
+        n_roots=8,
+        seed=4,
+        adaptive=True,
+        objective=objective,
+        search_options={"max_iteration": 5},
+        return_details=True,
+    )
     np.testing.assert_array_equal(det["sigma"], det2["sigma"])
     assert _tracing_counts() == before
     assert 1 + 5 <= det["n_evaluations"] <= 1 + 2 * 5
     # AUPC objective (stochastic): runs, gives per-example sigma and a best objective <= the start
-    _, det3 = smooth_taylor(cnn16, x, n_roots=4, seed=1, adaptive=True, objective="aupc",
-                            objective_options={"window": 4, "n_regions": 4, "n_candidates": 6},
-                            search_options={"max_iteration": 2}, return_details=True)
+    _, det3 = smooth_taylor(
+        cnn16,
+        x,
+        n_roots=4,
+        seed=1,
+        adaptive=True,
+        objective="aupc",
+        objective_options={"window": 4, "n_regions": 4, "n_candidates": 6},
+        search_options={"max_iteration": 2},
+        return_details=True,
+    )
     assert det3["sigma"].shape == (2,) and np.all(det3["objective"] <= det3["initial_objective"])
 
 
@@ -298,8 +335,17 @@ def test_adaptive_aupc_with_raw_inputs_and_preprocess(rng):
     raw = rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
     pre = lambda u: (u - 0.5) / 0.25  # noqa: E731
     opts = {"window": 4, "n_regions": 3, "n_candidates": 4, "raw_inputs": raw, "preprocess": pre}
-    attr, det = smooth_taylor(model, pre(raw), n_roots=4, seed=2, adaptive=True, objective="aupc",
-                              objective_options=opts, search_options={"max_iteration": 2}, return_details=True)
+    attr, det = smooth_taylor(
+        model,
+        pre(raw),
+        n_roots=4,
+        seed=2,
+        adaptive=True,
+        objective="aupc",
+        objective_options=opts,
+        search_options={"max_iteration": 2},
+        return_details=True,
+    )
     assert attr.shape == (1, 16, 16, 3) and np.all(np.isfinite(attr.numpy()))
     np.testing.assert_allclose(det["initial_sigma"], np.abs(pre(raw)).mean(), rtol=1e-6)
     assert det["objective"][0] <= det["initial_objective"][0]

@@ -11,7 +11,7 @@ def smooth_image(rng, size=32):
     """An image with a few flat regions, so the segmentation has structure."""
     img = np.zeros((size, size, 3), np.float32)
     img[: size // 2, : size // 2] = [0.9, 0.2, 0.1]
-    img[size // 2:, size // 3:] = [0.1, 0.7, 0.3]
+    img[size // 2 :, size // 3 :] = [0.1, 0.7, 0.3]
     return np.clip(img + 0.05 * rng.random(img.shape), 0, 1).astype("float32")
 
 
@@ -45,7 +45,7 @@ def test_greedy_order_follows_density_on_disjoint_segments():
     masks = []
     for i, value in enumerate([1.0, 5.0, 3.0, -2.0, 0.5]):
         m = np.zeros((10, 10), bool)
-        m[2 * i:2 * i + 2] = True
+        m[2 * i : 2 * i + 2] = True
         attr[m] = value
         masks.append(m)
     out, ranks = xrai_regions(attr, masks, min_pixel_diff=1)

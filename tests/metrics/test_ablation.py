@@ -1,4 +1,5 @@
 """MEB ablation (metrics.md section 5): seeds, end points, hand-computed curve on a linear model."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -58,8 +59,20 @@ def test_curve_matches_numpy_restatement_with_preprocess():
         return (raw - mu) / sd
 
     fr = np.array([0.0, 0.2, 0.4, 0.6, 1.0])
-    r = meb_ablation(model, x, attr, target=1, low=0.0, high=255.0, preprocess=preprocess, fractions=fr,
-                     order="morf", n_draws=3, seed=9, score="logit")
+    r = meb_ablation(
+        model,
+        x,
+        attr,
+        target=1,
+        low=0.0,
+        high=255.0,
+        preprocess=preprocess,
+        fractions=fr,
+        order="morf",
+        n_draws=3,
+        seed=9,
+        score="logit",
+    )
     noise = np.stack([preprocess(255.0 * tf.random.stateless_uniform(x.shape, seed=[9, k]).numpy()) for k in range(3)])
     for i in range(3):
         order = sorted(range(5), key=lambda j: (-abs(attr[i, j]), j))

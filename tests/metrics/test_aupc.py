@@ -1,4 +1,5 @@
 """AUPC (region perturbation) and the pinned integration rules."""
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -57,7 +58,7 @@ def _ref_regions(heat, w, n):
     scores, corners = [], []
     for i in range(H - w + 1):
         for j in range(W - w + 1):
-            scores.append(np.mean(np.abs(heat[i:i + w, j:j + w])))
+            scores.append(np.mean(np.abs(heat[i : i + w, j : j + w])))
             corners.append((i, j))
     chosen = []
     for k in np.argsort(-np.asarray(scores), kind="stable"):
@@ -91,11 +92,11 @@ def _ref_curve(model, x, heat, cands, w, cls):
         for r, (i, j) in enumerate(_ref_regions(heat[b], w, n_regions)):
             batch = np.repeat(img[None], K, axis=0)
             for k in range(K):
-                batch[k, i:i + w, j:j + w] = cands[r, k, b]
+                batch[k, i : i + w, j : j + w] = cands[r, k, b]
             s = model(_pre(batch), training=False).numpy()[:, cls[b]].astype(np.float64)
             curve.append(s.mean())
             pick = int(np.argmin(np.abs(s - np.median(s))))
-            img[i:i + w, j:j + w] = cands[r, pick, b]
+            img[i : i + w, j : j + w] = cands[r, pick, b]
         curves.append(np.array(curve) / abs(s0))
     return curves
 
@@ -106,8 +107,7 @@ def test_aupc_curve_matches_numpy_restatement(rng):
     attr = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
     R, K, w = 6, 6, 4  # 7 curve points (odd): the Simpson value is SciPy's
     cands = rng.uniform(0, 1, (R, K, 2, w, w, 3)).astype(np.float32)
-    values, curves = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, preprocess=_pre,
-                          candidates=cands)
+    values, curves = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, preprocess=_pre, candidates=cands)
     cls = np.argmax(model(_pre(x)).numpy(), axis=1)
     ref = _ref_curve(model, x, attr.sum(-1), cands, w, cls)
     assert curves.shape == (2, R + 1)
@@ -117,8 +117,17 @@ def test_aupc_curve_matches_numpy_restatement(rng):
     # the curve moves: the perturbation changes the score
     assert np.abs(curves[:, 1:] - 1).max() > 1e-4
     # explicit target, [B, H, W] attributions give the same regions as their channel sum
-    v2, c2 = aupc(model, x, attr.sum(-1), target=list(cls), window=w, n_regions=R, n_candidates=K,
-                  preprocess=_pre, candidates=cands)
+    v2, c2 = aupc(
+        model,
+        x,
+        attr.sum(-1),
+        target=list(cls),
+        window=w,
+        n_regions=R,
+        n_candidates=K,
+        preprocess=_pre,
+        candidates=cands,
+    )
     np.testing.assert_allclose(c2, curves, rtol=1e-6)
 
 
@@ -130,8 +139,9 @@ def test_aupc_seeded_draws_are_stateless_uniform_per_region(rng):
     v1, c1 = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, value_range=(lo, hi), seed=7)
     v2, c2 = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, value_range=(lo, hi), seed=7)
     np.testing.assert_array_equal(c1, c2)
-    cands = np.stack([lo + (hi - lo) * tf.random.stateless_uniform([K, 2, w, w, 3], seed=[7, r]).numpy()
-                      for r in range(R)])
+    cands = np.stack(
+        [lo + (hi - lo) * tf.random.stateless_uniform([K, 2, w, w, 3], seed=[7, r]).numpy() for r in range(R)]
+    )
     v3, c3 = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, candidates=cands)
     np.testing.assert_allclose(c1, c3, rtol=1e-6)
     _, c4 = aupc(model, x, attr, window=w, n_regions=R, n_candidates=K, value_range=(lo, hi), seed=8)
@@ -146,8 +156,8 @@ def test_aupc_fewer_regions_than_requested(rng):
     attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     n_fit = len(select_regions(attr[0].sum(-1), 4, 6))
     values, curves = aupc(model, x, attr, window=4, n_regions=6, n_candidates=4, seed=0)
-    assert np.all(np.isfinite(curves[0, :n_fit + 1])) and np.all(np.isnan(curves[0, n_fit + 1:]))
-    assert values[0] == pytest.approx(simpson(curves[0, :n_fit + 1]))
+    assert np.all(np.isfinite(curves[0, : n_fit + 1])) and np.all(np.isnan(curves[0, n_fit + 1 :]))
+    assert values[0] == pytest.approx(simpson(curves[0, : n_fit + 1]))
 
 
 def test_aupc_errors(rng):

@@ -1,4 +1,5 @@
 """Completeness gap (metrics.md section 8) on Integrated Gradients and closed forms."""
+
 import numpy as np
 
 import tf_pathattr as tpa

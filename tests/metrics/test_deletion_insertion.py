@@ -1,4 +1,5 @@
 """Deletion / insertion curves against hand-computed curves (metrics.md section 1)."""
+
 import keras
 import numpy as np
 import pytest
@@ -86,8 +87,9 @@ def test_curves_on_a_cnn_match_an_independent_restatement(smooth_cnn):
         for b in range(3):
             sal = np.abs(attr[b].sum(-1)).reshape(-1)
             order = sorted(range(256), key=lambda i: (-sal[i], i))
-            blurred = np.stack([scipy.ndimage.convolve(x[b, :, :, c].astype(np.float64), k, mode="constant")
-                                for c in range(3)], -1).reshape(256, 3)
+            blurred = np.stack(
+                [scipy.ndimage.convolve(x[b, :, :, c].astype(np.float64), k, mode="constant") for c in range(3)], -1
+            ).reshape(256, 3)
             pts = []
             for n in counts:
                 changed = np.zeros(256, bool)
@@ -133,11 +135,14 @@ def test_insertion_blur_start_matches_rise_kernel():
     r = insertion(model, x, attr, target=0, score="logit")
     for b in range(2):
         # zero-padded per-channel convolution (kernel symmetric, so correlation == convolution)
-        blurred = np.stack([scipy.ndimage.convolve(x[b, :, :, c].astype(np.float64), k, mode="constant", cval=0.0)
-                            for c in range(3)], -1)
+        blurred = np.stack(
+            [scipy.ndimage.convolve(x[b, :, :, c].astype(np.float64), k, mode="constant", cval=0.0) for c in range(3)],
+            -1,
+        )
         assert r.curves[b, 0] == pytest.approx(float(blurred.mean(-1).reshape(-1) @ wts.reshape(-1)), abs=1e-4)
-        assert r.curves[b, -1] == pytest.approx(float(x[b].astype(np.float64).mean(-1).reshape(-1) @ wts.reshape(-1)),
-                                                abs=1e-4)
+        assert r.curves[b, -1] == pytest.approx(
+            float(x[b].astype(np.float64).mean(-1).reshape(-1) @ wts.reshape(-1)), abs=1e-4
+        )
 
 
 def test_tabular_one_feature_per_step_and_maximum_entropy_substrate():

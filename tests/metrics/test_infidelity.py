@@ -1,5 +1,6 @@
 """Infidelity and max-sensitivity: closed forms (metrics_faithfulness.md 1.7, 2.6), a numpy
 re-statement of the estimator, and captum's own code on the same perturbations."""
+
 import keras
 import numpy as np
 import pytest
@@ -23,14 +24,24 @@ def pair():
     return i, X[None] - i
 
 
-@pytest.mark.parametrize("phi, normalize, mbi, baseline, expect", [
-    (W, False, False, 0.0, 0.0),
-    (2 * W, False, False, 0.0, 0.333542),
-    (2 * W, True, False, 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "phi, normalize, mbi, baseline, expect",
+    [
+        (W, False, False, 0.0, 0.0),
+        (2 * W, False, False, 0.0, 0.333542),
+        (2 * W, True, False, 0.0, 0.0),
+    ],
+)
 def test_linear_closed_forms_with_given_perturbations(phi, normalize, mbi, baseline, expect):
-    r = infidelity(linear(), X.astype(np.float32), phi[None], perturbation=pair(), normalize=normalize,
-                   multiply_by_inputs=mbi, baseline=baseline)
+    r = infidelity(
+        linear(),
+        X.astype(np.float32),
+        phi[None],
+        perturbation=pair(),
+        normalize=normalize,
+        multiply_by_inputs=mbi,
+        baseline=baseline,
+    )
     assert r.infidelity[0] == pytest.approx(expect, abs=2e-6)
     assert r.score == "output"
 
@@ -41,8 +52,9 @@ def test_decorator_semantic_multiply_by_inputs():
     r = infidelity(model, X.astype(np.float32), (W * X), perturbation=x_tilde, multiply_by_inputs=True, baseline=0.0)
     assert r.infidelity[0] == pytest.approx(0.0, abs=1e-10)
     base = np.array([0.0, 2.0, 0.0])  # the second feature has x = x' = 2: denominator 1, Phi 0 there
-    r2 = infidelity(model, X.astype(np.float32), W * (X - base), perturbation=x_tilde, multiply_by_inputs=True,
-                    baseline=base)
+    r2 = infidelity(
+        model, X.astype(np.float32), W * (X - base), perturbation=x_tilde, multiply_by_inputs=True, baseline=base
+    )
     assert r2.infidelity[0] == pytest.approx(0.016667, abs=1e-5)
 
 
@@ -80,8 +92,9 @@ def test_named_perturbation_matches_numpy_and_is_stateless(smooth_cnn):
     x = rng.random((3, 16, 16, 3)).astype(np.float32)
     phi = rng.normal(size=x.shape)
     r = infidelity(smooth_cnn, x, phi, 2, n_perturb_samples=6, seed=3, clip=(0.0, 1.0), noise_scale=0.2)
-    r2 = infidelity(smooth_cnn, x, phi, 2, n_perturb_samples=6, seed=3, clip=(0.0, 1.0), noise_scale=0.2,
-                    batch_size=4)  # other chunking: same draws
+    r2 = infidelity(
+        smooth_cnn, x, phi, 2, n_perturb_samples=6, seed=3, clip=(0.0, 1.0), noise_scale=0.2, batch_size=4
+    )  # other chunking: same draws
     np.testing.assert_allclose(r2.infidelity, r.infidelity, rtol=1e-6)
     # re-draw the same noisy baselines: sample k uses seed [seed, k]
     eps = np.stack([tf.random.stateless_normal(x.shape, seed=[3, k]).numpy() for k in range(6)])
@@ -124,22 +137,32 @@ def test_infidelity_equals_captum(normalize, mbi):
     base = rng.normal(size=(1, 5)).astype(np.float32) * 0.1
     x_tilde = (base[None] + 0.3 * rng.normal(size=(n, b, 5))).astype(np.float32)
     target = np.array([0, 2, 1])
-    ours = infidelity(model, x, phi, target, perturbation=x_tilde, multiply_by_inputs=mbi, baseline=base,
-                      normalize=normalize)
+    ours = infidelity(
+        model, x, phi, target, perturbation=x_tilde, multiply_by_inputs=mbi, baseline=base, normalize=normalize
+    )
     inter = torch.tensor(x_tilde.transpose(1, 0, 2).reshape(b * n, 5))  # captum rows: example-major
 
     if mbi:
+
         @cm.infidelity_perturb_func_decorator(True)
         def perturb(inputs, baselines):
             return inter
     else:
+
         @cm.infidelity_perturb_func_decorator(False)
         def perturb(inputs):
             return inter
 
-    theirs = cm.infidelity(net, perturb, torch.tensor(x), torch.tensor(phi),
-                           baselines=torch.tensor(base) if mbi else None, target=torch.tensor(target),
-                           n_perturb_samples=n, normalize=normalize)
+    theirs = cm.infidelity(
+        net,
+        perturb,
+        torch.tensor(x),
+        torch.tensor(phi),
+        baselines=torch.tensor(base) if mbi else None,
+        target=torch.tensor(target),
+        n_perturb_samples=n,
+        normalize=normalize,
+    )
     np.testing.assert_allclose(ours.infidelity, theirs.numpy(), rtol=1e-4, atol=1e-7)
 
 
@@ -185,8 +208,13 @@ def test_sensitivity_equals_captum_with_registered_method():
     def perturb(inputs, radius):
         return inputs + inter
 
-    theirs = cm.sensitivity_max(InputXGradient(net).attribute, torch.tensor(x), perturb_func=perturb,
-                                n_perturb_samples=n, target=torch.tensor(target))
+    theirs = cm.sensitivity_max(
+        InputXGradient(net).attribute,
+        torch.tensor(x),
+        perturb_func=perturb,
+        n_perturb_samples=n,
+        target=torch.tensor(target),
+    )
     np.testing.assert_allclose(ours.sensitivity, theirs.numpy(), rtol=1e-4)
     # a registered method by name runs too (gradients of the predicted class)
     r = sensitivity_max("gradients", model, x, n_perturb_samples=3, seed=0)

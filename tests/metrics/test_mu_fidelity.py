@@ -1,5 +1,6 @@
 """MuFidelity: closed forms (metrics_faithfulness.md 3.6), the cell map against TF's nearest resize, and a
 numpy re-statement of xplique's published algorithm (xplique itself pins an older TensorFlow)."""
+
 import keras
 import numpy as np
 import pytest
@@ -26,7 +27,9 @@ def test_linear_model_with_matching_baseline_gives_one():
         r = mu_fidelity(model, x, w * x, removed=rem, correlation=corr)
         assert r.mu_fidelity[0] == pytest.approx(1.0, abs=1e-6)
         np.testing.assert_allclose(r.drops, r.attribution_sums, atol=1e-5)  # drop = removed mass exactly
-        assert mu_fidelity(model, x, -w * x, removed=rem, correlation=corr).mu_fidelity[0] == pytest.approx(-1.0, abs=1e-6)
+        assert mu_fidelity(model, x, -w * x, removed=rem, correlation=corr).mu_fidelity[0] == pytest.approx(
+            -1.0, abs=1e-6
+        )
 
 
 def test_pearson_differs_from_spearman_on_a_square():
@@ -45,8 +48,15 @@ def test_pearson_differs_from_spearman_on_a_square():
     assert scipy.stats.pearsonr(p.drops[0], p.attribution_sums[0])[0] == pytest.approx(0.972659, abs=1e-6)
 
 
-@pytest.mark.parametrize("h, sizes", [(28, [3, 3, 3, 3, 4, 3, 3, 3, 3]), (32, [4, 3, 4, 3, 4, 3, 4, 3, 4]),
-                                      (64, [7, 7, 7, 7, 8, 7, 7, 7, 7]), (224, [25, 25, 25, 25, 24, 25, 25, 25, 25])])
+@pytest.mark.parametrize(
+    "h, sizes",
+    [
+        (28, [3, 3, 3, 3, 4, 3, 3, 3, 3]),
+        (32, [4, 3, 4, 3, 4, 3, 4, 3, 4]),
+        (64, [7, 7, 7, 7, 8, 7, 7, 7, 7]),
+        (224, [25, 25, 25, 25, 24, 25, 25, 25, 25]),
+    ],
+)
 def test_cell_map_is_tf_nearest_resize(h, sizes):
     cells = np.arange(9, dtype=np.float32).reshape(1, 9, 1, 1) * np.ones((1, 9, 9, 1), np.float32)
     resized = tf.image.resize(cells, (h, h), method="nearest").numpy()[0, :, 0, 0].astype(int)
@@ -63,7 +73,7 @@ def xplique_restatement(model, x, phi, removed, grid, baseline, target):
         keep = (~removed[i]).astype(np.float32).reshape(-1, grid, grid, 1)
         mask = tf.image.resize(keep, (h, w), method="nearest").numpy()  # [n, h, w, 1]
         xt = x[i][None] * mask + (1 - mask) * baseline
-        f0 = np.asarray(model(x[i:i + 1]))[0, target[i]]
+        f0 = np.asarray(model(x[i : i + 1]))[0, target[i]]
         ft = np.asarray(model(xt.astype(np.float32)))[:, target[i]]
         attrs = (phi[i][None] * (1 - mask)).reshape(len(xt), -1).sum(1)
         out.append(scipy.stats.spearmanr(f0 - ft, attrs)[0])

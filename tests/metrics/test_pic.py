@@ -1,4 +1,5 @@
 """PIC (SIC / AIC) parity with PAIR `saliency.metrics.pic` on the same image, saliency and pred_func."""
+
 import keras
 import numpy as np
 import pytest
@@ -49,11 +50,26 @@ def test_parity_with_pair_compute_pic_metric(channels):
         mask = generate_random_mask(h, w, 0.01, seed=trial)
         assert mask.sum() == int(0.01 * h * w)
         pred = similarity_pred(img)
-        ref = pair_pic.compute_pic_metric(img=img, saliency_map=sal, random_mask=mask, pred_func=pred,
-                                          saliency_thresholds=list(DEFAULT_THRESHOLDS), min_pred_value=0.5,
-                                          keep_monotonous=trial == 0, num_data_points=1000)
-        ours = compute_pic_metric(img, sal, mask, pred, DEFAULT_THRESHOLDS, min_pred_value=0.5,
-                                  keep_monotonous=trial == 0, num_data_points=1000)
+        ref = pair_pic.compute_pic_metric(
+            img=img,
+            saliency_map=sal,
+            random_mask=mask,
+            pred_func=pred,
+            saliency_thresholds=list(DEFAULT_THRESHOLDS),
+            min_pred_value=0.5,
+            keep_monotonous=trial == 0,
+            num_data_points=1000,
+        )
+        ours = compute_pic_metric(
+            img,
+            sal,
+            mask,
+            pred,
+            DEFAULT_THRESHOLDS,
+            min_pred_value=0.5,
+            keep_monotonous=trial == 0,
+            num_data_points=1000,
+        )
         assert abs(ours.auc - ref.auc) < 1e-3
         assert ours.auc == pytest.approx(ref.auc, abs=1e-12)  # in fact exact up to float rounding
         np.testing.assert_allclose(ours.x, ref.curve_x, atol=1e-12)
@@ -96,8 +112,7 @@ def test_aggregate_parity_median_and_mean():
         assert a.auc == pytest.approx(b.auc, abs=1e-12)
         np.testing.assert_allclose(a.y, b.curve_y, atol=1e-12)
     # the AUC of the median curve, not the median of the AUCs
-    assert aggregate_pic_results(ours).auc == pytest.approx(
-        np.trapezoid(np.median([r.y for r in ours], 0), ours[0].x))
+    assert aggregate_pic_results(ours).auc == pytest.approx(np.trapezoid(np.median([r.y for r in ours], 0), ours[0].x))
 
 
 def test_degenerate_images_raise_like_pair():
@@ -106,8 +121,8 @@ def test_degenerate_images_raise_like_pair():
     sal = rng.random((16, 16))
     mask = generate_random_mask(16, 16, seed=0)
     cases = [
-        (lambda b: [0.3] * len(b), 0.5),          # below min_pred_value
-        (lambda b: [0.9] * len(b), 0.5),          # blurred prediction not lower
+        (lambda b: [0.3] * len(b), 0.5),  # below min_pred_value
+        (lambda b: [0.9] * len(b), 0.5),  # blurred prediction not lower
     ]
     for pred, mpv in cases:
         with pytest.raises(pair_pic.ComputePicMetricError):
@@ -143,14 +158,21 @@ def detail_model(threshold):
     The bokeh image (linear interpolation) has less detail than the original, so the class flips
     when the salient pixels are removed: every PIC case is scored, none is skipped."""
     lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, activation="relu", use_bias=False),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(2, 3, activation="relu", use_bias=False),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
     k = np.zeros((3, 3, 3, 2), np.float32)
     for c in range(3):
         k[:, :, c, 0], k[:, :, c, 1] = lap, -lap
     model.layers[0].set_weights([k])
-    model.layers[-1].set_weights([np.array([[10.0, -10.0], [10.0, -10.0]], np.float32),
-                                  np.array([-10 * threshold, 10 * threshold], np.float32)])
+    model.layers[-1].set_weights(
+        [np.array([[10.0, -10.0], [10.0, -10.0]], np.float32), np.array([-10 * threshold, 10 * threshold], np.float32)]
+    )
     return model
 
 
@@ -160,8 +182,21 @@ def test_pic_on_model_equals_pair_with_model_pred_func(softmax_head):
     rng = np.random.default_rng(4)
     imgs = np.stack([smooth_image(rng, 16, 16) for _ in range(3)])
     x = imgs.astype(np.float32) / 255.0
-    energy = [float(np.mean(np.abs(np.asarray(keras.ops.conv(x[i:i + 1].sum(-1, keepdims=True),
-              np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)[:, :, None, None]))))) for i in range(3)]
+    energy = [
+        float(
+            np.mean(
+                np.abs(
+                    np.asarray(
+                        keras.ops.conv(
+                            x[i : i + 1].sum(-1, keepdims=True),
+                            np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)[:, :, None, None],
+                        )
+                    )
+                )
+            )
+        )
+        for i in range(3)
+    ]
     model = detail_model(0.6 * min(energy))
     if softmax_head:  # the same classifier ending in softmax: scored on its own probabilities
         model = keras.Sequential([model, keras.layers.Softmax()])

@@ -1,5 +1,6 @@
 """ROAD: the noisy linear imputer against worked vectors (metrics_faithfulness.md 4.6) and a dense numpy
 re-statement of its equations; the removal protocol; accuracy curves on a model."""
+
 import keras
 import numpy as np
 import pytest
@@ -116,8 +117,12 @@ def test_road_curves_on_a_model(smooth_cnn):
     for o, oi in (("morf", 0), ("lerf", 1)):
         masks = road_masks(attr.sum(-1), fr, o, seed=5)
         for j in range(len(fr)):
-            imgs = np.stack([noisy_linear_imputation(x[i], ~masks[j, i], 0.01, np.random.default_rng([5, i, j, oi]))
-                             for i in range(3)]).astype(np.float32)
+            imgs = np.stack(
+                [
+                    noisy_linear_imputation(x[i], ~masks[j, i], 0.01, np.random.default_rng([5, i, j, oi]))
+                    for i in range(3)
+                ]
+            ).astype(np.float32)
             out = np.asarray(smooth_cnn(imgs), np.float64)
             np.testing.assert_array_equal(r.correct[o][:, j], (out.argmax(1) == pred).astype(float))
             p = np.exp(out - out.max(1, keepdims=True))

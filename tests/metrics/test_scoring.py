@@ -1,4 +1,5 @@
 """The shared scoring rule and unit layouts (issue #10): each test names the defect it pins down."""
+
 import keras
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ def linear_image_model(h, w, c, n_out, seed=0, activation=None, channels_first=F
     """Flatten -> Dense(n_out, activation): logits (or probabilities) linear in the pixels."""
     rng = np.random.default_rng(seed)
     shape = (c, h, w) if channels_first else (h, w, c)
-    model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(n_out, activation=activation)])
+    model = keras.Sequential(
+        [keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(n_out, activation=activation)]
+    )
     kern = rng.normal(size=(h * w * c, n_out)).astype(np.float32) * 0.5
     model.layers[-1].set_weights([kern, np.zeros(n_out, np.float32)])
     return model, kern
@@ -57,8 +60,9 @@ def test_softmax_output_model_is_scored_on_its_probabilities():
         return np_softmax(v.reshape(1, -1).astype(np.float64) @ kern)[0, cls[b]]
 
     counts = np.rint(np.arange(5) * 16 / 4).astype(int)
-    exp = np.stack([expected_deletion(x[b:b + 1], attr[b:b + 1], lambda v, b=b: [f(v, b)], counts)[0]
-                    for b in range(2)])
+    exp = np.stack(
+        [expected_deletion(x[b : b + 1], attr[b : b + 1], lambda v, b=b: [f(v, b)], counts)[0] for b in range(2)]
+    )
     np.testing.assert_allclose(r.curves, exp, atol=1e-5)
     # the same model without its softmax gives the same curve under the default score
     logits = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(), keras.layers.Dense(7)])
@@ -275,5 +279,6 @@ def test_aupc_and_total_variation_follow_the_rules(smooth_cnn):
     p, _ = aupc(soft, x, attr, score="probability", **opts)
     assert np.all(np.isfinite(p))
     big = rng.normal(size=(1, 40, 40, 3))
-    np.testing.assert_allclose(total_variation(big.transpose(0, 3, 1, 2), data_format="channels_first")[0],
-                               total_variation(big)[0])
+    np.testing.assert_allclose(
+        total_variation(big.transpose(0, 3, 1, 2), data_format="channels_first")[0], total_variation(big)[0]
+    )

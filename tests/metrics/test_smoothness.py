@@ -1,4 +1,5 @@
 """AUTVC (multi-scale average total variation)."""
+
 import numpy as np
 import pytest
 from skimage.transform import pyramid_gaussian

@@ -20,6 +20,7 @@ returns NaN there, ``zero_gradient="nan"``).
 Reference: R. Yang, B. Wang, M. Bilgic, "IDGI: A Framework to Eliminate Explanation Noise from
 Integrated Gradients", CVPR 2023, arXiv 2303.14242 (released function: yangruo1226/IDGI ``idgi.py``).
 """
+
 from __future__ import annotations
 
 from typing import List, NamedTuple
@@ -67,8 +68,13 @@ class ImportantDirection:
         """Empty state for explicands shaped like ``like`` (a list of ``[B, *S_i]`` tensors)."""
         batch = tf.shape(like[0])[0]
         zeros = tf.zeros([batch], tf.float32)
-        return IDGIState([tf.zeros_like(t, tf.float32) for t in like], [tf.zeros_like(t, tf.float32) for t in like],
-                         zeros, zeros, tf.constant(False))
+        return IDGIState(
+            [tf.zeros_like(t, tf.float32) for t in like],
+            [tf.zeros_like(t, tf.float32) for t in like],
+            zeros,
+            zeros,
+            tf.constant(False),
+        )
 
     def _steps(self, state: IDGIState, g_left, d, valid_first):
         """Add the steps with left gradients ``g_left`` (list of ``[c, B, *S]``) and output changes ``d [c, B]``."""
@@ -120,8 +126,10 @@ def as_accumulator(idgi, name: str = "idgi"):
         return ImportantDirection("skip")
     if isinstance(idgi, ImportantDirection):
         return idgi
-    raise TypeError(f"{name} must be a bool or tf_pathattr.engine.accumulators.ImportantDirection, "
-                    f"got {type(idgi).__name__} ({idgi!r})")
+    raise TypeError(
+        f"{name} must be a bool or tf_pathattr.engine.accumulators.ImportantDirection, "
+        f"got {type(idgi).__name__} ({idgi!r})"
+    )
 
 
 def cache_token(acc):

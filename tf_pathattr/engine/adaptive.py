@@ -32,6 +32,7 @@ are per group), so there every call carries the whole batch and finished example
 Each level's estimate is ``A_L = sum_j w_j^{(L)} g(a_j)``; since old nodes change weight from level
 to level, every evaluated gradient is added to the accumulators of all levels that contain its node.
 """
+
 from __future__ import annotations
 
 import functools
@@ -97,7 +98,7 @@ def nested_tables(levels: int, first: int = FIRST_INTERVALS):
     fine = first * 2 ** (levels - 1)
     order, gen_start, gen_count = [], [], []
     for lev in range(levels):
-        stride = fine // (first * 2 ** lev)
+        stride = fine // (first * 2**lev)
         if lev == 0:
             new = list(range(stride, fine, stride))
         else:
@@ -108,15 +109,16 @@ def nested_tables(levels: int, first: int = FIRST_INTERVALS):
     pos = {f: i for i, f in enumerate(order)}
     weights = np.zeros((levels, len(order)))
     for lev in range(levels):
-        n = first * 2 ** lev
+        n = first * 2**lev
         _, w = fejer2(n)
         stride = fine // n
         for j in range(1, n):
             weights[lev, pos[j * stride]] = w[j - 1]
     alpha = (1.0 - np.cos(np.pi * np.asarray(order, np.float64) / fine)) / 2.0
-    nodes = np.asarray([first * 2 ** lev - 1 for lev in range(levels)])
-    return dict(alpha=alpha, weights=weights, gen_start=np.asarray(gen_start), gen_count=np.asarray(gen_count),
-                nodes=nodes)
+    nodes = np.asarray([first * 2**lev - 1 for lev in range(levels)])
+    return dict(
+        alpha=alpha, weights=weights, gen_start=np.asarray(gen_start), gen_count=np.asarray(gen_count), nodes=nodes
+    )
 
 
 def levels_for_budget(max_steps: int, first: int = FIRST_INTERVALS) -> int:
@@ -178,8 +180,11 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
                 pts = []
                 for xe, be, de, s in zip(x_e, b_e, d_e, shapes):
                     pt = tf.gather(be, ex) + a[:, None] * tf.gather(de, ex)
-                    pts.append(tf.reshape(pt, tf.concat([[size], list(s)], 0)) if not pad else
-                               tf.reshape(pt, [rows_per_call] + list(s)))
+                    pts.append(
+                        tf.reshape(pt, tf.concat([[size], list(s)], 0))
+                        if not pad
+                        else tf.reshape(pt, [rows_per_call] + list(s))
+                    )
                 if compact:
                     with tf.GradientTape(watch_accessed_variables=False) as tape:
                         for t in pts:
@@ -197,8 +202,9 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
                     new.append(a_i + tf.einsum("ler,rs->les", mix, tf.reshape(g, [-1, n])))
                 return c + 1, new
 
-            _, acc = tf.while_loop(lambda c, acc: c < n_chunks, chunk_body, [tf.constant(0, tf.int32), acc],
-                                   parallel_iterations=1)
+            _, acc = tf.while_loop(
+                lambda c, acc: c < n_chunks, chunk_body, [tf.constant(0, tf.int32), acc], parallel_iterations=1
+            )
             est = [tf.gather(a_i, r) for a_i in acc]  # [E, n] path-averaged gradient at level r
             total = tf.add_n([tf.reduce_sum(e_i * d_i, axis=1) for e_i, d_i in zip(est, d_e)])
             dlt = total - target
@@ -211,12 +217,21 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
             return r + 1, tf.logical_and(active, tf.logical_not(done)), acc, out, delta, steps, evals
 
         zeros_acc = [tf.zeros([levels, n_ex, n], tf.float32) for n in sizes]
-        init = [tf.constant(0, tf.int32), tf.ones([n_ex], tf.bool), zeros_acc,
-                [tf.zeros([n_ex, n], tf.float32) for n in sizes], tf.zeros([n_ex], tf.float32),
-                tf.zeros([n_ex], tf.int32), tf.constant(0, tf.int32)]
+        init = [
+            tf.constant(0, tf.int32),
+            tf.ones([n_ex], tf.bool),
+            zeros_acc,
+            [tf.zeros([n_ex, n], tf.float32) for n in sizes],
+            tf.zeros([n_ex], tf.float32),
+            tf.zeros([n_ex], tf.int32),
+            tf.constant(0, tf.int32),
+        ]
         r, active, _, out, delta, steps, evals = tf.while_loop(
-            lambda r, active, *_: tf.logical_and(r < levels, tf.reduce_any(active)), round_body, init,
-            parallel_iterations=1)
+            lambda r, active, *_: tf.logical_and(r < levels, tf.reduce_any(active)),
+            round_body,
+            init,
+            parallel_iterations=1,
+        )
         attr = []
         for o, d, s in zip(out, d_e, shapes):
             a = o * d if multiply_by_inputs else o
@@ -230,10 +245,22 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
     return fn
 
 
-def integrated_gradients_auto(model, inputs, target=None, *, baseline=0.0, rtol: float = 1e-3, max_steps: int = 1023,
-                              internal_batch_size=None, multiply_by_inputs: bool = True,
-                              return_convergence_delta: bool = False, return_details: bool = False,
-                              jit_compile: bool = False, layer=None, seed=None):
+def integrated_gradients_auto(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    rtol: float = 1e-3,
+    max_steps: int = 1023,
+    internal_batch_size=None,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    seed=None,
+):
     """``integrated_gradients(..., n_steps="auto")`` (see the module docstring and that function).
 
     Returns attributions, then ``delta [B]`` with ``return_convergence_delta``, then a dict with
@@ -252,8 +279,11 @@ def integrated_gradients_auto(model, inputs, target=None, *, baseline=0.0, rtol:
     flat_base = _shapes.prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     k_count = int(flat_base[0].shape[0])
     batch = problem.batch_size
-    ibs = eng.DEFAULT_INTERNAL_BATCH_SIZE if internal_batch_size is None else _shapes.check_positive_int(
-        internal_batch_size, "internal_batch_size")
+    ibs = (
+        eng.DEFAULT_INTERNAL_BATCH_SIZE
+        if internal_batch_size is None
+        else _shapes.check_positive_int(internal_batch_size, "internal_batch_size")
+    )
     compact = problem.target.kind != _targets.CALLABLE and problem.layer is None
     pad = bool(jit_compile) or not compact
     rows = max(ibs, 1 if compact else batch)
@@ -263,17 +293,30 @@ def integrated_gradients_auto(model, inputs, target=None, *, baseline=0.0, rtol:
     def builder():
         return _build(problem, k_count, levels, rows, compact, pad, rtol, bool(multiply_by_inputs))
 
-    extra = (flat_base, tf.constant(tables["alpha"], tf.float32), tf.constant(tables["weights"], tf.float32),
-             tf.constant(tables["gen_start"], tf.int32), tf.constant(tables["gen_count"], tf.int32),
-             tf.constant(tables["nodes"], tf.int32))
+    extra = (
+        flat_base,
+        tf.constant(tables["alpha"], tf.float32),
+        tf.constant(tables["weights"], tf.float32),
+        tf.constant(tables["gen_start"], tf.int32),
+        tf.constant(tables["gen_count"], tf.int32),
+        tf.constant(tables["nodes"], tf.int32),
+    )
+
     def finish(result):
         attr, delta, steps, conv, rounds, evals = result
         out = [problem.pack(attr)]
         if return_convergence_delta:
             out.append(delta)
         if return_details:
-            out.append({"n_steps": steps.numpy(), "delta": delta, "converged": conv.numpy(), "rounds": int(rounds),
-                        "evaluations": int(evals)})
+            out.append(
+                {
+                    "n_steps": steps.numpy(),
+                    "delta": delta,
+                    "converged": conv.numpy(),
+                    "rounds": int(rounds),
+                    "evaluations": int(evals),
+                }
+            )
         return out[0] if len(out) == 1 else tuple(out)
 
     return eng.Plan(problem, key, builder, extra, jit_compile, finish)

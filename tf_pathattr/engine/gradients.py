@@ -8,6 +8,7 @@ one backward pass. :func:`chunked_loop` runs a body over the chunks of a static 
 points as a ``tf.while_loop`` with ``parallel_iterations=1`` (one chunk alive at a time), so
 memory is bounded by ``internal_batch_size`` and does not grow with ``n_steps``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,9 @@ def make_forward(model, structure: _shapes.Structure) -> Callable[[List[tf.Tenso
     with the inputs alone. Single-entry dict outputs (SavedModel signatures) are unwrapped.
     """
     if not callable(model):
-        raise TypeError(f"model must be a keras.Model or a callable mapping a batch to outputs, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a keras.Model or a callable mapping a batch to outputs, got {type(model).__name__}"
+        )
     is_keras = isinstance(model, keras.layers.Layer)
 
     def forward(flat_points):
@@ -156,9 +159,19 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> P
 
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
-    problem = Problem(model, forward, [acts], _shapes.Structure("single"), batch, spec,
-                      _targets.make_scorer(spec, batch), context=raw, layer=lay, layer_call=call_index,
-                      raw_forward=raw_forward)
+    problem = Problem(
+        model,
+        forward,
+        [acts],
+        _shapes.Structure("single"),
+        batch,
+        spec,
+        _targets.make_scorer(spec, batch),
+        context=raw,
+        layer=lay,
+        layer_call=call_index,
+        raw_forward=raw_forward,
+    )
     problem._context_holder = holder
     return problem
 
@@ -181,7 +194,7 @@ def layer_probe(model, layer, call_index, inputs):
     try:
         model_ref = weakref.ref(model)
     except TypeError:
-        model_ref = (lambda m: (lambda: m))(model)
+        model_ref = (lambda m: lambda: m)(model)
     is_keras = isinstance(model, keras.layers.Layer)
     found = {}
 
@@ -260,12 +273,16 @@ def unconnected_message(problem, which, what: str = "the explained output") -> s
     if problem.layer is not None:
         hint = "pick a layer whose output the explained output depends on differentiably"
     else:
-        hint = ("if these are token ids (or any ids / categories fed to an Embedding or a lookup), pass them as "
-                "integers with layer=<the Embedding layer or its name> to attribute to the embedding output; if the "
-                "input is unused, remove it or give it a zero baseline")
-    return (f"no gradient path from {what} to {where}: the model's output does not depend differentiably on it "
-            f"(float-cast token ids into an Embedding, an argmax / round / cast to int inside the model, "
-            f"tf.stop_gradient, or an unused input), so every attribution would be zero; {hint}")
+        hint = (
+            "if these are token ids (or any ids / categories fed to an Embedding or a lookup), pass them as "
+            "integers with layer=<the Embedding layer or its name> to attribute to the embedding output; if the "
+            "input is unused, remove it or give it a zero baseline"
+        )
+    return (
+        f"no gradient path from {what} to {where}: the model's output does not depend differentiably on it "
+        f"(float-cast token ids into an Embedding, an argmax / round / cast to int inside the model, "
+        f"tf.stop_gradient, or an unused input), so every attribution would be zero; {hint}"
+    )
 
 
 def connected_gradients(problem, tape, target, sources, what: str = "the explained output"):
@@ -286,8 +303,10 @@ def connected_gradients(problem, tape, target, sources, what: str = "the explain
 
 def chunk_size(n_points: int, batch_size: int, internal_batch_size) -> int:
     """Path points per model call: ``internal_batch_size // B`` (at least 1, at most ``n_points``)."""
-    ibs = DEFAULT_INTERNAL_BATCH_SIZE if internal_batch_size is None else _shapes.check_positive_int(
-        internal_batch_size, "internal_batch_size"
+    ibs = (
+        DEFAULT_INTERNAL_BATCH_SIZE
+        if internal_batch_size is None
+        else _shapes.check_positive_int(internal_batch_size, "internal_batch_size")
     )
     if ibs < batch_size:
         warnings.warn(
@@ -308,6 +327,7 @@ def chunked_loop(n_points: int, chunk: int, body: Callable, carry):
     if n_full == 1:
         carry = body(tf.constant(0, tf.int32), chunk, carry)
     elif n_full > 1:
+
         def cond(i, *c):
             return i < n_full
 
@@ -451,10 +471,19 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     """
     layer_key = None
     if problem.layer is not None:
-        layer_key = (id(problem.layer), problem.layer_call,
-                     tuple((tuple(c.shape), c.dtype.name) for c in problem.context))
-    full_key = tuple(key) + (problem.structure, problem.target.cache_token, problem.batch_size,
-                             tuple(problem.example_shapes), bool(jit_compile), layer_key)
+        layer_key = (
+            id(problem.layer),
+            problem.layer_call,
+            tuple((tuple(c.shape), c.dtype.name) for c in problem.context),
+        )
+    full_key = tuple(key) + (
+        problem.structure,
+        problem.target.cache_token,
+        problem.batch_size,
+        tuple(problem.example_shapes),
+        bool(jit_compile),
+        layer_key,
+    )
     return CACHE.get(problem.model, full_key, lambda: _trace(problem, python_fn_builder, jit_compile))
 
 
@@ -575,19 +604,28 @@ def planned(plan_fn: Callable) -> Callable:
     def plan(*args, **kwargs) -> Plan:
         result = plan_fn(*args, **kwargs)
         if not isinstance(result, Plan):
-            raise ValueError(f"{plan_fn.__name__}: these options run partly on the host and cannot be embedded "
-                             "in a graph (export or a compiled callback step)")
+            raise ValueError(
+                f"{plan_fn.__name__}: these options run partly on the host and cannot be embedded "
+                "in a graph (export or a compiled callback step)"
+            )
         return result
 
     method.plan = plan
     return method
 
 
-def run_packed(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False,
-               return_convergence_delta: bool = False):
+def run_packed(
+    problem: Problem,
+    key: tuple,
+    builder: Callable[[], Callable],
+    extra_args=(),
+    jit_compile: bool = False,
+    return_convergence_delta: bool = False,
+):
     """Run a body returning ``(attributions list, delta [B])``; see :func:`packed_finish`."""
-    return Plan(problem, key, builder, tuple(extra_args), jit_compile,
-                packed_finish(problem, return_convergence_delta)).execute()
+    return Plan(
+        problem, key, builder, tuple(extra_args), jit_compile, packed_finish(problem, return_convergence_delta)
+    ).execute()
 
 
 def run(problem: Problem, key: tuple, builder: Callable[[], Callable], extra_args=(), jit_compile: bool = False):

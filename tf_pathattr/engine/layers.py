@@ -23,6 +23,7 @@ when a layer with a ``reverse`` call argument made exactly one non-reverse call,
 lookup) is the one attributed, and the reverse projection keeps computing the logits from the
 layer's weights.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["iter_layers", "find_last_dense", "lookup_layer", "find_layer", "resolve_layer", "LayerTap",
-           "replaced_output", "layer_activations", "layer_call_activations", "is_reverse_call"]
+__all__ = [
+    "iter_layers",
+    "find_last_dense",
+    "lookup_layer",
+    "find_layer",
+    "resolve_layer",
+    "LayerTap",
+    "replaced_output",
+    "layer_activations",
+    "layer_call_activations",
+    "is_reverse_call",
+]
 
 
 def _children(layer):
@@ -98,8 +109,10 @@ def find_layer(model, layer):
         if not isinstance(found, keras.layers.Layer):
             raise TypeError("layer: a callable must return a keras layer when given the model")
         return found
-    raise TypeError(f"layer must be a keras layer, a layer name, callable(model) -> layer or (layer, call_index), "
-                    f"got {type(layer).__name__}")
+    raise TypeError(
+        f"layer must be a keras layer, a layer name, callable(model) -> layer or (layer, call_index), "
+        f"got {type(layer).__name__}"
+    )
 
 
 def resolve_layer(model, layer):
@@ -136,8 +149,10 @@ def _has_reverse(layer) -> bool:
 def _check_not_quantized(layer):
     mode = getattr(layer, "quantization_mode", None)
     if mode is not None:
-        raise ValueError(f"layer {layer.name!r} is quantized ({mode}): Keras runs quantized_call, not call, so its "
-                         "output cannot be replaced; attribute a float copy of the model")
+        raise ValueError(
+            f"layer {layer.name!r} is quantized ({mode}): Keras runs quantized_call, not call, so its "
+            "output cannot be replaced; attribute a float copy of the model"
+        )
 
 
 class LayerTap:
@@ -222,20 +237,25 @@ def replaced_output(layer, tensor, call_index=None):
 
 def _select_call(lay, tap, call_index):
     if tap.calls == 0:
-        raise ValueError(f"layer {lay.name!r} did not run in the model call; attribution to an unused layer is "
-                         "impossible")
+        raise ValueError(
+            f"layer {lay.name!r} did not run in the model call; attribution to an unused layer is impossible"
+        )
     if call_index is not None:
         if call_index >= tap.calls:
-            raise ValueError(f"layer=({lay.name!r}, {call_index}): the layer ran {tap.calls} time(s) in one model "
-                             f"call (call_index 0..{tap.calls - 1})")
+            raise ValueError(
+                f"layer=({lay.name!r}, {call_index}): the layer ran {tap.calls} time(s) in one model "
+                f"call (call_index 0..{tap.calls - 1})"
+            )
         return call_index
     if tap.calls == 1:
         return 0
     forward = [k for k, rev in enumerate(tap.reverse) if not rev]
     if _has_reverse(lay) and len(forward) == 1:
         return forward[0]  # the lookup of a tied embedding; the reverse projection is left alone
-    raise ValueError(f"layer {lay.name!r} ran {tap.calls} times in one model call; attribution to a shared layer "
-                     f"is ambiguous: pass layer=({lay.name!r}, call_index) with call_index in 0..{tap.calls - 1}")
+    raise ValueError(
+        f"layer {lay.name!r} ran {tap.calls} times in one model call; attribution to a shared layer "
+        f"is ambiguous: pass layer=({lay.name!r}, call_index) with call_index in 0..{tap.calls - 1}"
+    )
 
 
 def layer_call_activations(model, layer, inputs, call_index=None, return_inputs=False):

@@ -5,6 +5,7 @@
 images gets them everywhere without passing the option. Grayscale images without a channel axis
 (``[B, H, W]``) are the same in both layouts.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -36,8 +37,9 @@ def image_axes(shape, data_format: str, name: str = "inputs") -> Tuple[int, int,
         return 1, 2, None
     if rank == 4:
         return (2, 3, 1) if data_format == "channels_first" else (1, 2, 3)
-    raise ValueError(f"{name} must be images [B, H, W], [B, H, W, C] or [B, C, H, W] (data_format), "
-                     f"got shape {tuple(shape)}")
+    raise ValueError(
+        f"{name} must be images [B, H, W], [B, H, W, C] or [B, C, H, W] (data_format), got shape {tuple(shape)}"
+    )
 
 
 def to_channels_last(x, data_format: str):

@@ -14,6 +14,7 @@ Rules
 ``gausslegendre``     alpha_k = (t_k+1)/2,  w_k = omega_k/2 with (t_k, omega_k) the Legendre nodes/weights
 ``pair``              alpha_k = k/(n-1),    w_k = 1/n (parity with PAIR ``saliency`` IG; n >= 2)
 """
+
 from __future__ import annotations
 
 import functools

@@ -5,6 +5,7 @@ module turns what users pass (numpy arrays, tensors, lists/tuples or dicts of th
 models) into that list, checks it, and packs results back into the user's structure. Errors name
 the argument and say what was expected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,13 +41,17 @@ class Structure:
         """
         if self.kind == "single":
             if isinstance(value, (list, tuple, dict)) and not _is_numeric_sequence(value):
-                raise ValueError(f"{name}: the model has a single input, so {name} must be one array, got a {type(value).__name__}")
+                raise ValueError(
+                    f"{name}: the model has a single input, so {name} must be one array, got a {type(value).__name__}"
+                )
             return [value]
         if self.kind == "dict":
             if isinstance(value, (list, tuple)):
-                raise ValueError(f"{name}: the inputs are a dict with keys {list(self.keys)}, so a per-input {name} "
-                                 f"must be a dict with those keys (a list or tuple cannot be matched to keys); a "
-                                 f"scalar or an array is shared by every input")
+                raise ValueError(
+                    f"{name}: the inputs are a dict with keys {list(self.keys)}, so a per-input {name} "
+                    f"must be a dict with those keys (a list or tuple cannot be matched to keys); a "
+                    f"scalar or an array is shared by every input"
+                )
             if not isinstance(value, dict):
                 return [value] * len(self.keys)  # a scalar / shared value applies to every input
             missing = [k for k in self.keys if k not in value]
@@ -58,7 +63,8 @@ class Structure:
                 raise ValueError(
                     f"{name}: the model has {len(self.keys)} inputs, so a list or tuple {name} needs one entry "
                     f"per input; got {len(value)} entries. To share one per-feature {name} with every input pass a "
-                    f"numpy array instead")
+                    f"numpy array instead"
+                )
             return list(value)
         return [value] * len(self.keys)
 
@@ -116,7 +122,9 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
     batch_size : int
     """
     structure = structure_of(inputs)
-    values = inputs.values() if structure.kind == "dict" else (inputs if structure.kind in ("list", "tuple") else [inputs])
+    values = (
+        inputs.values() if structure.kind == "dict" else (inputs if structure.kind in ("list", "tuple") else [inputs])
+    )
     flat = []
     batch = None
     for key, value in zip(structure.keys or (None,), values):
@@ -145,7 +153,9 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
         if batch is None:
             batch = b
         elif b != batch:
-            raise ValueError(f"{label} has batch size {b} but the other inputs have {batch}; all inputs need the same B")
+            raise ValueError(
+                f"{label} has batch size {b} but the other inputs have {batch}; all inputs need the same B"
+            )
         flat.append(t)
     return flat, structure, int(batch)
 
@@ -277,8 +287,11 @@ def renamed_option(new_value, old_value, new_name: str, old_name: str, default=N
         raise TypeError(f"{old_name}= is the deprecated name of {new_name}=; pass only {new_name}= (got both)")
     import warnings
 
-    warnings.warn(f"{old_name}= is deprecated and has been renamed {new_name}=; {old_name}= will be removed in the "
-                  f"next release", DeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{old_name}= is deprecated and has been renamed {new_name}=; {old_name}= will be removed in the next release",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
     return old_value
 
 

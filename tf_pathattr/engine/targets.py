@@ -17,6 +17,7 @@ point ``g`` of every example). Integer targets are tiled accordingly; a callable
 each group of ``B`` rows separately, so a per-example score (``CategoricalScore([3, 1, 4])``)
 always sees exactly the ``B`` rows it was written for.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -96,7 +97,9 @@ def resolve_target(target, batch_size: int, output_shape, name: str = "target") 
     if arr.ndim == 0:
         arr = np.full((batch_size,), int(arr))
     elif arr.ndim != 1 or arr.shape[0] != batch_size:
-        raise ValueError(f"{name} must be an int or have shape ({batch_size},) (one per example), got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be an int or have shape ({batch_size},) (one per example), got shape {arr.shape}"
+        )
     n_classes = 1 if len(output_shape) == 0 else int(output_shape[0]) if output_shape[0] is not None else None
     if n_classes is not None:
         bad = (arr < 0) | (arr >= n_classes)
@@ -113,7 +116,9 @@ def _squeeze_score(score, n_rows, name="target"):
     if score.shape.rank == 2 and score.shape[1] == 1:
         score = score[:, 0]
     if score.shape.rank != 1:
-        raise ValueError(f"{name}: a score callable must return one value per example, shape [B]; got shape {score.shape}")
+        raise ValueError(
+            f"{name}: a score callable must return one value per example, shape [B]; got shape {score.shape}"
+        )
     return tf.cast(score, tf.float32)
 
 
@@ -135,7 +140,7 @@ def make_scorer(spec: TargetSpec, batch_size: int) -> Callable[[Any, tf.Tensor],
                 return _squeeze_score(fn(outputs), n_rows)
             parts = []
             for g in range(groups):
-                sl = tf.nest.map_structure(lambda o: o[g * batch_size:(g + 1) * batch_size], outputs)
+                sl = tf.nest.map_structure(lambda o: o[g * batch_size : (g + 1) * batch_size], outputs)
                 parts.append(_squeeze_score(fn(sl), batch_size))
             return tf.concat(parts, axis=0)
 

@@ -3,8 +3,25 @@
 :data:`METHODS` lists the canonical names, :func:`attribute` dispatches by name or alias, and
 :mod:`.registry` answers what each method supports.
 """
-from . import (agi, blur_ig, dig, expected_gradients, gradients, guided_ig, idg, idgi, ig2, integrated_gradients,
-               noise_tunnel, registry, sig, smooth_taylor, split_ig, xrai)
+
+from . import (
+    agi,
+    blur_ig,
+    dig,
+    expected_gradients,
+    gradients,
+    guided_ig,
+    idg,
+    idgi,
+    ig2,
+    integrated_gradients,
+    noise_tunnel,
+    registry,
+    sig,
+    smooth_taylor,
+    split_ig,
+    xrai,
+)
 
 # The registry: one entry per method module (the noise tunnel module also declares SmoothGrad).
 for _spec in (

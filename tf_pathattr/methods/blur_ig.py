@@ -32,6 +32,7 @@ per-step ``d_i`` whatever the chunk size (PAIR multiplies a batch by the last wi
 Reference: S. Xu, S. Venugopalan, M. Sundararajan, "Attribution in Scale and Space", CVPR 2020,
 arXiv 2004.03383.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -131,8 +132,13 @@ def _path_tables(h: int, w: int, max_sigma: float, n_steps: int, grad_step: floa
         bwp.append(mwp)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     return dict(
-        bh=f32(bh), bw=f32(bw), dh=f32(dh), dw=f32(dw), bwp=f32(bwp),
-        end_h=f32(blur_matrix(h, sig[-1])[None]), end_w=f32(blur_matrix(w, sig[-1])[None]),
+        bh=f32(bh),
+        bw=f32(bw),
+        dh=f32(dh),
+        dw=f32(dw),
+        bwp=f32(bwp),
+        end_h=f32(blur_matrix(h, sig[-1])[None]),
+        end_w=f32(blur_matrix(w, sig[-1])[None]),
     )
 
 
@@ -143,9 +149,11 @@ def _refuse_integer_images(inputs, method_name):
     if dtype is None and not isinstance(inputs, (list, tuple, dict)):
         dtype = np.asarray(inputs).dtype
     if dtype is not None and (tf.as_dtype(dtype).is_integer or tf.as_dtype(dtype) == tf.bool):
-        raise TypeError(f"inputs has integer dtype {tf.as_dtype(dtype).name}: {method_name} explains float images; "
-                        "convert integer images (e.g. uint8 0-255) to float as the model expects them. "
-                        f"It cannot attribute to a layer's output (layer=), so token-id models need another method.")
+        raise TypeError(
+            f"inputs has integer dtype {tf.as_dtype(dtype).name}: {method_name} explains float images; "
+            "convert integer images (e.g. uint8 0-255) to float as the model expects them. "
+            f"It cannot attribute to a layer's output (layer=), so token-id models need another method."
+        )
 
 
 def _check_positive_float(value, name):
@@ -158,22 +166,45 @@ def _check_positive_float(value, name):
 
 
 @overload
-def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def blur_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def blur_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def blur_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def blur_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 50.0, n_steps: int = 100,
-                              grad_step: float = 0.01, sqrt: bool = False, internal_batch_size=None,
-                              return_convergence_delta: bool = False, jit_compile: bool = False,
-                              data_format=None, layer=None, idgi=False):
+def blur_integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    max_sigma: float = 50.0,
+    n_steps: int = 100,
+    grad_step: float = 0.01,
+    sqrt: bool = False,
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    jit_compile: bool = False,
+    data_format=None,
+    layer=None,
+    idgi=False,
+):
     """Blur IG: integrated gradients along the path from ``blur(x, sigma_end)`` to ``x``.
 
     Parameters
@@ -234,8 +265,10 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
     accumulator = _acc.as_accumulator(idgi)
     problem = eng.prepare(model, inputs, target)
     if problem.structure.kind != "single":
-        raise ValueError("inputs: blur_integrated_gradients needs a single image batch [B, H, W, C], "
-                         f"got a {problem.structure.kind} of inputs")
+        raise ValueError(
+            "inputs: blur_integrated_gradients needs a single image batch [B, H, W, C], "
+            f"got a {problem.structure.kind} of inputs"
+        )
     x0 = problem.flat_x[0]
     fmt = resolve_data_format(data_format)
     h_axis, w_axis, _ = image_axes(tuple(x0.shape), fmt)
@@ -253,10 +286,21 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
             lead = t.shape.rank - 3
             return tf.transpose(t, list(range(lead)) + [lead + 2, lead, lead + 1])
         return t
+
     tables = _path_tables(h, w, max_sigma, n_steps, grad_step, bool(sqrt))
     chunk = eng.chunk_size(n_steps, batch, internal_batch_size)
-    key = ("blur_integrated_gradients", float(max_sigma), n_steps, float(grad_step), bool(sqrt), chunk,
-           bool(return_convergence_delta), batch, fmt, _acc.cache_token(accumulator))
+    key = (
+        "blur_integrated_gradients",
+        float(max_sigma),
+        n_steps,
+        float(grad_step),
+        bool(sqrt),
+        chunk,
+        bool(return_convergence_delta),
+        batch,
+        fmt,
+        _acc.cache_token(accumulator),
+    )
     names = ("bh", "bw", "dh", "dw", "bwp", "end_h", "end_w")
 
     def builder():
@@ -269,8 +313,9 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
                 mh, mw, mdh, mdw, mwp = sl(bh), sl(bw), sl(dh), sl(dw), sl(bwp)
                 t1 = tf.einsum("khi,biwc->kbhwc", mh, x)
                 z = tf.einsum("kwj,kbhjc->kbhwc", mw, t1)
-                dz = (tf.einsum("kwj,kbhjc->kbhwc", mdw, t1)
-                      + _apply(mdh, mwp, x))  # = -(d_i / h) (blur(x, s_i + h) - blur(x, s_i))
+                dz = tf.einsum("kwj,kbhjc->kbhwc", mdw, t1) + _apply(
+                    mdh, mwp, x
+                )  # = -(d_i / h) (blur(x, s_i + h) - blur(x, s_i))
                 f, grads = eng.score_and_gradients(problem, [eng.rows(from_bhwc(z), size, batch)], indices)
                 g = eng.unrows(to_bhwc(grads[0]), size, batch)
                 if accumulator is not None:  # IDGI: (F, g) at blur(x, sigma_i), in path order
@@ -299,9 +344,10 @@ def blur_integrated_gradients(model, inputs, target=None, *, max_sigma: float = 
 
 
 SPEC = MethodSpec(
-    name="blur_integrated_gradients", function=blur_integrated_gradients, aliases=("blur_ig",),
-    summary=("scale-space path from a heavily blurred image; scipy-exact Gaussian blur as banded matrices in "
-            "TF"),
+    name="blur_integrated_gradients",
+    function=blur_integrated_gradients,
+    aliases=("blur_ig",),
+    summary=("scale-space path from a heavily blurred image; scipy-exact Gaussian blur as banded matrices in TF"),
     paper="S. Xu, S. Venugopalan, M. Sundararajan, Attribution in Scale and Space, CVPR 2020",
     completeness="F(x) − F(blur(x, σ_max))",
     layer="blur_integrated_gradients blurs an image; it cannot attribute to a layer's output",

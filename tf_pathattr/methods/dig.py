@@ -28,6 +28,7 @@ EMNLP 2021, arXiv 2108.13654 (released as INK-USC/DIG; defaults ``steps=30``, ``
 500 neighbours, greedy). The released scripts explain the largest logit at each path point; here
 the target is resolved once on the input, as for every method.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -47,8 +48,7 @@ STRATEGIES = ("greedy", "maxcount")
 
 def _monotone_dims(base, cur, v):
     """Dimensions where ``v`` lies between ``base`` and ``cur`` (equal dims must stay equal)."""
-    return np.where(base > cur, (v <= base) & (v >= cur),
-                    np.where(base < cur, (v >= base) & (v <= cur), v == base))
+    return np.where(base > cur, (v <= base) & (v >= cur), np.where(base < cur, (v >= base) & (v <= cur), v == base))
 
 
 def _monotonize(base, cur, v, steps):
@@ -62,8 +62,9 @@ def _row_id(table, v):
     return int(hit[0]) if hit.size else None
 
 
-def dig_path(x, base, table, n_steps: int = 30, strategy: str = "greedy", n_neighbors: int = 500, factor: int = 0,
-             sq_norms=None):
+def dig_path(
+    x, base, table, n_steps: int = 30, strategy: str = "greedy", n_neighbors: int = 500, factor: int = 0, sq_norms=None
+):
     """The DIG path of one token: ``[2**factor * (n_steps + 1) + 1, d]`` points from ``base`` to ``x``.
 
     ``x``, ``base``: ``[d]`` (float64 recommended); ``table``: vocabulary embeddings ``[V, d]``.
@@ -124,22 +125,46 @@ def dig_path(x, base, table, n_steps: int = 30, strategy: str = "greedy", n_neig
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def discretized_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def discretized_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def discretized_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def discretized_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+) -> Any: ...
 
 
-def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 30,
-                                     strategy: str = "greedy", n_neighbors: int = 500, factor: int = 0,
-                                     embedding_matrix=None, internal_batch_size=None,
-                                     return_convergence_delta: bool = False, jit_compile: bool = False, layer=None,
-                                     return_path: bool = False, seed=None):
+def discretized_integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    n_steps: int = 30,
+    strategy: str = "greedy",
+    n_neighbors: int = 500,
+    factor: int = 0,
+    embedding_matrix=None,
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    return_path: bool = False,
+    seed=None,
+):
     """Discretized Integrated Gradients (DIG) over the tokens (axis 1) of ``inputs`` or a layer's output.
 
     Parameters
@@ -182,14 +207,18 @@ def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0
         raise ValueError("discretized_integrated_gradients explains one sequence input (use layer= for text models)")
     x = problem.flat_x[0]
     if x.shape.rank < 3:
-        raise ValueError(f"inputs: discretized_integrated_gradients needs token vectors [B, m, d...], got shape "
-                         f"{tuple(x.shape)}; token ids (integer or float) have no gradient path: pass "
-                         "layer=<the token embedding> to attribute to its output")
+        raise ValueError(
+            f"inputs: discretized_integrated_gradients needs token vectors [B, m, d...], got shape "
+            f"{tuple(x.shape)}; token ids (integer or float) have no gradient path: pass "
+            "layer=<the token embedding> to attribute to its output"
+        )
     if embedding_matrix is None:
         table = getattr(problem.layer, "embeddings", None) if problem.layer is not None else None
         if table is None:
-            raise ValueError("embedding_matrix: DIG needs the vocabulary embeddings [V, d]; pass embedding_matrix= or "
-                             "layer= an Embedding layer")
+            raise ValueError(
+                "embedding_matrix: DIG needs the vocabulary embeddings [V, d]; pass embedding_matrix= or "
+                "layer= an Embedding layer"
+            )
     else:
         table = embedding_matrix
     table = np.asarray(tf.cast(tf.convert_to_tensor(table), tf.float32)).astype(np.float64)
@@ -197,8 +226,10 @@ def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0
     feat = tuple(x.shape[2:])
     d = int(np.prod(feat))
     if table.ndim < 2 or int(np.prod(table.shape[1:])) != d:
-        raise ValueError(f"embedding_matrix must be [V, {', '.join(map(str, feat))}] (one row per vocabulary token), "
-                         f"got shape {table.shape}")
+        raise ValueError(
+            f"embedding_matrix must be [V, {', '.join(map(str, feat))}] (one row per vocabulary token), "
+            f"got shape {table.shape}"
+        )
     table = table.reshape(table.shape[0], d)
     flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if flat_base[0].shape[0] != 1:
@@ -206,8 +237,16 @@ def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0
     x_np = x.numpy().astype(np.float64).reshape(batch, m, d)
     b_np = flat_base[0][0].numpy().astype(np.float64).reshape(batch, m, d)
     sq = np.sum(table * table, axis=1)
-    paths = np.stack([np.stack([dig_path(x_np[i, t], b_np[i, t], table, n_steps, strategy, n_neighbors, factor, sq)
-                                for t in range(m)], axis=1) for i in range(batch)], axis=1)  # [P, B, m, d]
+    paths = np.stack(
+        [
+            np.stack(
+                [dig_path(x_np[i, t], b_np[i, t], table, n_steps, strategy, n_neighbors, factor, sq) for t in range(m)],
+                axis=1,
+            )
+            for i in range(batch)
+        ],
+        axis=1,
+    )  # [P, B, m, d]
     n_pts = paths.shape[0]
     path = tf.constant(paths.reshape((n_pts, batch, m) + feat), tf.float32)
     chunk = eng.chunk_size(n_pts - 1, batch, internal_batch_size)
@@ -234,8 +273,11 @@ def discretized_integrated_gradients(model, inputs, target=None, *, baseline=0.0
 
     out = eng.run_packed(problem, key, builder, (path,), jit_compile, return_convergence_delta)
     if return_path:
-        return (out + (paths.reshape((n_pts, batch, m) + feat),)) if isinstance(out, tuple) else \
-            (out, paths.reshape((n_pts, batch, m) + feat))
+        return (
+            (out + (paths.reshape((n_pts, batch, m) + feat),))
+            if isinstance(out, tuple)
+            else (out, paths.reshape((n_pts, batch, m) + feat))
+        )
     return out
 
 
@@ -245,13 +287,15 @@ def _test_vocabulary(x):
 
 
 SPEC = MethodSpec(
-    name="discretized_integrated_gradients", function=discretized_integrated_gradients, aliases=("dig",),
+    name="discretized_integrated_gradients",
+    function=discretized_integrated_gradients,
+    aliases=("dig",),
     summary="monotone path through vocabulary embeddings (anchors from the embedding matrix), greedy or maxcount",
     paper="S. Sanyal, X. Ren, Discretized Integrated Gradients for Explaining Language Models, EMNLP 2021",
     completeness="F(x) − F(x') (left Riemann sum on the anchor path)",
     multi_input="discretized_integrated_gradients explains one sequence input (use layer= for text models)",
     exportable="discretized_integrated_gradients builds its path on the host (nearest-neighbour search in the "
-               "embedding matrix); it cannot be embedded in a SavedModel endpoint",
+    "embedding matrix); it cannot be embedded in a SavedModel endpoint",
     host_side=True,
     per_example_options={"baseline": tile_baseline},
     baseline_option="baseline",

@@ -5,6 +5,7 @@ Wrapped in :func:`tf_pathattr.noise_tunnel` this is the original SmoothGrad / Va
 
 Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks", 2014.
 """
+
 from __future__ import annotations
 
 from ..engine import gradients as eng
@@ -15,8 +16,16 @@ __all__ = ["gradients"]
 
 
 @eng.planned
-def gradients(model, inputs, target=None, *, multiply_by_inputs: bool = False, internal_batch_size=None,
-              jit_compile: bool = False, layer=None):
+def gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    multiply_by_inputs: bool = False,
+    internal_batch_size=None,
+    jit_compile: bool = False,
+    layer=None,
+):
     """Gradient of the explained scalar with respect to the inputs (optionally times the inputs).
 
     Parameters
@@ -48,7 +57,9 @@ def gradients(model, inputs, target=None, *, multiply_by_inputs: bool = False, i
 
 
 SPEC = MethodSpec(
-    name="gradients", function=gradients, aliases=("saliency", "vanilla_gradients"),
+    name="gradients",
+    function=gradients,
+    aliases=("saliency", "vanilla_gradients"),
     summary="input gradients (× input with `multiply_by_inputs=True`)",
     paper="K. Simonyan, A. Vedaldi, A. Zisserman, Deep Inside Convolutional Networks, ICLR workshop 2014",
 )

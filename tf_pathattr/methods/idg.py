@@ -42,6 +42,7 @@ C. Walker, S. Jha, K. Chen, R. Ewetz, "Integrated Decision Gradients: Compute Yo
 Where the Model Makes Its Decision", AAAI 2024, arXiv 2305.20052. Released code:
 ``chasewalker26/Integrated-Decision-Gradients``, ``util/attribution_methods/saliencyMethods.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -120,7 +121,7 @@ def allocate(slopes, n_samples: int, reference: bool = False):
     base, rem = divmod(m, real)
     uniform = np.zeros(e, np.int32)
     uniform[first:] = base
-    uniform[first:first + rem] += 1
+    uniform[first : first + rem] += 1
     counts = tf.where(degenerate[:, None], tf.constant(uniform)[None], counts)
     return counts, f
 
@@ -143,8 +144,9 @@ def allocate_from_logits(coarse, n_samples: int, reference: bool = False):
     return counts
 
 
-def place(counts, n_samples: int, delta: float, placement: str = "segment", sample_point: str = "left",
-          first_left: int = 0):
+def place(
+    counts, n_samples: int, delta: float, placement: str = "segment", sample_point: str = "left", first_left: int = 0
+):
     """Fine ``alpha [B, M]`` and weights ``w [B, M]`` from the counts (sorted in alpha, vectorised).
 
     Entry ``j`` covers ``[(j - first_left) Delta, (j - first_left + 1) Delta]`` in segment placement
@@ -178,23 +180,43 @@ def place(counts, n_samples: int, delta: float, placement: str = "segment", samp
 
 
 @overload
-def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def integrated_decision_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+) -> Attributions: ...
 
 
 @overload
-def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def integrated_decision_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def integrated_decision_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+def integrated_decision_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 50, n_coarse=None,
-                                  reference_compat: bool = False, importance: str = "exact",
-                                  placement: str = "segment", sample_point: str = "left", normalize=None,
-                                  internal_batch_size=None, return_details: bool = False,
-                                  jit_compile: bool = False, layer=None, seed=None):
+def integrated_decision_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    n_steps: int = 50,
+    n_coarse=None,
+    reference_compat: bool = False,
+    importance: str = "exact",
+    placement: str = "segment",
+    sample_point: str = "left",
+    normalize=None,
+    internal_batch_size=None,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    seed=None,
+):
     """Integrated Decision Gradients with adaptive sample allocation (bug-free default).
 
     Parameters
@@ -258,22 +280,38 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
     compat = bool(reference_compat)
     if compat:
         if n != m:
-            raise ValueError(f"reference_compat=True needs n_coarse == n_steps (the released code uses one size), "
-                             f"got n_coarse={n}, n_steps={m}")
+            raise ValueError(
+                f"reference_compat=True needs n_coarse == n_steps (the released code uses one size), "
+                f"got n_coarse={n}, n_steps={m}"
+            )
         importance, placement, sample_point = "finite_difference", "reference", "left"
     problem = eng.prepare(model, inputs, target, layer=layer)
     flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if int(flat_base[0].shape[0]) != 1:
-        raise ValueError(f"baseline: integrated_decision_gradients takes one baseline per example, got "
-                         f"{int(flat_base[0].shape[0])} stacked baselines")
+        raise ValueError(
+            f"baseline: integrated_decision_gradients takes one baseline per example, got "
+            f"{int(flat_base[0].shape[0])} stacked baselines"
+        )
     flat_base = [b[0] for b in flat_base]
     batch = problem.batch_size
     delta = 1.0 / (n - 1)
     coarse_alphas = tf.constant(np.linspace(0.0, 1.0, n), tf.float32)
     chunk_c = eng.chunk_size(n, batch, internal_batch_size)
     chunk_f = eng.chunk_size(m, batch, internal_batch_size)
-    key = ("integrated_decision_gradients", m, n, compat, importance, placement, sample_point, normalize,
-           chunk_c, chunk_f, bool(return_details), batch)
+    key = (
+        "integrated_decision_gradients",
+        m,
+        n,
+        compat,
+        importance,
+        placement,
+        sample_point,
+        normalize,
+        chunk_c,
+        chunk_f,
+        bool(return_details),
+        batch,
+    )
 
     def builder():
         def fn(flat_x, indices, flat_base, coarse_alphas):
@@ -313,8 +351,9 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
                 f = tf.reshape(f, [size, batch])
                 gs = [eng.unrows(g, size, batch) for g in grads]
                 if importance == "exact":
-                    s = tf.add_n([tf.reduce_sum(tf.reshape(g * d[None], [size, batch, -1]), axis=-1)
-                                  for g, d in zip(gs, dxs)])
+                    s = tf.add_n(
+                        [tf.reduce_sum(tf.reshape(g * d[None], [size, batch, -1]), axis=-1) for g, d in zip(gs, dxs)]
+                    )
                 else:
                     fp = tf.concat([f_prev[None], f[:-1]], axis=0)
                     ap = tf.concat([a_prev[None], a[:-1]], axis=0)
@@ -329,8 +368,13 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
                 return acc, f[-1], a[-1], f_all, s_all
 
             zeros_mb = tf.zeros((m, batch), tf.float32)
-            carry = ([tf.zeros_like(x) for x in flat_x], tf.zeros((batch,), tf.float32),
-                     tf.zeros((batch,), tf.float32), zeros_mb, zeros_mb)
+            carry = (
+                [tf.zeros_like(x) for x in flat_x],
+                tf.zeros((batch,), tf.float32),
+                tf.zeros((batch,), tf.float32),
+                zeros_mb,
+                zeros_mb,
+            )
             acc, _, _, f_all, s_all = eng.chunked_loop(m, chunk_f, fine_body, carry)
             attr = [a * d for a, d in zip(acc, dxs)]
             if compat:
@@ -357,12 +401,16 @@ def integrated_decision_gradients(model, inputs, target=None, *, baseline=0.0, n
 
 
 SPEC = MethodSpec(
-    name="integrated_decision_gradients", function=integrated_decision_gradients, aliases=("idg",),
-    summary=("IG weighted by the path derivative of the logit, samples placed where the logit changes; not "
-            'complete (Σ IDG = Σ_k w_k s_k²; `normalize="completeness"` rescales); `reference_compat=True` '
-            "for the released code"),
+    name="integrated_decision_gradients",
+    function=integrated_decision_gradients,
+    aliases=("idg",),
+    summary=(
+        "IG weighted by the path derivative of the logit, samples placed where the logit changes; not "
+        'complete (Σ IDG = Σ_k w_k s_k²; `normalize="completeness"` rescales); `reference_compat=True` '
+        "for the released code"
+    ),
     paper="C. Walker, S. Jha, K. Chen, R. Ewetz, Integrated Decision Gradients: Compute Your Attributions "
-          "Where the Model Makes Its Decision, AAAI 2024",
+    "Where the Model Makes Its Decision, AAAI 2024",
     details=True,
     per_example_options={"baseline": tile_baseline},
     baseline_option="baseline",

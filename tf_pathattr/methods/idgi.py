@@ -27,6 +27,7 @@ included, so completeness holds against the methods' own targets.
 Reference: R. Yang, B. Wang, M. Bilgic, "IDGI: A Framework to Eliminate Explanation Noise from
 Integrated Gradients", CVPR 2023, arXiv 2303.14242; released numpy function yangruo1226/IDGI.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -47,21 +48,39 @@ BASE_METHODS = ("integrated_gradients", "guided_integrated_gradients", "blur_int
 
 
 @overload
-def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def important_direction_gradient_integration(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def important_direction_gradient_integration(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def important_direction_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def important_direction_gradient_integration(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def important_direction_gradient_integration(model, inputs, target=None, *, base_method="integrated_gradients",
-                                             zero_gradient: str = "skip", return_convergence_delta: bool = False,
-                                             **options):
+def important_direction_gradient_integration(
+    model,
+    inputs,
+    target=None,
+    *,
+    base_method="integrated_gradients",
+    zero_gradient: str = "skip",
+    return_convergence_delta: bool = False,
+    **options,
+):
     """IDGI over the path of ``base_method`` (Yang, Wang, Bilgic, CVPR 2023).
 
     Parameters
@@ -95,28 +114,39 @@ def important_direction_gradient_integration(model, inputs, target=None, *, base
     check_choice(zero_gradient, "zero_gradient", ZERO_GRADIENT)
     name = registry.canonical(base_method) if isinstance(base_method, str) else None
     if name not in BASE_METHODS:
-        raise ValueError(f"base_method: IDGI reduces the path of one of {list(BASE_METHODS)} (or their aliases "
-                         f"ig, guided_ig, blur_ig), got {base_method!r}")
+        raise ValueError(
+            f"base_method: IDGI reduces the path of one of {list(BASE_METHODS)} (or their aliases "
+            f"ig, guided_ig, blur_ig), got {base_method!r}"
+        )
     spec = registry.get(name)
     if options.get("layer") is not None:
         registry.require(spec, "layer", f"layer= with base_method={name!r}")
     if "idgi" in options:
-        raise TypeError("important_direction_gradient_integration: idgi= is set by this function; "
-                        "call the base method with idgi=True instead")
-    return spec.function.plan(model, inputs, target, idgi=ImportantDirection(zero_gradient),
-                              return_convergence_delta=return_convergence_delta, **options)
+        raise TypeError(
+            "important_direction_gradient_integration: idgi= is set by this function; "
+            "call the base method with idgi=True instead"
+        )
+    return spec.function.plan(
+        model,
+        inputs,
+        target,
+        idgi=ImportantDirection(zero_gradient),
+        return_convergence_delta=return_convergence_delta,
+        **options,
+    )
 
 
 idgi = important_direction_gradient_integration
 
 
 SPEC = MethodSpec(
-    name="important_direction_gradient_integration", function=important_direction_gradient_integration,
+    name="important_direction_gradient_integration",
+    function=important_direction_gradient_integration,
     aliases=("idgi",),
     summary="IDGI: each path step keeps only the gradient direction, scaled to the output change "
-            "(`base_method=` IG, Guided IG or Blur IG)",
+    "(`base_method=` IG, Guided IG or Blur IG)",
     paper="R. Yang, B. Wang, M. Bilgic, IDGI: A Framework to Eliminate Explanation Noise from Integrated "
-          "Gradients, CVPR 2023",
+    "Gradients, CVPR 2023",
     completeness="the base method's target, exactly (telescoping; zero-gradient steps excepted)",
     layer=True,
     wraps_method=True,

@@ -35,6 +35,7 @@ Reference: Y. Zhuo, Z. Ge, "IG2: Integrated Gradient on Iterative Gradient Path 
 Attribution", IEEE TPAMI 46(11):7173-7190, 2024, doi:10.1109/TPAMI.2024.3388092, arXiv 2406.10852.
 Released code: github.com/JoeZhuo-ZY/IG2 (PyTorch).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -190,8 +191,12 @@ def gradpath_integral(problem, x, refs_rb, indices, rep_fn, eta, n_steps, rule, 
         g_f = eng.connected_gradients(problem, tape, s, z)
         g_d = eng.connected_gradients(problem, tape, d, z, what="the representation distance D_r (representation=)")
         del tape
-        return (tf.ensure_shape(s, [m_rows]), tf.ensure_shape(d, [m_rows]),
-                tf.ensure_shape(g_f, shape), tf.ensure_shape(g_d, shape))
+        return (
+            tf.ensure_shape(s, [m_rows]),
+            tf.ensure_shape(d, [m_rows]),
+            tf.ensure_shape(g_f, shape),
+            tf.ensure_shape(g_d, shape),
+        )
 
     s0, d0, gf0, gd0 = evaluate(x0)
     bshape = [m_rows] + [1] * (len(shape) - 1)
@@ -242,11 +247,15 @@ def _make_rep_fn(problem, mode, obj, indices):
 
 
 @overload
-def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def ig2(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+) -> Attributions: ...
 
 
 @overload
-def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def ig2(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
@@ -254,9 +263,24 @@ def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: b
 
 
 @eng.planned
-def ig2(model, inputs, target=None, *, references=None, step_size=None, representation=None, n_steps: int = 201,
-        clip=None, rule: str = "official", eps: float = 1e-12, internal_batch_size=None, return_details: bool = False,
-        jit_compile: bool = False, layer=None, max_batch=None):
+def ig2(
+    model,
+    inputs,
+    target=None,
+    *,
+    references=None,
+    step_size=None,
+    representation=None,
+    n_steps: int = 201,
+    clip=None,
+    rule: str = "official",
+    eps: float = 1e-12,
+    internal_batch_size=None,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    max_batch=None,
+):
     """IG2: integrated gradients along the iterative gradient path (GradPath) to GradCF, averaged over references.
 
     Parameters
@@ -344,8 +368,19 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
     clip_t = _prepare_clip(clip, x)
     batch = problem.batch_size
     per_chunk = n_refs if max_batch is None else max(1, min(n_refs, max_batch // batch))
-    key = ("ig2", mode, id(obj), int(n_steps), rule, eps, per_chunk, n_refs, bool(per_example),
-           clip_t is not None, bool(return_details))
+    key = (
+        "ig2",
+        mode,
+        id(obj),
+        int(n_steps),
+        rule,
+        eps,
+        per_chunk,
+        n_refs,
+        bool(per_example),
+        clip_t is not None,
+        bool(return_details),
+    )
 
     def builder():
         def fn(flat_x, indices, refs, eta_t, *clip_args):
@@ -363,8 +398,9 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
                 clip_rows = None
                 if clip_args:
                     clip_rows = [eng.rows(tf.tile(t[None], [c] + [1] * t.shape.rank), c, batch) for t in clip_args]
-                parts.append(gradpath_integral(problem, x, refs_rb[r0:r1], indices, rep_fn, eta_t, n_steps, rule,
-                                               eps, clip_rows))
+                parts.append(
+                    gradpath_integral(problem, x, refs_rb[r0:r1], indices, rep_fn, eta_t, n_steps, rule, eps, clip_rows)
+                )
             out = {k: tf.concat([p[k] for p in parts], axis=0) if len(parts) > 1 else parts[0][k] for k in parts[0]}
             per_ref = eng.unrows(out["attr"], n_refs, batch)  # [R, B, *S]
             attr = tf.reduce_mean(per_ref, axis=0)
@@ -386,16 +422,23 @@ def ig2(model, inputs, target=None, *, references=None, step_size=None, represen
         return fn
 
     extra = (refs, tf.constant(eta, tf.float32)) + (tuple(clip_t) if clip_t is not None else ())
+
     def finish(result):
         attr = problem.pack(result[0])
         if not return_details:
             return attr
-        names = ("per_reference", "gradcf", "f_x", "f_gradcf", "rep_dist_start", "rep_dist_end",
-                 "completeness_residual")
+        names = (
+            "per_reference",
+            "gradcf",
+            "f_x",
+            "f_gradcf",
+            "rep_dist_start",
+            "rep_dist_end",
+            "completeness_residual",
+        )
         return attr, dict(zip(names, result[1:]))
 
     return eng.Plan(problem, key, builder, extra, jit_compile, finish)
-
 
 
 def _tile_clip(value, ctx):
@@ -413,12 +456,15 @@ def _test_references(x):
 
 
 SPEC = MethodSpec(
-    name="ig2", function=ig2,
-    summary=("iterative gradient path (GradPath) to a counterfactual baseline (GradCF) in one fused loop; "
-            "`references`, `step_size`, `representation`; completeness residual F(x) − mean_r F(GradCF_r) in "
-            "`return_details`"),
+    name="ig2",
+    function=ig2,
+    summary=(
+        "iterative gradient path (GradPath) to a counterfactual baseline (GradCF) in one fused loop; "
+        "`references`, `step_size`, `representation`; completeness residual F(x) − mean_r F(GradCF_r) in "
+        "`return_details`"
+    ),
     paper="Y. Zhuo, Z. Ge, IG2: Integrated Gradient on Iterative Gradient Path for Feature Attribution, "
-          "IEEE TPAMI 2024",
+    "IEEE TPAMI 2024",
     details=True,
     multi_input="ig2 walks one input tensor; multi-input models are not supported",
     per_example_options={"references": tile_batch_axis(0, rank=lambda r: r + 1), "clip": _tile_clip},

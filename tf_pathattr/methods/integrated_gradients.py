@@ -11,6 +11,7 @@ With several baselines ``x'_1..x'_K`` the result is the mean of the K maps, and 
 Reference: M. Sundararajan, A. Taly, Q. Yan, "Axiomatic Attribution for Deep Networks", ICML 2017,
 arXiv 1703.01365.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -29,8 +30,9 @@ from .._typing import Attributions, Inputs, Model, Target
 __all__ = ["integrated_gradients", "straight_path_sum"]
 
 
-def straight_path_sum(problem, flat_x, flat_base, indices, alphas, weights, chunk, multiply_by_inputs=True,
-                      accumulator=None):
+def straight_path_sum(
+    problem, flat_x, flat_base, indices, alphas, weights, chunk, multiply_by_inputs=True, accumulator=None
+):
     """Graph-level core shared by IG-like methods: ``mean_k (x - x'_k) * sum_j w_j grad F(x'_k + a_j (x - x'_k))``.
 
     Parameters
@@ -101,31 +103,86 @@ def completeness_delta(problem, flat_x, flat_base, indices, attributions, output
 
 
 @overload
-def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload
-def integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
+def integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    return_details: bool = ...,
+    **options: Any,
+) -> Any: ...
 
 
 @eng.planned
-def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 64, rule=None,
-                         internal_batch_size=None, multiply_by_inputs: bool = True,
-                         return_convergence_delta: bool = False, jit_compile: bool = False, layer=None, seed=None,
-                         method=None, rtol: float = 1e-3, max_steps: int = 1023, return_details: bool = False,
-                         idgi=False):
+def integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    n_steps: int = 64,
+    rule=None,
+    internal_batch_size=None,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    seed=None,
+    method=None,
+    rtol: float = 1e-3,
+    max_steps: int = 1023,
+    return_details: bool = False,
+    idgi=False,
+):
     """Integrated Gradients along the straight line from ``baseline`` to ``inputs``.
 
     Parameters
@@ -205,14 +262,26 @@ def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: i
         if accumulator is not None:
             raise ValueError("n_steps='auto' refines a quadrature rule; IDGI (idgi=True) needs a fixed n_steps")
         return _adaptive.integrated_gradients_auto(
-            model, inputs, target, baseline=baseline, rtol=rtol, max_steps=max_steps,
-            internal_batch_size=internal_batch_size, multiply_by_inputs=multiply_by_inputs,
-            return_convergence_delta=return_convergence_delta, return_details=return_details,
-            jit_compile=jit_compile, layer=layer, seed=seed)
+            model,
+            inputs,
+            target,
+            baseline=baseline,
+            rtol=rtol,
+            max_steps=max_steps,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=multiply_by_inputs,
+            return_convergence_delta=return_convergence_delta,
+            return_details=return_details,
+            jit_compile=jit_compile,
+            layer=layer,
+            seed=seed,
+        )
     if accumulator is not None:
         if rule not in ("gausslegendre", "riemann_left"):
-            raise ValueError(f"rule={rule!r}: IDGI (idgi=True) uses the points k/n_steps, k = 0..n_steps, "
-                             "not a quadrature rule; leave rule at its default")
+            raise ValueError(
+                f"rule={rule!r}: IDGI (idgi=True) uses the points k/n_steps, k = 0..n_steps, "
+                "not a quadrature rule; leave rule at its default"
+            )
         if not multiply_by_inputs:
             raise ValueError("idgi=True has no local (multiply_by_inputs=False) form")
         rule = "riemann_left"
@@ -224,19 +293,30 @@ def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: i
         raise ValueError(f"baseline: IDGI (idgi=True) takes one baseline per example, got {k_count} stacked baselines")
     chunk = eng.chunk_size(n_steps * k_count, problem.batch_size, internal_batch_size)
     want_delta = bool(return_convergence_delta or return_details)
-    key = ("integrated_gradients", rule, int(n_steps), chunk, k_count, bool(multiply_by_inputs),
-           want_delta, problem.batch_size, _acc.cache_token(accumulator))
+    key = (
+        "integrated_gradients",
+        rule,
+        int(n_steps),
+        chunk,
+        k_count,
+        bool(multiply_by_inputs),
+        want_delta,
+        problem.batch_size,
+        _acc.cache_token(accumulator),
+    )
 
     def builder():
         def fn(flat_x, indices, flat_base):
             indices, out_x = eng.resolve_indices(problem, flat_x, indices)
             if accumulator is not None:
-                state = straight_path_sum(problem, flat_x, flat_base, indices, alphas, weights, chunk,
-                                          accumulator=accumulator)
+                state = straight_path_sum(
+                    problem, flat_x, flat_base, indices, alphas, weights, chunk, accumulator=accumulator
+                )
                 attr, _ = accumulator.finish(state, eng.scores_at_x(problem, flat_x, indices, out_x))
             else:
-                attr = straight_path_sum(problem, flat_x, flat_base, indices, alphas, weights, chunk,
-                                         multiply_by_inputs)
+                attr = straight_path_sum(
+                    problem, flat_x, flat_base, indices, alphas, weights, chunk, multiply_by_inputs
+                )
             if want_delta:
                 return attr, completeness_delta(problem, flat_x, flat_base, indices, attr, out_x)
             return attr, tf.zeros((problem.batch_size,), tf.float32)
@@ -255,10 +335,14 @@ def integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: i
 
 
 SPEC = MethodSpec(
-    name="integrated_gradients", function=integrated_gradients, aliases=("ig",),
-    summary=("straight path from a baseline; quadrature `rule=` `gausslegendre` (default, 64 steps), "
-            "`riemann_left/right/middle/trapezoid` (weights sum to 1), `pair` (PAIR parity); any baseline, "
-            "several averaged; `n_steps=\"auto\"` refines per example until the delta is within `rtol` of F(x) − F(x')"),
+    name="integrated_gradients",
+    function=integrated_gradients,
+    aliases=("ig",),
+    summary=(
+        "straight path from a baseline; quadrature `rule=` `gausslegendre` (default, 64 steps), "
+        "`riemann_left/right/middle/trapezoid` (weights sum to 1), `pair` (PAIR parity); any baseline, "
+        'several averaged; `n_steps="auto"` refines per example until the delta is within `rtol` of F(x) − F(x\')'
+    ),
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",
     details=True,

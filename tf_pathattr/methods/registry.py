@@ -10,6 +10,7 @@ guesses a capability from parameter names.
 A capability is declared as ``True`` (supported), or as a string: the reason it is not supported,
 which is also the error message a user gets when asking for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,19 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MethodSpec", "TileContext", "register", "get", "names", "specs", "aliases_of", "supports",
-           "require", "tile_batch_axis", "tile_per_input"]
+__all__ = [
+    "MethodSpec",
+    "TileContext",
+    "register",
+    "get",
+    "names",
+    "specs",
+    "aliases_of",
+    "supports",
+    "require",
+    "tile_batch_axis",
+    "tile_per_input",
+]
 
 Capability = Union[bool, str]
 
@@ -267,15 +279,19 @@ def _mark(value: Capability) -> str:
 
 def markdown_table() -> str:
     """The README's method table, written from the registry (a test keeps the README in sync)."""
-    rows = ["| method (aliases) | what it is | paper | completeness target (`return_convergence_delta`) | "
-            "`layer=` | multi-input | `seed` | export |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| method (aliases) | what it is | paper | completeness target (`return_convergence_delta`) | "
+        "`layer=` | multi-input | `seed` | export |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for spec in specs():
         aliases = aliases_of(spec.name)
         name = f"`{spec.name}`" + (f" ({', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
         target = spec.completeness or "—"
-        rows.append(f"| {name} | {spec.summary} | {spec.paper} | {target} | {_mark(spec.layer)} | "
-                    f"{_mark(spec.multi_input)} | {'yes' if spec.stochastic else '—'} | {_mark(spec.exportable)} |")
+        rows.append(
+            f"| {name} | {spec.summary} | {spec.paper} | {target} | {_mark(spec.layer)} | "
+            f"{_mark(spec.multi_input)} | {'yes' if spec.stochastic else '—'} | {_mark(spec.exportable)} |"
+        )
     return "\n".join(rows)
 
 

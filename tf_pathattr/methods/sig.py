@@ -21,6 +21,7 @@ explaining language models", Findings of ACL 2023, arXiv 2305.15853 (released as
 ``SequentialIntegratedGradients`` in josephenguehard/time_interpret; the paper's baseline is the
 ``[MASK]`` embedding, captum's Gauss-Legendre rule with 50 nodes).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -38,22 +39,43 @@ __all__ = ["sequential_integrated_gradients"]
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def sequential_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def sequential_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def sequential_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def sequential_integrated_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def sequential_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 50,
-                                    rule: str = "gausslegendre", internal_batch_size=None,
-                                    return_convergence_delta: bool = False, jit_compile: bool = False, layer=None,
-                                    seed=None):
+def sequential_integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    n_steps: int = 50,
+    rule: str = "gausslegendre",
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    seed=None,
+):
     """Sequential Integrated Gradients (SIG) over the sequence axis (axis 1) of ``inputs``.
 
     Parameters
@@ -83,12 +105,16 @@ def sequential_integrated_gradients(model, inputs, target=None, *, baseline=0.0,
     alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
     if len(problem.flat_x) != 1:
-        raise ValueError("sequential_integrated_gradients explains one sequence input; multi-input models are not "
-                         "supported (use layer= for the token embedding)")
+        raise ValueError(
+            "sequential_integrated_gradients explains one sequence input; multi-input models are not "
+            "supported (use layer= for the token embedding)"
+        )
     x0 = problem.flat_x[0]
     if x0.shape.rank < 2:
-        raise ValueError(f"sequential_integrated_gradients needs inputs [B, m, ...] with tokens on axis 1, got shape "
-                         f"{tuple(x0.shape)}")
+        raise ValueError(
+            f"sequential_integrated_gradients needs inputs [B, m, ...] with tokens on axis 1, got shape "
+            f"{tuple(x0.shape)}"
+        )
     flat_base = prepare_baselines(baseline, problem.flat_x, problem.structure, seed=seed)
     if flat_base[0].shape[0] != 1:
         raise ValueError("sequential_integrated_gradients takes a single baseline (got several)")
@@ -136,15 +162,18 @@ def sequential_integrated_gradients(model, inputs, target=None, *, baseline=0.0,
 
         return fn
 
-    return eng.Plan(problem, key, builder, (flat_base,), jit_compile,
-                    eng.packed_finish(problem, return_convergence_delta))
+    return eng.Plan(
+        problem, key, builder, (flat_base,), jit_compile, eng.packed_finish(problem, return_convergence_delta)
+    )
 
 
 SPEC = MethodSpec(
-    name="sequential_integrated_gradients", function=sequential_integrated_gradients, aliases=("sig",),
+    name="sequential_integrated_gradients",
+    function=sequential_integrated_gradients,
+    aliases=("sig",),
     summary="one straight path per token (from its [MASK] baseline) with the rest of the sequence fixed",
     paper="J. Enguehard, Sequential Integrated Gradients: a simple but effective method for explaining language "
-          "models, Findings of ACL 2023",
+    "models, Findings of ACL 2023",
     completeness="per token i: F(x) − F(x with token i at its baseline) (delta [B, m])",
     multi_input="sequential_integrated_gradients explains one sequence input (use layer= for text models)",
     per_example_options={"baseline": tile_baseline},

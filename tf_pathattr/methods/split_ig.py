@@ -15,6 +15,7 @@ same forward passes as the gradients, so this costs what IG costs plus two forwa
 Reference: V. Miglani, N. Kokhlikyan, B. Alsallakh, M. Martin, O. Reblitz-Richardson, "Investigating
 Saturation Effects in Integrated Gradients", ICML WHI 2020, arXiv 2010.12697.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,9 +30,22 @@ __all__ = ["split_integrated_gradients"]
 
 
 @eng.planned
-def split_integrated_gradients(model, inputs, target=None, *, baseline=0.0, ratio: float = 0.5, n_steps: int = 64,
-                               rule=None, internal_batch_size=None, jit_compile: bool = False,
-                               return_split_alpha: bool = False, layer=None, seed=None, method=None):
+def split_integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    ratio: float = 0.5,
+    n_steps: int = 64,
+    rule=None,
+    internal_batch_size=None,
+    jit_compile: bool = False,
+    return_split_alpha: bool = False,
+    layer=None,
+    seed=None,
+    method=None,
+):
     """Left and right parts of Integrated Gradients, split where ``F`` first exceeds the threshold.
 
     Parameters
@@ -112,10 +126,12 @@ def split_integrated_gradients(model, inputs, target=None, *, baseline=0.0, rati
 
 
 SPEC = MethodSpec(
-    name="split_integrated_gradients", function=split_integrated_gradients, aliases=("split_ig",),
+    name="split_integrated_gradients",
+    function=split_integrated_gradients,
+    aliases=("split_ig",),
     summary="IG split where the score crosses a threshold: left + right = IG",
     paper="V. Miglani, N. Kokhlikyan, B. Alsallakh, M. Martin, O. Reblitz-Richardson, Investigating "
-          "Saturation Effects in Integrated Gradients, ICML WHI 2020",
+    "Saturation Effects in Integrated Gradients, ICML WHI 2020",
     output="split",
     exportable="split_integrated_gradients returns two maps; export one of them through integrated_gradients",
     per_example_options={"baseline": tile_baseline},

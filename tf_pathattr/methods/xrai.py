@@ -17,6 +17,7 @@ The greedy step here is one matrix product per round over all candidate masks.
 Reference: A. Kapishnikov, T. Bolukbasi, F. Viegas, M. Terry, "XRAI: Better Attributions Through
 Regions", ICCV 2019, arXiv 1906.02825.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -57,8 +58,9 @@ def felzenszwalb_masks(image, dilation_radius: int = 5, resize_to=(224, 224)):
     for scale in _SCALES:
         seg = segmentation.felzenszwalb(scaled, scale=scale, sigma=0.8, min_size=150)
         if resize_to is not None:
-            seg = transform.resize(seg, (h, w), order=0, mode="constant", preserve_range=True,
-                                   anti_aliasing=False).astype(int)
+            seg = transform.resize(
+                seg, (h, w), order=0, mode="constant", preserve_range=True, anti_aliasing=False
+            ).astype(int)
         masks.extend(seg == label for label in range(seg.min(), seg.max() + 1))
     if dilation_radius:
         fp = disk(dilation_radius)
@@ -66,8 +68,14 @@ def felzenszwalb_masks(image, dilation_radius: int = 5, resize_to=(224, 224)):
     return masks
 
 
-def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold: float = 1.0,
-                 min_pixel_diff: int = 50, region_score: str = "mean"):
+def xrai_regions(
+    attribution_map,
+    masks,
+    algorithm: str = "full",
+    area_threshold: float = 1.0,
+    min_pixel_diff: int = 50,
+    region_score: str = "mean",
+):
     """Greedy region ranking on one ``H x W`` map; returns ``(xrai_map, rank_map)``.
 
     ``rank_map`` holds 1 for the best region, 2 for the next, ...; uncovered pixels form the last rank.
@@ -126,20 +134,39 @@ def xrai_regions(attribution_map, masks, algorithm: str = "full", area_threshold
 
 
 @overload
-def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def xrai(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+) -> Attributions: ...
 
 
 @overload
-def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def xrai(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
 def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
 
 
-def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, segments=None, algorithm: str = "full",
-         n_steps: int = 100, area_threshold: float = 1.0, min_pixel_diff: int = 50, region_score: str = "mean",
-         internal_batch_size=None, return_details: bool = False, data_format=None, layer=None):
+def xrai(
+    model,
+    inputs,
+    target=None,
+    *,
+    base_attribution=None,
+    baselines=None,
+    segments=None,
+    algorithm: str = "full",
+    n_steps: int = 100,
+    area_threshold: float = 1.0,
+    min_pixel_diff: int = 50,
+    region_score: str = "mean",
+    internal_batch_size=None,
+    return_details: bool = False,
+    data_format=None,
+    layer=None,
+):
     """XRAI region attribution for a batch of images ``[B, H, W, C]`` (or ``[B, C, H, W]``, ``[B, H, W]``).
 
     Parameters
@@ -179,8 +206,9 @@ def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, s
     _refuse_integer_images(inputs, "xrai")
     flat, structure, batch = prepare_inputs(inputs)
     if structure.kind != "single" or flat[0].shape.rank not in (3, 4):
-        raise ValueError("xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) "
-                         "or [B, H, W]")
+        raise ValueError(
+            "xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]"
+        )
     x = flat[0].numpy()
     _, _, c_axis = image_axes(x.shape, fmt)
     x_hwc = to_channels_last(x, fmt)  # segmentation works on [H, W, C] images
@@ -192,8 +220,9 @@ def xrai(model, inputs, target=None, *, base_attribution=None, baselines=None, s
             hi = x.reshape(batch, -1).max(1)
             ex = (slice(None),) + (None,) * (x.ndim - 1)
             baselines = np.stack([np.ones_like(x) * lo[ex], np.ones_like(x) * hi[ex]])
-        base = integrated_gradients(model, x, target, baseline=baselines, n_steps=n_steps, rule="pair",
-                                    internal_batch_size=internal_batch_size).numpy()
+        base = integrated_gradients(
+            model, x, target, baseline=baselines, n_steps=n_steps, rule="pair", internal_batch_size=internal_batch_size
+        ).numpy()
     else:
         base = np.asarray(base_attribution, np.float64)
         hw = tuple(x_hwc.shape[:3])
@@ -224,7 +253,8 @@ def _tile_segments(value, ctx):
 
 
 SPEC = MethodSpec(
-    name="xrai", function=xrai,
+    name="xrai",
+    function=xrai,
     summary="region ranking over Felzenszwalb segments of any base attribution, full and fast",
     paper="A. Kapishnikov, T. Bolukbasi, F. Viegas, M. Terry, XRAI: Better Attributions Through Regions, ICCV 2019",
     details=True,
@@ -234,7 +264,10 @@ SPEC = MethodSpec(
     host_side=True,
     image_only="xrai needs images [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]",
     output="pixels",
-    per_example_options={"base_attribution": tile_batch_axis(0), "baselines": tile_baseline,
-                         "segments": _tile_segments},
+    per_example_options={
+        "base_attribution": tile_batch_axis(0),
+        "baselines": tile_baseline,
+        "segments": _tile_segments,
+    },
     test_options={"n_steps": 8},
 )

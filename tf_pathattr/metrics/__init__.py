@@ -6,6 +6,7 @@ per-example values plus the curve where there is one. All of them read the model
 rule (:mod:`._scoring`: the output kind is detected, ``score=`` overrides it) and split images,
 sequences and tabular rows into units by one rule (:mod:`._common`, ``data_format`` / ``units``).
 """
+
 from .ablation import meb_ablation  # noqa: F401
 from .aupc import aupc  # noqa: F401
 from .axioms import completeness_gap  # noqa: F401

@@ -17,6 +17,7 @@ images with a channel axis, ``[B, T]`` for sequences), are accepted. The salienc
 
 **Scores** follow the one rule of :mod:`._scoring`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +83,12 @@ class Layout:
             if self.channel_axis is not None:
                 a = a.sum(axis=self.channel_axis)
         elif tuple(a.shape) != (self.shape[0],) + tuple(self.grid):
-            per_unit = f" or one value per unit {(self.shape[0],) + tuple(self.grid)}" if self.channel_axis is not None else ""
-            raise ValueError(f"{name} must have the shape of inputs {tuple(self.shape)}{per_unit}, got {tuple(a.shape)}")
+            per_unit = (
+                f" or one value per unit {(self.shape[0],) + tuple(self.grid)}" if self.channel_axis is not None else ""
+            )
+            raise ValueError(
+                f"{name} must have the shape of inputs {tuple(self.shape)}{per_unit}, got {tuple(a.shape)}"
+            )
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
@@ -135,7 +140,8 @@ def resolve_layout(shape, units=None, data_format=None, what: str = "inputs") ->
         if units is None:
             raise ValueError(
                 f"units: {what} of shape {shape} are ambiguous: pass units='pixels' for grayscale images "
-                "[B, H, W] or units='tokens' for sequences [B, T, E] (one unit per token)")
+                "[B, H, W] or units='tokens' for sequences [B, T, E] (one unit per token)"
+            )
         if units == "pixels":
             return Layout("pixels", shape, shape[1:], None, fmt)
         if units == "tokens":
@@ -181,8 +187,9 @@ def trapezoid_unit(curves: np.ndarray) -> np.ndarray:
     return (c.sum(axis=-1) - 0.5 * c[..., 0] - 0.5 * c[..., -1]) / (n - 1)
 
 
-def batched_scores(problem, key, n_points, rows_per_call, make_points, extra_args, scoring, with_clean=False,
-                   class_probability=False):
+def batched_scores(
+    problem, key, n_points, rows_per_call, make_points, extra_args, scoring, with_clean=False, class_probability=False
+):
     """Run ``scores[p, b] = scoring(make_points(p...))`` for ``n_points`` perturbed copies of the batch.
 
     ``make_points(flat_x, indices, start, size, *extra) -> [size * B, *S]`` builds ``size`` points
@@ -213,8 +220,10 @@ def batched_scores(problem, key, n_points, rows_per_call, make_points, extra_arg
                 pts = make_points(flat_x, indices, start, size, *extra)
                 out = problem.forward([pts])
                 idx = tf.range(start, start + size)[:, None]
-                res = [tf.tensor_scatter_nd_update(a, idx, tf.reshape(s(problem, out, c), [size, batch]))
-                       for a, s, c in zip(acc, scorings, cls)]
+                res = [
+                    tf.tensor_scatter_nd_update(a, idx, tf.reshape(s(problem, out, c), [size, batch]))
+                    for a, s, c in zip(acc, scorings, cls)
+                ]
                 if class_probability:
                     p = scorings[0].class_probability(problem, out, cls[0])
                     res.append(tf.tensor_scatter_nd_update(acc[-1], idx, tf.reshape(p, [size, batch])))
@@ -233,7 +242,7 @@ def batched_scores(problem, key, n_points, rows_per_call, make_points, extra_arg
 
     key = ("metric",) + tuple(key) + (n_points, chunk, tuple(s.key for s in scorings), with_clean, class_probability)
     acc, indices, clean = eng.run(problem, key, builder, extra_args)
-    scores = np.stack([a.numpy() for a in acc[:len(scorings)]])
+    scores = np.stack([a.numpy() for a in acc[: len(scorings)]])
     probs = acc[-1].numpy() if class_probability else None
     clean = clean.numpy() if with_clean else None
     if not many:

@@ -11,6 +11,7 @@
 
 All work on the last axis of a numpy array, so a batch of curves ``[B, n]`` gives ``[B]``.
 """
+
 from __future__ import annotations
 
 import numpy as np

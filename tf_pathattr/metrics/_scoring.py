@@ -35,6 +35,7 @@ model returns, so the output kind is detected once per call:
 
 ``"softmax"`` (the old default name) is accepted as an alias of ``"probability"``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -209,7 +210,8 @@ def resolve_scoring(problem, score, default: str = "probability", allowed=SCORES
             raise ValueError(
                 f"{what}={score!r} needs a classifier output [B, K], [B, 1] or [B]; this model returns "
                 f"{'a list / dict' if shape is None else 'per-example shape ' + str(tuple(shape))}. Use "
-                f"{what}='output' (the value of the callable target)")
+                f"{what}='output' (the value of the callable target)"
+            )
         return Scoring("output", "structured", "shape", False, is_callable)
     single = len(shape) == 0 or tuple(shape) == (1,)
     act = output_activation(problem.model)
@@ -225,7 +227,8 @@ def resolve_scoring(problem, score, default: str = "probability", allowed=SCORES
                     f"{what}: the model's single output lies in [0, 1] at every input and it is not a Keras "
                     "model with a declared output activation, so it cannot be told whether it is a probability "
                     f"or a logit. Pass {what}='output' to score the raw output as it is, or give a Keras model "
-                    "whose last layer declares activation='sigmoid' (or a linear one for logits)")
+                    "whose last layer declares activation='sigmoid' (or a linear one for logits)"
+                )
             outputs = "logits"
         else:
             on_simplex = np.all(out >= 0) and np.allclose(out.sum(-1), 1.0, atol=1e-3)
@@ -236,9 +239,11 @@ def resolve_scoring(problem, score, default: str = "probability", allowed=SCORES
         raise ValueError(
             f"{what}='logit': the model returns probabilities ({'its output layer applies ' + act if act else 'its outputs are on the probability simplex'}), "
             f"so its logits are not available; use {what}='probability' (the default), {what}='output' for the raw "
-            "output, or pass the model without its final activation")
+            "output, or pass the model without its final activation"
+        )
     if score == "accuracy" and is_callable:
         raise ValueError(
             f"{what}='accuracy' needs a class: a callable target names none. Pass target=None (the class predicted "
-            "on the clean input), an int or B ints")
+            "on the clean input), an int or B ints"
+        )
     return Scoring(score, outputs, detected, single, is_callable)

@@ -13,6 +13,7 @@ Reconstruction (``metrics.md`` section 5, ``smooth_taylor_and_meb.md`` B.2) of t
 ablation evaluation" of H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
 arXiv 2204.05948; no code was released, so the exact protocol is not confirmed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,9 +64,24 @@ def meb_noise(shape, low, high, n_draws, seed, preprocess=None) -> tf.Tensor:
     return tf.stack(draws)
 
 
-def meb_ablation(model, inputs, attributions, target=None, *, low, high, preprocess=None,
-                 fractions=np.linspace(0, 1, 11), order: str = "morf", n_draws: int = 5, seed=None,
-                 score=None, batch_size=None, units=None, data_format=None) -> AblationResult:
+def meb_ablation(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    low,
+    high,
+    preprocess=None,
+    fractions=np.linspace(0, 1, 11),
+    order: str = "morf",
+    n_draws: int = 5,
+    seed=None,
+    score=None,
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> AblationResult:
     """Ablation curves with maximum-entropy replacement.
 
     Parameters
@@ -124,11 +140,19 @@ def meb_ablation(model, inputs, attributions, target=None, *, low, high, preproc
         return tf.reshape(pts, [size * batch] + list(shape[1:]))
 
     key = ("meb_ablation", n_o, n_q, n_r, layout.kind, layout.channel_axis)
-    scores, indices, _, _ = C.batched_scores(problem, key, n_points, batch_size, make_points,
-                                             (tf.constant(ranks), noise, table_o, table_c, table_r), scoring)
+    scores, indices, _, _ = C.batched_scores(
+        problem, key, n_points, batch_size, make_points, (tf.constant(ranks), noise, table_o, table_c, table_r), scoring
+    )
     s = scores.reshape(n_o, n_q, n_r, batch).mean(axis=2).astype(np.float64)  # [O, Q, B]
     curves = {o: s[i].T for i, o in enumerate(orders)}
     auc = {o: np.trapezoid(curves[o], fr, axis=1) for o in orders}
     gap = auc["lerf"] - auc["morf"] if order == "both" else None
-    return AblationResult(fractions=fr, curves=curves, auc=auc, gap=gap, target=C.result_target(problem, indices),
-                          valid=~C.degenerate(sal), score=scoring.score)
+    return AblationResult(
+        fractions=fr,
+        curves=curves,
+        auc=auc,
+        gap=gap,
+        target=C.result_target(problem, indices),
+        valid=~C.degenerate(sal),
+        score=scoring.score,
+    )

@@ -26,6 +26,7 @@ use stateless RNG keyed by ``(seed, region)``.
 Differences from the released script, on purpose: windows at the last valid row/column are
 allowed (the script's ``range(H - k)`` skips them), and ties are broken in row-major order.
 """
+
 from __future__ import annotations
 
 import keras
@@ -68,7 +69,7 @@ def select_regions(heatmap, window: int, n_regions: int):
         flat = int(np.argmax(np.where(free, pooled, -np.inf)))  # first maximum in row-major order
         r, cc = divmod(flat, pooled.shape[1])
         out.append((r, cc))
-        free[max(0, r - window + 1):r + window, max(0, cc - window + 1):cc + window] = False
+        free[max(0, r - window + 1) : r + window, max(0, cc - window + 1) : cc + window] = False
     return out
 
 
@@ -112,9 +113,24 @@ def _heatmaps(attributions, shape):
     raise ValueError(f"attributions must have shape {(B, H, W, C)} or {(B, H, W)}, got {a.shape}")
 
 
-def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_regions: int = 30, n_candidates: int = 50,
-         draw: str = "uniform", value_range=(0.0, 1.0), preprocess=None, seed=None, candidates=None,
-         score="logit", data_format=None, jit_compile: bool = False):
+def aupc(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    window: int = 15,
+    n_regions: int = 30,
+    n_candidates: int = 50,
+    draw: str = "uniform",
+    value_range=(0.0, 1.0),
+    preprocess=None,
+    seed=None,
+    candidates=None,
+    score="logit",
+    data_format=None,
+    jit_compile: bool = False,
+):
     """Area under the region-perturbation curve (lower = the score drops faster = better).
 
     Parameters
@@ -247,19 +263,19 @@ def aupc(model, inputs, attributions, target=None, *, window: int = 15, n_region
                 return r + 1, img, ta.write(r, tf.reduce_mean(s, axis=0))
 
             ta = tf.TensorArray(tf.float32, size=n_regions, element_shape=[B])
-            _, _, ta = tf.while_loop(lambda r, *_: r < n_regions, body, [tf.constant(0), x0, ta],
-                                     parallel_iterations=1)
-            return [tf.concat([s0[:, None], tf.transpose(ta.stack())], axis=1)],
+            _, _, ta = tf.while_loop(lambda r, *_: r < n_regions, body, [tf.constant(0), x0, ta], parallel_iterations=1)
+            return ([tf.concat([s0[:, None], tf.transpose(ta.stack())], axis=1)],)
 
         return fn
 
     fn = eng.compiled(problem, key, builder, jit_compile)
-    (raw,), = fn(problem.flat_x, problem.target.indices, tf.constant(pos), tf.constant(valid),
-                 tf.constant(seed, tf.int64), cands)
+    ((raw,),) = fn(
+        problem.flat_x, problem.target.indices, tf.constant(pos), tf.constant(valid), tf.constant(seed, tf.int64), cands
+    )
     raw = raw.numpy().astype(np.float64)
     curves = raw / np.abs(raw[:, :1])
     values = np.empty(B)
     for b in range(B):
-        curves[b, 1 + counts[b]:] = np.nan
-        values[b] = simpson(curves[b, :1 + counts[b]], dx=1.0)
+        curves[b, 1 + counts[b] :] = np.nan
+        values[b] = simpson(curves[b, : 1 + counts[b]], dx=1.0)
     return values, curves

@@ -12,6 +12,7 @@ logit for a logits model), as for the attribution methods.
 
 Reference: M. Sundararajan, A. Taly, Q. Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,9 @@ class CompletenessResult:
         return getattr(self, key)
 
 
-def completeness_gap(model, inputs, attributions, target=None, *, baseline=0.0, reference_scores=None,
-                     eps: float = 1e-12) -> CompletenessResult:
+def completeness_gap(
+    model, inputs, attributions, target=None, *, baseline=0.0, reference_scores=None, eps: float = 1e-12
+) -> CompletenessResult:
     """Per-example completeness delta and relative gap of ``attributions``.
 
     Parameters
@@ -83,8 +85,14 @@ def completeness_gap(model, inputs, attributions, target=None, *, baseline=0.0, 
             f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
             if not base:
                 return f_x, tf.zeros_like(f_x)
-            f_b = eng.scores(problem, [eng.rows(tf.broadcast_to(b, [k_count, batch] + b.shape[2:].as_list()),
-                                                k_count, batch) for b in base[0]], indices)
+            f_b = eng.scores(
+                problem,
+                [
+                    eng.rows(tf.broadcast_to(b, [k_count, batch] + b.shape[2:].as_list()), k_count, batch)
+                    for b in base[0]
+                ],
+                indices,
+            )
             return f_x, tf.reduce_mean(tf.reshape(f_b, [k_count, batch]), axis=0)
 
         return fn

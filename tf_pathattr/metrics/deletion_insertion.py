@@ -16,6 +16,7 @@ Black-box Models", BMVC 2018, arXiv 1806.07421; G. Walker et al., "Integrated De
 AAAI 2024 (evaluation protocol: 224 pixels per step at 224x224, substrate zeros for deletion, an
 11x11 sigma-5 Gaussian blur for insertion, in normalised space).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -109,8 +110,25 @@ def _blur(x, kernel):
     return tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME")
 
 
-def _curve(mode, model, inputs, attributions, target, substrate, substrate_value, blur_sigma, blur_size,
-           pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format):
+def _curve(
+    mode,
+    model,
+    inputs,
+    attributions,
+    target,
+    substrate,
+    substrate_value,
+    blur_sigma,
+    blur_size,
+    pixels_per_step,
+    n_steps,
+    score,
+    value_range,
+    seed,
+    batch_size,
+    units,
+    data_format,
+):
     check_choice(substrate, "substrate", SUBSTRATES)
     C.check_score_name(score)
     problem = C.prepare_single(model, inputs, target)
@@ -129,8 +147,10 @@ def _curve(mode, model, inputs, attributions, target, substrate, substrate_value
     # substrate (constant / noise are extra arguments; the blur is computed from x inside)
     if substrate == "blur":
         if not layout.is_image:
-            raise ValueError(f"substrate='blur' needs image inputs [B, H, W, C], [B, C, H, W] or [B, H, W] "
-                             f"(units='pixels'), got shape {shape}")
+            raise ValueError(
+                f"substrate='blur' needs image inputs [B, H, W, C], [B, C, H, W] or [B, H, W] "
+                f"(units='pixels'), got shape {shape}"
+            )
         kernel = gaussian_kernel_rise(blur_size, float(blur_sigma))
         sub_arg = tf.zeros((), tf.float32)
     elif substrate == "constant":
@@ -166,10 +186,17 @@ def _curve(mode, model, inputs, attributions, target, substrate, substrate_value
         pts = tf.ensure_shape(pts, [size, batch] + list(shape[1:]))
         return tf.reshape(pts, [size * batch] + list(shape[1:]))
 
-    key = (mode, substrate, None if kernel is None else (int(blur_size), float(blur_sigma)), tuple(counts),
-           layout.kind, layout.channel_axis)
-    scores, indices, _, _ = C.batched_scores(problem, key, len(counts), batch_size, make_points,
-                                             (tf.constant(ranks), tf.constant(counts), sub_arg), scoring)
+    key = (
+        mode,
+        substrate,
+        None if kernel is None else (int(blur_size), float(blur_sigma)),
+        tuple(counts),
+        layout.kind,
+        layout.channel_axis,
+    )
+    scores, indices, _, _ = C.batched_scores(
+        problem, key, len(counts), batch_size, make_points, (tf.constant(ranks), tf.constant(counts), sub_arg), scoring
+    )
     curves = scores.T.astype(np.float64)
     return CurveResult(
         auc=C.trapezoid_unit(curves),
@@ -182,10 +209,25 @@ def _curve(mode, model, inputs, attributions, target, substrate, substrate_value
     )
 
 
-def deletion(model, inputs, attributions, target=None, *, substrate: str = "constant", substrate_value=0.0,
-             blur_sigma: float = 5.0, blur_size: int = 11, pixels_per_step=None, n_steps=None,
-             score=None, value_range=None, seed=None, batch_size=None, units=None,
-             data_format=None) -> CurveResult:
+def deletion(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    substrate: str = "constant",
+    substrate_value=0.0,
+    blur_sigma: float = 5.0,
+    blur_size: int = 11,
+    pixels_per_step=None,
+    n_steps=None,
+    score=None,
+    value_range=None,
+    seed=None,
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> CurveResult:
     """Deletion curve: remove the most salient units first; lower AUC is better.
 
     Parameters
@@ -219,15 +261,64 @@ def deletion(model, inputs, attributions, target=None, *, substrate: str = "cons
     -------
     CurveResult with ``auc [B]`` and ``curves [B, n_steps + 1]``.
     """
-    return _curve("deletion", model, inputs, attributions, target, substrate, substrate_value, blur_sigma,
-                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format)
+    return _curve(
+        "deletion",
+        model,
+        inputs,
+        attributions,
+        target,
+        substrate,
+        substrate_value,
+        blur_sigma,
+        blur_size,
+        pixels_per_step,
+        n_steps,
+        score,
+        value_range,
+        seed,
+        batch_size,
+        units,
+        data_format,
+    )
 
 
-def insertion(model, inputs, attributions, target=None, *, substrate: str = "blur", substrate_value=0.0,
-              blur_sigma: float = 5.0, blur_size: int = 11, pixels_per_step=None, n_steps=None,
-              score=None, value_range=None, seed=None, batch_size=None, units=None,
-              data_format=None) -> CurveResult:
+def insertion(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    substrate: str = "blur",
+    substrate_value=0.0,
+    blur_sigma: float = 5.0,
+    blur_size: int = 11,
+    pixels_per_step=None,
+    n_steps=None,
+    score=None,
+    value_range=None,
+    seed=None,
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> CurveResult:
     """Insertion curve: start from the substrate (default: the RISE blur) and reveal the most salient
     units first; higher AUC is better. Arguments as :func:`deletion`."""
-    return _curve("insertion", model, inputs, attributions, target, substrate, substrate_value, blur_sigma,
-                  blur_size, pixels_per_step, n_steps, score, value_range, seed, batch_size, units, data_format)
+    return _curve(
+        "insertion",
+        model,
+        inputs,
+        attributions,
+        target,
+        substrate,
+        substrate_value,
+        blur_sigma,
+        blur_size,
+        pixels_per_step,
+        n_steps,
+        score,
+        value_range,
+        seed,
+        batch_size,
+        units,
+        data_format,
+    )

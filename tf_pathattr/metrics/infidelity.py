@@ -38,6 +38,7 @@ explained output, the scalar the attribution methods explain: a logit for a logi
 References: C.-K. Yeh, C.-Y. Hsieh, A. S. Suggala, D. I. Inouye, P. Ravikumar, "On the (In)fidelity
 and Sensitivity of Explanations", NeurIPS 2019, arXiv 1901.09392; captum ``captum.metrics``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -84,10 +85,24 @@ def _attributions_like(attributions, shape, data_format):
     return out
 
 
-def infidelity(model, inputs, attributions, target=None, *, perturbation="noisy_baseline", baseline=0.0,
-               noise_scale: float = 0.2, clip=None, n_perturb_samples: int = 10, normalize: bool = False,
-               multiply_by_inputs: bool = True, score="output", seed=None, batch_size=None,
-               data_format=None) -> InfidelityResult:
+def infidelity(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    perturbation="noisy_baseline",
+    baseline=0.0,
+    noise_scale: float = 0.2,
+    clip=None,
+    n_perturb_samples: int = 10,
+    normalize: bool = False,
+    multiply_by_inputs: bool = True,
+    score="output",
+    seed=None,
+    batch_size=None,
+    data_format=None,
+) -> InfidelityResult:
     """Infidelity per example (lower is better); see the module doc for the estimator.
 
     Parameters
@@ -125,8 +140,10 @@ def infidelity(model, inputs, attributions, target=None, *, perturbation="noisy_
     given = None
     if isinstance(perturbation, str):
         if perturbation not in PERTURBATIONS:
-            raise ValueError(f"perturbation must be one of {list(PERTURBATIONS)}, an array [n, B, *S] of perturbed "
-                             f"inputs or a pair (I, perturbed inputs), got {perturbation!r}")
+            raise ValueError(
+                f"perturbation must be one of {list(PERTURBATIONS)}, an array [n, B, *S] of perturbed "
+                f"inputs or a pair (I, perturbed inputs), got {perturbation!r}"
+            )
         n = check_positive_int(n_perturb_samples, "n_perturb_samples")
         mode = perturbation
     else:
@@ -151,8 +168,12 @@ def infidelity(model, inputs, attributions, target=None, *, perturbation="noisy_
             if mode == "pair":
                 return tf.slice(given[0], [start] + [0] * len(shape), [size] + list(shape)), xt
         else:
-            eps = tf.stack([tf.random.stateless_normal(shape, seed=tf.stack([tf.constant(seed, tf.int32), start + j]))
-                            for j in range(size)])
+            eps = tf.stack(
+                [
+                    tf.random.stateless_normal(shape, seed=tf.stack([tf.constant(seed, tf.int32), start + j]))
+                    for j in range(size)
+                ]
+            )
             xt = base_t[None] + noise * eps if mode == "noisy_baseline" else xx[None] - noise * eps
             if clip is not None:
                 xt = tf.clip_by_value(xt, lo, hi)
@@ -179,8 +200,15 @@ def infidelity(model, inputs, attributions, target=None, *, perturbation="noisy_
                 fxt = scoring(problem, problem.forward([eng.rows(xt, size, batch)]), classes)
                 b = fx[None] - tf.cast(tf.reshape(fxt, [size, batch]), tf.float64)
                 a = tf.reduce_sum(tf.cast(i_k, tf.float64) * tf.cast(attr_t, tf.float64)[None], axis=axes)
-                sums = tf.stack([tf.reduce_sum((a - b) ** 2, 0), tf.reduce_sum(a * a, 0), tf.reduce_sum(a * b, 0),
-                                 tf.reduce_sum(b * b, 0), tf.reduce_sum(b, 0)])
+                sums = tf.stack(
+                    [
+                        tf.reduce_sum((a - b) ** 2, 0),
+                        tf.reduce_sum(a * a, 0),
+                        tf.reduce_sum(a * b, 0),
+                        tf.reduce_sum(b * b, 0),
+                        tf.reduce_sum(b, 0),
+                    ]
+                )
                 return acc + sums
 
             acc = eng.chunked_loop(n, chunk, body, tf.zeros((5, batch), tf.float64))
@@ -188,14 +216,24 @@ def infidelity(model, inputs, attributions, target=None, *, perturbation="noisy_
 
         return fn
 
-    key = ("infidelity", mode, n, chunk, scoring.key, bool(multiply_by_inputs), noise, clip is not None and (lo, hi),
-           seed if mode not in ("array", "pair") else None)
+    key = (
+        "infidelity",
+        mode,
+        n,
+        chunk,
+        scoring.key,
+        bool(multiply_by_inputs),
+        noise,
+        clip is not None and (lo, hi),
+        seed if mode not in ("array", "pair") else None,
+    )
     acc, indices = eng.run(problem, key, builder, (attr,) + (given or ()))
     s_d, s_aa, s_ab, s_bb, s_b = acc.numpy()
     beta = np.where(s_aa > 0, s_ab / np.where(s_aa > 0, s_aa, 1.0), 0.0)
-    value = (beta ** 2 * s_aa - 2 * beta * s_ab + s_bb) / n if normalize else s_d / n
-    return InfidelityResult(infidelity=value, beta=beta, mean_drop=s_b / n,
-                            target=C.result_target(problem, indices), score=scoring.score)
+    value = (beta**2 * s_aa - 2 * beta * s_ab + s_bb) / n if normalize else s_d / n
+    return InfidelityResult(
+        infidelity=value, beta=beta, mean_drop=s_b / n, target=C.result_target(problem, indices), score=scoring.score
+    )
 
 
 @dataclass
@@ -211,10 +249,22 @@ class SensitivityResult:
         return getattr(self, key)
 
 
-def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: float = 0.02,
-                    n_perturb_samples: int = 10, norm: str = "fro", clip=None,
-                    exclude_changed_predictions: bool = False, perturbations=None, seed=None,
-                    batch_size=None, **method_options) -> SensitivityResult:
+def sensitivity_max(
+    explainer,
+    model,
+    inputs,
+    target=None,
+    *,
+    perturb_radius: float = 0.02,
+    n_perturb_samples: int = 10,
+    norm: str = "fro",
+    clip=None,
+    exclude_changed_predictions: bool = False,
+    perturbations=None,
+    seed=None,
+    batch_size=None,
+    **method_options,
+) -> SensitivityResult:
     """Max-sensitivity per example (lower is better); see the module doc.
 
     Parameters
@@ -241,8 +291,10 @@ def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: fl
     fn = resolve_method(explainer)
     spec = registry.spec_of(explainer)
     if spec is not None and spec.output == "split":
-        raise ValueError(f"explainer: {spec.name} returns two maps per input; sensitivity_max compares one "
-                         "explanation per input (wrap it in a callable that returns one map)")
+        raise ValueError(
+            f"explainer: {spec.name} returns two maps per input; sensitivity_max compares one "
+            "explanation per input (wrap it in a callable that returns one map)"
+        )
     if norm not in ("fro", "inf"):
         raise ValueError(f"norm must be 'fro' or 'inf', got {norm!r}")
     problem = C.prepare_single(model, inputs, target)
@@ -258,8 +310,9 @@ def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: fl
     else:
         n = check_positive_int(n_perturb_samples, "n_perturb_samples")
         r = float(perturb_radius)
-        deltas = np.stack([tf.random.stateless_uniform(shape, seed=[seed, k], minval=-r, maxval=r).numpy()
-                           for k in range(n)])
+        deltas = np.stack(
+            [tf.random.stateless_uniform(shape, seed=[seed, k], minval=-r, maxval=r).numpy() for k in range(n)]
+        )
     callable_target = problem.target.kind == _targets.CALLABLE
     if callable_target:
         classes, tgt_rows = None, target
@@ -273,8 +326,8 @@ def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: fl
     rows = n * batch if batch_size is None else check_positive_int(batch_size, "batch_size")
     parts = []
     for s in range(0, n * batch, rows):
-        t = tgt_rows if callable_target else tgt_rows[s:s + rows]
-        parts.append(np.asarray(fn(model, y[s:s + rows], t, **method_options), np.float64))
+        t = tgt_rows if callable_target else tgt_rows[s : s + rows]
+        parts.append(np.asarray(fn(model, y[s : s + rows], t, **method_options), np.float64))
     pert = np.concatenate(parts).reshape((n, batch) + clean.shape[1:])
     diff = (pert - clean[None]).reshape(n, batch, -1)
     ref = clean.reshape(batch, -1)
@@ -294,7 +347,9 @@ def sensitivity_max(explainer, model, inputs, target=None, *, perturb_radius: fl
         pred = scoring.decision(out).numpy().reshape(n, batch).T  # [B, n]
         ratios = np.where(pred == want[:, None], ratios, np.nan)
     with np.errstate(all="ignore"):
-        sens = np.where(np.all(np.isnan(ratios), axis=1), np.nan, np.nanmax(np.where(np.isnan(ratios), -np.inf, ratios), 1))
+        sens = np.where(
+            np.all(np.isnan(ratios), axis=1), np.nan, np.nanmax(np.where(np.isnan(ratios), -np.inf, ratios), 1)
+        )
     return SensitivityResult(sensitivity=sens, ratios=ratios, target=None if callable_target else classes)
 
 

@@ -30,6 +30,7 @@ the batch) and mapped to pixels by the index formula above.
 Reference: U. Bhatt, A. Weller, J. M. F. Moura, "Evaluating and Aggregating Feature-based Model
 Explanations", IJCAI 2020, arXiv 2005.00631 (Definition 3); xplique ``metrics.MuFidelity``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -89,16 +90,31 @@ def _ranks(v):
             j = i
             while j + 1 < len(row) and s[j + 1] == s[i]:
                 j += 1
-            r[order[i:j + 1]] = 0.5 * (i + j) + 1.0
+            r[order[i : j + 1]] = 0.5 * (i + j) + 1.0
             i = j + 1
         out[idx] = r
     return out
 
 
-def mu_fidelity(model, inputs, attributions, target=None, *, grid_size: Optional[int] = 9,
-                subset_percent: float = 0.2, baseline=0.0, nb_samples: int = 200, correlation: str = "pearson",
-                subset: str = "bernoulli", score="output", seed=None, removed=None, batch_size=None,
-                units=None, data_format=None) -> MuFidelityResult:
+def mu_fidelity(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    grid_size: Optional[int] = 9,
+    subset_percent: float = 0.2,
+    baseline=0.0,
+    nb_samples: int = 200,
+    correlation: str = "pearson",
+    subset: str = "bernoulli",
+    score="output",
+    seed=None,
+    removed=None,
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> MuFidelityResult:
     """MuFidelity per example (higher is better); see the module doc.
 
     Parameters
@@ -141,7 +157,7 @@ def mu_fidelity(model, inputs, attributions, target=None, *, grid_size: Optional
         sizes = [min(g, n) for n in grid]
         cell_of = np.zeros(grid, np.int64)
         for ax, idx in enumerate(per_axis):
-            stride = int(np.prod(sizes[ax + 1:]))
+            stride = int(np.prod(sizes[ax + 1 :]))
             cell_of = cell_of + idx.reshape([-1 if a == ax else 1 for a in range(len(grid))]) * stride
         n_cells = int(np.prod(sizes))
     if removed is not None:
@@ -179,13 +195,27 @@ def mu_fidelity(model, inputs, attributions, target=None, *, grid_size: Optional
         return tf.reshape(pts, [size * batch] + list(shape[1:]))
 
     key = ("mu_fidelity", n, n_cells, layout.kind, layout.channel_axis)
-    scores, indices, clean, _ = C.batched_scores(problem, key, n, batch_size, make_points,
-                                                 (tf.constant(rem_units), tf.constant(cell_of), tf.constant(base)),
-                                                 scoring, with_clean=True)
+    scores, indices, clean, _ = C.batched_scores(
+        problem,
+        key,
+        n,
+        batch_size,
+        make_points,
+        (tf.constant(rem_units), tf.constant(cell_of), tf.constant(base)),
+        scoring,
+        with_clean=True,
+    )
     drops = (clean[None, :] - scores).T.astype(np.float64)  # [B, n]
     if correlation == "spearman":
         value, const = _pearson(_ranks(attr_sums), _ranks(drops))
     else:
         value, const = _pearson(attr_sums, drops)
-    return MuFidelityResult(mu_fidelity=value, drops=drops, attribution_sums=attr_sums, removed=rem, constant=const,
-                            target=C.result_target(problem, indices), score=scoring.score)
+    return MuFidelityResult(
+        mu_fidelity=value,
+        drops=drops,
+        attribution_sums=attr_sums,
+        removed=rem,
+        constant=const,
+        target=C.result_target(problem, indices),
+        score=scoring.score,
+    )

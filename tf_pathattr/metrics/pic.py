@@ -17,6 +17,7 @@ Regions", ICCV 2019; A. Kapishnikov et al., "Guided Integrated Gradients", CVPR 
 released in PAIR ``saliency.metrics.pic``; this is an independent port (numpy 2.4 compatible).
 Needs scipy and Pillow with WebP (``pip install tf_pathattr[metrics]``).
 """
+
 from __future__ import annotations
 
 import io
@@ -103,8 +104,13 @@ def create_blurred_image(full_img: np.ndarray, pixel_mask: np.ndarray, method: s
     fill = img.mean(axis=(0, 1))
     # one Delaunay triangulation of the kept pixels serves every channel (griddata would rebuild it
     # per channel; the triangulation and the barycentric weights are the same)
-    interp = LinearNDInterpolator(Delaunay(known.astype(np.float64)), img[known[:, 0], known[:, 1], :].astype(np.float64),
-                                  fill_value=np.nan) if method == "linear" else None
+    interp = (
+        LinearNDInterpolator(
+            Delaunay(known.astype(np.float64)), img[known[:, 0], known[:, 1], :].astype(np.float64), fill_value=np.nan
+        )
+        if method == "linear"
+        else None
+    )
     if interp is not None:
         vals = interp(unknown.astype(np.float64))
         vals = np.where(np.isnan(vals), fill[None, :], vals)
@@ -170,8 +176,15 @@ def pic_images(img, saliency_map, random_mask, saliency_thresholds=DEFAULT_THRES
     return images, [estimate_image_entropy(im) for im in images]
 
 
-def pic_curve(entropies, predictions, saliency_thresholds=DEFAULT_THRESHOLDS, min_pred_value: float = 0.8,
-              keep_monotonous: bool = True, num_data_points: int = 1000, images=None) -> PicCurve:
+def pic_curve(
+    entropies,
+    predictions,
+    saliency_thresholds=DEFAULT_THRESHOLDS,
+    min_pred_value: float = 0.8,
+    keep_monotonous: bool = True,
+    num_data_points: int = 1000,
+    images=None,
+) -> PicCurve:
     """The curve from the entropies and predictions of ``[B0, B_tau..., img]`` (see :func:`pic_images`)."""
     from scipy.interpolate import interp1d
 
@@ -180,7 +193,9 @@ def pic_curve(entropies, predictions, saliency_thresholds=DEFAULT_THRESHOLDS, mi
     h0, h_orig = ent[0], ent[-1]
     p0, p_orig = pred[0], pred[-1]
     if p_orig < min_pred_value:
-        raise ComputePicMetricError(f"prediction on the original image {p_orig} is below min_pred_value={min_pred_value}")
+        raise ComputePicMetricError(
+            f"prediction on the original image {p_orig} is below min_pred_value={min_pred_value}"
+        )
     if h0 >= h_orig:
         raise ComputePicMetricError(f"the fully blurred image is not less informative ({h0} >= {h_orig} bytes)")
     if p0 >= p_orig:
@@ -198,13 +213,26 @@ def pic_curve(entropies, predictions, saliency_thresholds=DEFAULT_THRESHOLDS, mi
     x = np.linspace(0.0, 1.0, num_data_points, endpoint=False)
     y = np.asarray(f(x), np.float64)
     x, y = np.append(x, 1.0), np.append(y, 1.0)
-    return PicCurve(x=x, y=y, auc=float(np.trapezoid(y, x)), blurred_images=list(images or [])[:-1],
-                    predictions=pred, thresholds=[0.0] + [float(t) for t in saliency_thresholds] + [1.0])
+    return PicCurve(
+        x=x,
+        y=y,
+        auc=float(np.trapezoid(y, x)),
+        blurred_images=list(images or [])[:-1],
+        predictions=pred,
+        thresholds=[0.0] + [float(t) for t in saliency_thresholds] + [1.0],
+    )
 
 
-def compute_pic_metric(img, saliency_map, random_mask, pred_func: Callable, saliency_thresholds=DEFAULT_THRESHOLDS,
-                       min_pred_value: float = 0.8, keep_monotonous: bool = True,
-                       num_data_points: int = 1000) -> PicCurve:
+def compute_pic_metric(
+    img,
+    saliency_map,
+    random_mask,
+    pred_func: Callable,
+    saliency_thresholds=DEFAULT_THRESHOLDS,
+    min_pred_value: float = 0.8,
+    keep_monotonous: bool = True,
+    num_data_points: int = 1000,
+) -> PicCurve:
     """PIC curve of one uint8 image (``saliency.metrics.compute_pic_metric`` semantics).
 
     ``pred_func(uint8 batch) -> sequence of floats`` is called **once**, on the batch
@@ -254,11 +282,29 @@ class PicResult:
         return getattr(self, key)
 
 
-def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=None, value_range=None,
-        to_uint8: Optional[Callable] = None, preprocess: Optional[Callable] = None, random_masks=None,
-        random_fraction: float = 0.01, seed=None, thresholds=DEFAULT_THRESHOLDS, min_pred_value: float = 0.5,
-        keep_monotonous: bool = True, num_data_points: int = 1000, aggregate: str = "median",
-        batch_size=None, units=None, data_format=None) -> PicResult:
+def pic(
+    model,
+    inputs,
+    attributions,
+    target=None,
+    *,
+    kind: str = "both",
+    score=None,
+    value_range=None,
+    to_uint8: Optional[Callable] = None,
+    preprocess: Optional[Callable] = None,
+    random_masks=None,
+    random_fraction: float = 0.01,
+    seed=None,
+    thresholds=DEFAULT_THRESHOLDS,
+    min_pred_value: float = 0.5,
+    keep_monotonous: bool = True,
+    num_data_points: int = 1000,
+    aggregate: str = "median",
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> PicResult:
     """SIC and AIC for a batch of images.
 
     Parameters
@@ -308,16 +354,21 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=N
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     if to_uint8 is None:
+
         def to_uint8(v):
             return np.clip(np.round((np.asarray(v, np.float64) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+
     if preprocess is None:
+
         def preprocess(u):
             return np.asarray(u, np.float32) / np.float32(255.0) * np.float32(hi - lo) + np.float32(lo)
+
     x_model = np.asarray(preprocess(x_in), np.float32) if is_u8 else x_in.astype(np.float32)
     layout = C.resolve_layout(x_model.shape, units, data_format)
     if not layout.is_image:
-        raise ValueError(f"pic needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), "
-                         f"got shape {x_model.shape}")
+        raise ValueError(
+            f"pic needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), got shape {x_model.shape}"
+        )
     problem = C.prepare_single(model, x_model, target)
     scorings = []
     if "sic" in kinds:
@@ -326,8 +377,10 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=N
         try:
             scorings.append(C.resolve_scoring(problem, "accuracy"))
         except ValueError as exc:
-            raise ValueError(f"kind={kind!r}: AIC needs a class to compare the top-1 prediction with, "
-                             f"and a callable target names none; pass kind='sic'. ({exc})") from None
+            raise ValueError(
+                f"kind={kind!r}: AIC needs a class to compare the top-1 prediction with, "
+                f"and a callable target names none; pass kind='sic'. ({exc})"
+            ) from None
     sal = np.abs(layout.unit_map(attributions))  # [B, H, W]
     valid = ~C.degenerate(sal)
     batch = x_model.shape[0]
@@ -355,11 +408,13 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=N
     shape = tuple(x_model.shape)
 
     def make_points(flat_x, indices, start, size, all_imgs):
-        return tf.reshape(tf.slice(all_imgs, [start] + [0] * len(shape), [size] + list(shape)),
-                          [size * batch] + list(shape[1:]))
+        return tf.reshape(
+            tf.slice(all_imgs, [start] + [0] * len(shape), [size] + list(shape)), [size * batch] + list(shape[1:])
+        )
 
-    scores, indices, _, _ = C.batched_scores(problem, ("pic", n_img), n_img, batch_size, make_points,
-                                             (tf.constant(model_imgs),), tuple(scorings))
+    scores, indices, _, _ = C.batched_scores(
+        problem, ("pic", n_img), n_img, batch_size, make_points, (tf.constant(model_imgs),), tuple(scorings)
+    )
     preds = {k: scores[j].astype(np.float64) for j, k in enumerate(kinds)}  # [n_img, B]
     out = {k: ([], [], []) for k in kinds}
     for i in range(batch):
@@ -377,6 +432,12 @@ def pic(model, inputs, attributions, target=None, *, kind: str = "both", score=N
     for k in kinds:
         curves = [c for c, ok in zip(out[k][1], valid) if c is not None and ok]
         aggr[k] = aggregate_pic_results(curves, aggregate) if curves else None
-    return PicResult(auc={k: np.asarray(out[k][0]) for k in kinds}, curves={k: out[k][1] for k in kinds},
-                     aggregate=aggr, errors={k: out[k][2] for k in kinds}, target=C.result_target(problem, indices),
-                     valid=valid, score=scorings[0].score)
+    return PicResult(
+        auc={k: np.asarray(out[k][0]) for k in kinds},
+        curves={k: out[k][1] for k in kinds},
+        aggregate=aggr,
+        errors={k: out[k][2] for k in kinds},
+        target=C.result_target(problem, indices),
+        valid=valid,
+        score=scorings[0].score,
+    )

@@ -37,6 +37,7 @@ channel sum or tie-break.
 Reference: Y. Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution
 Methods", ICML 2022, arXiv 2202.00449.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,16 @@ from . import _common as C
 __all__ = ["RoadResult", "road", "noisy_linear_imputation", "road_masks", "DEFAULT_FRACTIONS"]
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
-_NEIGHBOURS = [(-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
-               (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12)]
+_NEIGHBOURS = [
+    (-1, 0, 1 / 6),
+    (1, 0, 1 / 6),
+    (0, -1, 1 / 6),
+    (0, 1, 1 / 6),
+    (-1, -1, 1 / 12),
+    (-1, 1, 1 / 12),
+    (1, -1, 1 / 12),
+    (1, 1, 1 / 12),
+]
 
 
 def noisy_linear_imputation(image, keep, noise: float = 0.01, rng=None) -> np.ndarray:
@@ -116,8 +125,9 @@ def noisy_linear_imputation(image, keep, noise: float = 0.01, rng=None) -> np.nd
     return out[:, :, 0] if gray else out
 
 
-def road_masks(unit_map, fractions, order: str = "morf", tie_break: float = 1e-4, seed=None,
-               reference_compat: bool = False) -> np.ndarray:
+def road_masks(
+    unit_map, fractions, order: str = "morf", tie_break: float = 1e-4, seed=None, reference_compat: bool = False
+) -> np.ndarray:
     """Removed pixels ``[P, B, H, W]`` (True = removed) for signed per-pixel maps ``[B, H, W]``."""
     s = np.asarray(unit_map, np.float64)
     b, h, w = s.shape
@@ -132,7 +142,7 @@ def road_masks(unit_map, fractions, order: str = "morf", tie_break: float = 1e-4
             pattern = tie_break * np.random.default_rng(key + [7]).standard_normal(h * w)
             order_idx = np.argsort(-(norm[i] + pattern), kind="stable")
             k = int(np.floor(h * w * p))
-            chosen = order_idx[:k] if order == "morf" else order_idx[h * w - k:]
+            chosen = order_idx[:k] if order == "morf" else order_idx[h * w - k :]
             out[j, i, chosen] = True
     return out.reshape(len(fractions), b, h, w)
 
@@ -157,9 +167,23 @@ class RoadResult:
         return getattr(self, key)
 
 
-def road(model, inputs, attributions, labels=None, *, fractions=DEFAULT_FRACTIONS, order: str = "morf",
-         noise: float = 0.01, tie_break: float = 1e-4, transform=None, seed=None, reference_compat: bool = False,
-         batch_size=None, units=None, data_format=None) -> RoadResult:
+def road(
+    model,
+    inputs,
+    attributions,
+    labels=None,
+    *,
+    fractions=DEFAULT_FRACTIONS,
+    order: str = "morf",
+    noise: float = 0.01,
+    tie_break: float = 1e-4,
+    transform=None,
+    seed=None,
+    reference_compat: bool = False,
+    batch_size=None,
+    units=None,
+    data_format=None,
+) -> RoadResult:
     """ROAD accuracy curves (see the module doc).
 
     Parameters
@@ -213,12 +237,21 @@ def road(model, inputs, attributions, labels=None, *, fractions=DEFAULT_FRACTION
     imgs = imgs.reshape((n_points, batch) + shape[1:])
 
     def make_points(flat_x, indices, start, size, all_imgs):
-        return tf.reshape(tf.slice(all_imgs, [start] + [0] * len(shape), [size] + list(shape)),
-                          [size * batch] + list(shape[1:]))
+        return tf.reshape(
+            tf.slice(all_imgs, [start] + [0] * len(shape), [size] + list(shape)), [size * batch] + list(shape[1:])
+        )
 
-    acc, indices, clean, probs = C.batched_scores(problem, ("road", n_points), n_points, batch_size, make_points,
-                                                  (tf.constant(imgs),), scoring, with_clean=True,
-                                                  class_probability=True)
+    acc, indices, clean, probs = C.batched_scores(
+        problem,
+        ("road", n_points),
+        n_points,
+        batch_size,
+        make_points,
+        (tf.constant(imgs),),
+        scoring,
+        with_clean=True,
+        class_probability=True,
+    )
     if scoring.single:
         labels_out = scoring.decision(problem.forward(list(problem.flat_x))).numpy() if labels is None else indices
     else:
@@ -226,11 +259,12 @@ def road(model, inputs, attributions, labels=None, *, fractions=DEFAULT_FRACTION
     res = {"accuracy": {}, "correct": {}, "probability": {}, "area": {}}
     span = fr[-1] - fr[0]
     for k, o in enumerate(orders):
-        c = acc[k * len(fr):(k + 1) * len(fr)].T.astype(np.float64)
+        c = acc[k * len(fr) : (k + 1) * len(fr)].T.astype(np.float64)
         res["correct"][o] = c
-        res["probability"][o] = probs[k * len(fr):(k + 1) * len(fr)].T.astype(np.float64)
+        res["probability"][o] = probs[k * len(fr) : (k + 1) * len(fr)].T.astype(np.float64)
         res["accuracy"][o] = c.mean(0)
-        res["area"][o] = float(np.trapezoid(res["accuracy"][o], fr) / span) if span > 0 else float(res["accuracy"][o][0])
+        res["area"][o] = (
+            float(np.trapezoid(res["accuracy"][o], fr) / span) if span > 0 else float(res["accuracy"][o][0])
+        )
     gap = res["area"]["lerf"] - res["area"]["morf"] if order == "both" else None
-    return RoadResult(fractions=fr, gap=gap, clean_accuracy=float(np.mean(clean)), labels=np.asarray(labels_out),
-                      **res)
+    return RoadResult(fractions=fr, gap=gap, clean_accuracy=float(np.mean(clean)), labels=np.asarray(labels_out), **res)

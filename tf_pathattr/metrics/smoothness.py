@@ -17,6 +17,7 @@ Protocol (Goh et al., ICPR 2020, released ``attribution/eval.py``), per example:
 
 Host-side numpy / scikit-image (``pip install tf_pathattr[metrics]``); no model calls.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def average_total_variation(h, p: int = 1):
     dx = np.abs(np.diff(a, axis=1))
     dy = np.abs(np.diff(a, axis=0))
     if p > 1:
-        total = np.sum(dx ** p) ** (1.0 / p) + np.sum(dy ** p) ** (1.0 / p)
+        total = np.sum(dx**p) ** (1.0 / p) + np.sum(dy**p) ** (1.0 / p)
     else:
         total = dx.sum() + dy.sum()
     return total / (a.shape[0] * a.shape[1])
