@@ -15,6 +15,7 @@ model; XLA equals eager; bad inputs raise one ``ValueError`` / ``TypeError`` nam
 Models come from the zoo (``tests/models.py``); the image model is ``dummy_feature_cnn`` (8x8x3,
 rows 0-1 ignored by the model).
 """
+
 import re
 
 import numpy as np
@@ -36,33 +37,30 @@ SPECS = registry.specs()
 # parametrised test; a (test, method) entry covers every case. Reasons cite issue 9 (defect numbers
 # as in the issue; "contract" = a contract item of the issue with no defect number of its own).
 
-_DRAWS_DEPEND_ON_B = ("issue 9 contract batch=per-example: random draws are shaped by the whole batch from one seed, "
-                      "so an example's draws change with B and its position ({where}); draw per example (fold the "
-                      "example index into the seed) or declare batch_tolerance with the cause")
-_INT_ADVICE = ("issue 9 defect 8: the integer-input error advises 'Pass layer=' to a method that declares it cannot "
-               "take layer= (the message should give the method's MethodSpec.layer reason instead)")
-_MULTI_REFUSAL = ("issue 9 registry: the multi-input refusal is not the declared MethodSpec.multi_input reason "
-                  "({where}); raise it through registry.require(SPEC, 'multi_input', 'inputs')")
-_DICT_ORDER_NOISE = ("issue 9 contract dict inputs: noise for input i is seeded by its position in the dict's "
-                     "insertion order ({where}), so the same dict in another key order gets other noise; order "
-                     "dict inputs by key (engine/shapes.py structure_of/prepare_inputs) or seed by key")
-_MIXED = ("issue 9 contract mixed precision: amplifies the mixed model's own rounding ~40x (float16 4e-2, bfloat16 "
-          "2e-1 relative L2 vs 1e-3 / 5e-3 for plain gradients) -- {why}")
+_DRAWS_DEPEND_ON_B = (
+    "issue 9 contract batch=per-example: random draws are shaped by the whole batch from one seed, "
+    "so an example's draws change with B and its position ({where}); draw per example (fold the "
+    "example index into the seed) or declare batch_tolerance with the cause"
+)
+_INT_ADVICE = (
+    "issue 9 defect 8: the integer-input error advises 'Pass layer=' to a method that declares it cannot "
+    "take layer= (the message should give the method's MethodSpec.layer reason instead)"
+)
+_MULTI_REFUSAL = (
+    "issue 9 registry: the multi-input refusal is not the declared MethodSpec.multi_input reason "
+    "({where}); raise it through registry.require(SPEC, 'multi_input', 'inputs')"
+)
+_DICT_ORDER_NOISE = (
+    "issue 9 contract dict inputs: noise for input i is seeded by its position in the dict's "
+    "insertion order ({where}), so the same dict in another key order gets other noise; order "
+    "dict inputs by key (engine/shapes.py structure_of/prepare_inputs) or seed by key"
+)
+_MIXED = (
+    "issue 9 contract mixed precision: amplifies the mixed model's own rounding ~40x (float16 4e-2, bfloat16 "
+    "2e-1 relative L2 vs 1e-3 / 5e-3 for plain gradients) -- {why}"
+)
 
 KNOWN_DEFECTS = {
-    # batch = per-example (stochastic methods)
-    ("test_batch_equals_per_example", "expected_gradients"): _DRAWS_DEPEND_ON_B.format(
-        where="expected_gradients.py:75 draw_samples(n_samples, batch) -> stateless_uniform([n, B])"),
-    ("test_batch_equals_per_example", "smooth_taylor"): _DRAWS_DEPEND_ON_B.format(
-        where="smooth_taylor.py:40-49 _root_noise draws one [B, *S] normal per root"),
-    ("test_batch_equals_per_example", "noise_tunnel"): _DRAWS_DEPEND_ON_B.format(
-        where="noise_tunnel.py:129 stateless_normal(tf.shape(x)) over the whole batch"),
-    ("test_batch_equals_per_example", "smoothgrad"): _DRAWS_DEPEND_ON_B.format(
-        where="noise_tunnel.py:129 stateless_normal(tf.shape(x)) over the whole batch"),
-    ("test_batch_equals_per_example", "adversarial_gradient_integration", "maxpool"): _DRAWS_DEPEND_ON_B.format(
-        where="agi.py:84 stateless_uniform([batch, n_classes], seed) picks the false classes by row; measured on "
-              "the max-pool CNN: row 0 equals the example alone, rows 1 and 2 differ by 1.12 and 1.66 of max|attr|, "
-              "and three identical rows in one batch get different results (1.9)"),
     # declared multi-input refusals
     ("test_list_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
     ("test_dict_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
@@ -74,44 +72,48 @@ KNOWN_DEFECTS = {
     ("test_dict_inputs", "sequential_integrated_gradients"): _MULTI_REFUSAL.format(where="sig.py:86"),
     # dicts are mappings
     ("test_dict_key_order_does_not_matter", "noise_tunnel"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"),
+        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"
+    ),
     ("test_dict_key_order_does_not_matter", "smoothgrad"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"),
+        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"
+    ),
     ("test_dict_key_order_does_not_matter", "smooth_taylor"): _DICT_ORDER_NOISE.format(
-        where="smooth_taylor.py:47 seed [seed, n * n_inputs + i]"),
+        where="smooth_taylor.py:47 seed [seed, n * n_inputs + i]"
+    ),
     # targets and seeds
-    ("test_target_kinds_agree", "adversarial_gradient_integration"):
-        "issue 9 registry: AGI refuses callable targets with a clear ValueError (agi.py:227: it needs a class "
-        "index), but the registry cannot declare that; add a MethodSpec capability (e.g. callable_target=<reason>) "
-        "and let test_target_kinds_agree expect the declared refusal",
-    ("test_seed_reproducible_and_effective", "adversarial_gradient_integration"):
-        "issue 9 registry test_options: AGI's test_options k=2 on the 3-class contract model select every false "
-        "class, so the seed cannot change the result on this smooth model; use k=1 in test_options",
+    (
+        "test_target_kinds_agree",
+        "adversarial_gradient_integration",
+    ): "issue 9 registry: AGI refuses callable targets with a clear ValueError (agi.py:227: it needs a class "
+    "index), but the registry cannot declare that; add a MethodSpec capability (e.g. callable_target=<reason>) "
+    "and let test_target_kinds_agree expect the declared refusal",
     # mixed precision
     ("test_dtype_policies", "ig2", "mixed_float16"): _MIXED.format(
-        why="GradPath's normalised steps follow the float16 gradient direction; measured 3.1e-2"),
+        why="GradPath's normalised steps follow the float16 gradient direction; measured 3.1e-2"
+    ),
     ("test_dtype_policies", "ig2", "mixed_bfloat16"): _MIXED.format(
-        why="GradPath's normalised steps follow the bfloat16 gradient direction; measured 2.1e-1"),
+        why="GradPath's normalised steps follow the bfloat16 gradient direction; measured 2.1e-1"
+    ),
     ("test_dtype_policies", "integrated_decision_gradients", "mixed_float16"): _MIXED.format(
-        why="sample allocation from differences of float16 logits between coarse points; measured 4.3e-2"),
+        why="sample allocation from differences of float16 logits between coarse points; measured 4.3e-2"
+    ),
     ("test_dtype_policies", "integrated_decision_gradients", "mixed_bfloat16"): _MIXED.format(
-        why="sample allocation from differences of bfloat16 logits between coarse points; measured 2.2e-1"),
+        why="sample allocation from differences of bfloat16 logits between coarse points; measured 2.2e-1"
+    ),
     # real architectures (tests/test_architectures.py reads this table too)
-    ("test_real_architectures", "guided_integrated_gradients", "mobilenet_v3_small"):
-        "issue 9 defect 11: Guided IG (fast mode, the default) gives example 0 a different result inside a batch "
-        "than alone on MobileNetV3Small: 7.1% of max|attr|, 62% of features changed (8 steps). Gradients at x "
-        "are bit-identical; parity=True is bit-identical; [x0, x1] equals [x0, x0] bit-exactly (no coupling "
-        "between examples); with guided_ig.XLA_ROUNDS = False it is bit-identical too. Cause: the selection "
-        "rounds run in a nested tf.function(jit_compile=True) (guided_ig.py:233) whose float32 reductions "
-        "depend on the batch shape; the discrete selection amplifies the 1-ulp differences",
-    ("test_real_architectures", "adversarial_gradient_integration", "multi_output"):
-        "issue 9 registry: AGI refuses the callable target a multi-output model needs (agi.py:227), and the "
-        "registry cannot declare that (see test_target_kinds_agree)",
+    (
+        "test_real_architectures",
+        "adversarial_gradient_integration",
+        "multi_output",
+    ): "issue 9 registry: AGI refuses the callable target a multi-output model needs (agi.py:227), and the "
+    "registry cannot declare that (see test_target_kinds_agree)",
     # XLA = eager
-    ("test_xla_equals_eager", "smooth_taylor"):
-        "issue 9 contract XLA = eager: smooth_taylor.py:48 draws tf.random.stateless_normal inside the compiled body; "
-        "TF 2.21 on CPU gives a different stream under XLA (philox and auto_select alike; threefry has no CPU "
-        "kernel), so jit_compile=True changes the noise (1.7 of max|attr|); draw outside XLA or with integer ops",
+    (
+        "test_xla_equals_eager",
+        "smooth_taylor",
+    ): "issue 9 contract XLA = eager: smooth_taylor.py:48 draws tf.random.stateless_normal inside the compiled body; "
+    "TF 2.21 on CPU gives a different stream under XLA (philox and auto_select alike; threefry has no CPU "
+    "kernel), so jit_compile=True changes the noise (1.7 of max|attr|); draw outside XLA or with integer ops",
 }
 for _name in ("noise_tunnel", "smoothgrad", "adversarial_gradient_integration"):
     KNOWN_DEFECTS[("test_bad_input", _name, "int_inputs_without_layer")] = _INT_ADVICE
@@ -128,7 +130,7 @@ def methods(test, cases=None, slow_if=None):
     marked slow where ``slow_if(spec)`` (e.g. host-side methods in tests with many calls)."""
     out = []
     for spec in SPECS:
-        for case in (cases or [None]):
+        for case in cases or [None]:
             reason = _xfail_reason(test, spec.name, case)
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             if slow_if is not None and slow_if(spec):
@@ -219,7 +221,7 @@ def rel_l2(a, b):
 
 def take(result, index):
     """Example ``index`` (kept as a batch of one) of every array of a result."""
-    return tf.nest.map_structure(lambda a: np.asarray(a)[index:index + 1], result)
+    return tf.nest.map_structure(lambda a: np.asarray(a)[index : index + 1], result)
 
 
 FLOAT_TOL = 1e-5  # float rounding of the model itself (different batch shapes, chunkings, code paths)
@@ -264,9 +266,11 @@ def test_batch_equals_per_example(spec, kind, x_img, image_model):
     check_result(spec, batch, x)
     tol = max(spec.batch_tolerance, FLOAT_TOL)
     for b in range(B):
-        single = explain(spec, model, x[b:b + 1], TARGETS[b:b + 1], opts_from=x)
+        single = explain(spec, model, x[b : b + 1], TARGETS[b : b + 1], opts_from=x)
         err = rel_diff(take(batch, b), single)
-        assert err <= tol, f"example {b}: batch vs alone differ by {err:.3g} of max|attr| (declared {spec.batch_tolerance})"
+        assert err <= tol, (
+            f"example {b}: batch vs alone differ by {err:.3g} of max|attr| (declared {spec.batch_tolerance})"
+        )
 
 
 _MAXPOOL = {}
@@ -305,8 +309,11 @@ def test_target_kinds_agree(spec, x_img, image_model):
     per_example = explain(spec, image_model, x_img, TARGETS)
     check_result(spec, per_example, x_img)
     picked = tf.constant(TARGETS, tf.int32)
-    for other in (list(TARGETS), CategoricalScore(list(TARGETS)),
-                  lambda out: tf.gather(out, picked, axis=1, batch_dims=1)):
+    for other in (
+        list(TARGETS),
+        CategoricalScore(list(TARGETS)),
+        lambda out: tf.gather(out, picked, axis=1, batch_dims=1),
+    ):
         assert rel_diff(explain(spec, image_model, x_img, other), per_example) <= FLOAT_TOL, other
     predicted = np.argmax(image_model(x_img).numpy(), axis=1)
     assert rel_diff(explain(spec, image_model, x_img, None), explain(spec, image_model, x_img, predicted)) <= FLOAT_TOL
@@ -436,8 +443,10 @@ def test_dummy_feature_gets_zero(spec, x_img, image_model):
         pytest.skip("region scores average pixel attributions over segments (a dummy pixel shares its region's score)")
     res = explain(spec, image_model, x_img, TARGETS)
     for a in flat(res):
-        assert np.all(a[:, zoo.DUMMY_ROWS] == 0.0), f"max |attr| on ignored rows: {np.abs(a[:, zoo.DUMMY_ROWS]).max():.3g}"
-        assert np.abs(a[:, zoo.DUMMY_ROWS.stop:]).max() > 0
+        assert np.all(a[:, zoo.DUMMY_ROWS] == 0.0), (
+            f"max |attr| on ignored rows: {np.abs(a[:, zoo.DUMMY_ROWS]).max():.3g}"
+        )
+        assert np.abs(a[:, zoo.DUMMY_ROWS.stop :]).max() > 0
 
 
 # Tolerance: relative L2 distance to the float32 model's attributions, per dtype policy. Measured
@@ -507,8 +516,16 @@ def _bad_case(case, spec, x_img, image_model, text):
     raise AssertionError(case)
 
 
-BAD_CASES = ["wrong_rank", "missing_batch_axis", "nan", "inf", "int_inputs_without_layer",
-             "float_ids_into_embedding", "target_out_of_range", "unknown_option"]
+BAD_CASES = [
+    "wrong_rank",
+    "missing_batch_axis",
+    "nan",
+    "inf",
+    "int_inputs_without_layer",
+    "float_ids_into_embedding",
+    "target_out_of_range",
+    "unknown_option",
+]
 
 
 @pytest.mark.parametrize("spec, case", methods("test_bad_input", BAD_CASES))

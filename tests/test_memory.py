@@ -6,6 +6,7 @@ a weak reference to each model is dead, and the process's resident memory (``VmR
 ``/proc/self/status``) grows by less than 30 MiB over the thirty models (the defect kept about
 5 MiB per small CNN, for up to 64 models).
 """
+
 import gc
 import weakref
 
@@ -39,12 +40,6 @@ def _use_and_drop(seed, specs, x):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 9 defect 10: models are freed now (weakrefs dead), but RSS grows 201.6 MiB over the 30 models; Guided "
-    "IG alone (fast mode, the default) adds ~4.4 MiB per model: guided_ig.py:231 wraps its selection rounds in a "
-    "nested tf.function(jit_compile=True) ('advance') built per model, and TensorFlow's process-wide XLA "
-    "compilation cache keeps every compiled cluster; parity=True (no nested XLA) and each other method alone stay "
-    "flat (< 1.2 MiB over 10-30 models)"))
 def test_explained_models_are_freed_and_memory_stays_bounded():
     specs = registry.specs()
     x = np.random.default_rng(0).uniform(0.0, 1.0, (2, 8, 8, 3)).astype(np.float32)

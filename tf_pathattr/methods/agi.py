@@ -26,6 +26,7 @@ steps (finished walks are masked), chunked over false classes so a model call ca
 Reference: D. Pan, X. Li, D. Zhu, "Explaining Deep Neural Network Models with Adversarial Gradient
 Integration", IJCAI 2021. Released code: pd90506/AGI.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,8 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
     def fn(flat_x, indices, eps, fixed, seed):
         indices, _ = eng.resolve_indices(problem, flat_x, indices)
         if random:  # k distinct classes != c per example, uniformly (stateless)
-            u = tf.random.stateless_uniform([batch, n_classes], seed=seed)
+            # one draw shared by every row: an example's classes do not depend on its batch
+            u = tf.broadcast_to(tf.random.stateless_uniform([1, n_classes], seed=seed), [batch, n_classes])
             u = tf.where(tf.one_hot(indices, n_classes) > 0, 2.0 * tf.ones_like(u), u)
             classes = tf.math.top_k(-u, k=n_cls).indices  # [B, k]
         else:
@@ -92,8 +94,10 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
             rows = size * batch
             cls = tf.reshape(tf.slice(classes, [start, 0], [size, batch]), [rows])
             true_c = tf.tile(indices, [size])
-            x0 = [tf.reshape(tf.tile(x[None], [size] + [1] * x.shape.rank), [rows] + list(s))
-                  for x, s in zip(flat_x, shapes)]
+            x0 = [
+                tf.reshape(tf.tile(x[None], [size] + [1] * x.shape.rank), [rows] + list(s))
+                for x, s in zip(flat_x, shapes)
+            ]
             skip = tf.equal(cls, true_c)  # released main script: never attack the explained class
 
             def step(t, z, acc, done):
@@ -126,7 +130,10 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
 
             _, _, acc, _ = tf.while_loop(
                 lambda t, z, acc, done: tf.logical_and(t < max_iter, tf.reduce_any(tf.logical_not(done))),
-                step, [tf.constant(0, tf.int32), x0, acc, skip], parallel_iterations=1)
+                step,
+                [tf.constant(0, tf.int32), x0, acc, skip],
+                parallel_iterations=1,
+            )
             return acc
 
         attr = eng.chunked_loop(n_cls, chunk, body, [tf.zeros_like(x) for x in flat_x])
@@ -136,23 +143,43 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
 
 
 @overload
-def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def adversarial_gradient_integration(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+) -> Attributions: ...
 
 
 @overload
-def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def adversarial_gradient_integration(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def adversarial_gradient_integration(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+def adversarial_gradient_integration(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: float = 0.05, max_iter: int = 20,
-                                     k=None, class_selection: str = "random", false_classes=None,
-                                     reference_compat: bool = False, clip=(0.0, 1.0), softmax: bool = True,
-                                     seed=None, internal_batch_size=None, return_details: bool = False,
-                                     jit_compile: bool = False, layer=None):
+def adversarial_gradient_integration(
+    model,
+    inputs,
+    target=None,
+    *,
+    epsilon: float = 0.05,
+    max_iter: int = 20,
+    k=None,
+    class_selection: str = "random",
+    false_classes=None,
+    reference_compat: bool = False,
+    clip=(0.0, 1.0),
+    softmax: bool = True,
+    seed=None,
+    internal_batch_size=None,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+):
     """Adversarial Gradient Integration (Pan, Li, Zhu, IJCAI 2021), batched over explicands and false classes.
 
     Parameters
@@ -225,13 +252,17 @@ def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: flo
         registry.require(SPEC, "layer", "layer")
     problem = eng.prepare(model, inputs, target)
     if problem.target.kind == _targets.CALLABLE:
-        raise ValueError("target: adversarial_gradient_integration needs a class index (None, an int or B ints); "
-                         "it walks towards the other classes of a [B, C] classifier, so a callable target "
-                         "cannot be used")
+        raise ValueError(
+            "target: adversarial_gradient_integration needs a class index (None, an int or B ints); "
+            "it walks towards the other classes of a [B, C] classifier, so a callable target "
+            "cannot be used"
+        )
     out_shape = eng.output_shape(problem.model, problem.forward, problem.flat_x)
     if problem.target.single_unit or out_shape is None or len(out_shape) != 1 or (out_shape[0] or 0) < 2:
-        raise ValueError(f"model: adversarial_gradient_integration needs a classifier with outputs [B, C], C >= 2 "
-                         f"(it walks towards false classes); this model's output per example has shape {out_shape}")
+        raise ValueError(
+            f"model: adversarial_gradient_integration needs a classifier with outputs [B, C], C >= 2 "
+            f"(it walks towards false classes); this model's output per example has shape {out_shape}"
+        )
     n_classes = int(out_shape[0])
     batch = problem.batch_size
     if false_classes is not None:
@@ -242,21 +273,38 @@ def adversarial_gradient_integration(model, inputs, target=None, *, epsilon: flo
             k = min(20, n_classes - 1)
         k = check_positive_int(k, "k")
         if k > n_classes - 1:
-            raise ValueError(f"k={k} false classes requested but the model has only {n_classes - 1} classes besides "
-                             "the explained one")
+            raise ValueError(
+                f"k={k} false classes requested but the model has only {n_classes - 1} classes besides "
+                "the explained one"
+            )
         random = class_selection == "random"
-        fixed = np.broadcast_to(spaced_classes(n_classes, k), (batch, len(spaced_classes(n_classes, k)))) \
-            if not random else np.zeros((batch, k), np.int32)
+        fixed = (
+            np.broadcast_to(spaced_classes(n_classes, k), (batch, len(spaced_classes(n_classes, k))))
+            if not random
+            else np.zeros((batch, k), np.int32)
+        )
         fixed = np.ascontiguousarray(fixed, np.int32)
     n_cls = int(fixed.shape[1])
     chunk = eng.chunk_size(n_cls, batch, internal_batch_size)
-    key = ("adversarial_gradient_integration", n_cls, n_classes, max_iter, chunk, bool(reference_compat),
-           bool(softmax), lo, hi, random, batch)
+    key = (
+        "adversarial_gradient_integration",
+        n_cls,
+        n_classes,
+        max_iter,
+        chunk,
+        bool(reference_compat),
+        bool(softmax),
+        lo,
+        hi,
+        random,
+        batch,
+    )
 
     def builder():
         return _build(problem, n_cls, n_classes, max_iter, chunk, bool(reference_compat), bool(softmax), lo, hi, random)
 
     extra = (tf.constant(epsilon, tf.float32), tf.constant(fixed), tf.constant([seed, 0], tf.int32))
+
     def finish(result):
         attr, classes = result
         attr = problem.pack(attr)
@@ -271,13 +319,15 @@ agi = adversarial_gradient_integration
 
 
 SPEC = MethodSpec(
-    name="adversarial_gradient_integration", function=adversarial_gradient_integration, aliases=("agi",),
+    name="adversarial_gradient_integration",
+    function=adversarial_gradient_integration,
+    aliases=("agi",),
     summary="no baseline: true-class gradients integrated along signed-gradient walks towards k false classes",
     paper="D. Pan, X. Li, D. Zhu, Explaining Deep Neural Network Models with Adversarial Gradient Integration, "
-          "IJCAI 2021",
+    "IJCAI 2021",
     details=True,
     stochastic=True,
     layer="adversarial_gradient_integration perturbs the model inputs with signed steps inside a box; "
-          "it cannot attribute to a layer's output",
-    test_options={"max_iter": 3, "k": 2, "seed": 0},
+    "it cannot attribute to a layer's output",
+    test_options={"max_iter": 3, "k": 1, "seed": 0},
 )

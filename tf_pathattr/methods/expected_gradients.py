@@ -14,6 +14,7 @@ Reference: G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, "Improvin
 learning models with axiomatic attribution priors and expected gradients", Nature Machine
 Intelligence 2021, arXiv 1906.10670.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -30,9 +31,15 @@ __all__ = ["expected_gradients", "draw_samples"]
 
 
 def draw_samples(n_samples: int, batch_size: int, n_background: int, seed: int):
-    """Stateless draws: background indices ``[n_samples, B]`` and alphas ``[n_samples, B]``."""
-    idx = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 0], maxval=n_background, dtype=tf.int32)
-    alpha = tf.random.stateless_uniform([n_samples, batch_size], seed=[seed, 1], dtype=tf.float32)
+    """Stateless draws: background indices ``[n_samples, B]`` and alphas ``[n_samples, B]``.
+
+    Every example gets the same ``n_samples`` draws (one column tiled over the batch), so an
+    example's attribution does not depend on the batch it is explained in (contract: batch =
+    per-example); each example's estimate is unbiased either way.
+    """
+    idx = tf.random.stateless_uniform([n_samples, 1], seed=[seed, 0], maxval=n_background, dtype=tf.int32)
+    alpha = tf.random.stateless_uniform([n_samples, 1], seed=[seed, 1], dtype=tf.float32)
+    idx, alpha = tf.tile(idx, [1, batch_size]), tf.tile(alpha, [1, batch_size])
     return idx, alpha
 
 
@@ -41,13 +48,17 @@ def _flat_background(background, structure):
     the inputs by key (never by the dict's order), a list / tuple by position."""
     if structure.kind == "dict":
         if not isinstance(background, dict):
-            raise ValueError(f"background: the inputs are a dict with keys {list(structure.keys)}, so background must "
-                             f"be a dict with the same keys, got a {type(background).__name__}")
+            raise ValueError(
+                f"background: the inputs are a dict with keys {list(structure.keys)}, so background must "
+                f"be a dict with the same keys, got a {type(background).__name__}"
+            )
         missing = [k for k in structure.keys if k not in background]
         extra = [k for k in background if k not in structure.keys]
         if missing or extra:
-            raise ValueError(f"background: missing entries for inputs {missing}, unknown keys {extra}; expected "
-                             f"keys {list(structure.keys)}")
+            raise ValueError(
+                f"background: missing entries for inputs {missing}, unknown keys {extra}; expected "
+                f"keys {list(structure.keys)}"
+            )
         background = {k: background[k] for k in structure.keys}
     flat_bg, bg_structure, n_bg = prepare_inputs(background, "background")
     if (bg_structure.kind == "single") != (structure.kind == "single") or len(flat_bg) != len(structure.keys or (0,)):
@@ -56,21 +67,44 @@ def _flat_background(background, structure):
 
 
 @overload
-def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def expected_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def expected_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def expected_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def expected_gradients(
+    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+) -> Any: ...
 
 
 @eng.planned
-def expected_gradients(model, inputs, target=None, *, background=None, n_samples: int = 100, seed=None,
-                       internal_batch_size=None, return_convergence_delta: bool = False, jit_compile: bool = False,
-                       sample_indices=None, sample_alphas=None, layer=None):
+def expected_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    background=None,
+    n_samples: int = 100,
+    seed=None,
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    jit_compile: bool = False,
+    sample_indices=None,
+    sample_alphas=None,
+    layer=None,
+):
     """Expected Gradients (IG with baselines and alphas sampled from a background set).
 
     Parameters
@@ -136,8 +170,9 @@ def expected_gradients(model, inputs, target=None, *, background=None, n_samples
                     f_sum = f_sum + tf.reduce_sum(tf.reshape(fb, [size, batch]), axis=0)
                 return acc, f_sum
 
-            acc, f_sum = eng.chunked_loop(n_samples, chunk, body,
-                                          ([tf.zeros_like(x) for x in flat_x], tf.zeros((batch,), tf.float32)))
+            acc, f_sum = eng.chunked_loop(
+                n_samples, chunk, body, ([tf.zeros_like(x) for x in flat_x], tf.zeros((batch,), tf.float32))
+            )
             attr = [a / n_samples for a in acc]
             if not return_convergence_delta:
                 return attr, tf.zeros((batch,), tf.float32)
@@ -147,9 +182,9 @@ def expected_gradients(model, inputs, target=None, *, background=None, n_samples
 
         return fn
 
-    return eng.Plan(problem, key, builder, (flat_bg, idx, alpha), jit_compile,
-                    eng.packed_finish(problem, return_convergence_delta))
-
+    return eng.Plan(
+        problem, key, builder, (flat_bg, idx, alpha), jit_compile, eng.packed_finish(problem, return_convergence_delta)
+    )
 
 
 def _test_background(x):
@@ -158,10 +193,12 @@ def _test_background(x):
 
 
 SPEC = MethodSpec(
-    name="expected_gradients", function=expected_gradients, aliases=("eg",),
+    name="expected_gradients",
+    function=expected_gradients,
+    aliases=("eg",),
     summary="baselines and path positions sampled from a background set (stateless draws)",
     paper="G. Erion, J. Janizek, P. Sturmfels, S. Lundberg, S.-I. Lee, Improving performance of deep learning "
-          "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
+    "models with axiomatic attribution priors and expected gradients, Nature Machine Intelligence 2021",
     completeness="F(x) − mean F(drawn baselines)",
     stochastic=True,
     per_example_options={"sample_indices": tile_batch_axis(1), "sample_alphas": tile_batch_axis(1)},

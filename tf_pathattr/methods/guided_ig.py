@@ -31,6 +31,7 @@ References: A. Kapishnikov, S. Venugopalan, B. Avci, B. Wedin, M. Terry, T. Bolu
 Integrated Gradients: An Adaptive Path Method for Removing Noise", CVPR 2021, arXiv 2106.09788.
 Released algorithm: PAIR-code/saliency 0.2.1, ``saliency.core.GuidedIG``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -54,7 +55,7 @@ _PARITY_TOL = 1e-9  # math.isclose(rel_tol=1e-9, abs_tol=1e-9) as in the release
 _FAST_REL_TOL = 1e-5
 #: Compile each step's selection rounds (fast mode only) with XLA, which fuses their ~30 small
 #: element-wise ops per round; parity mode keeps plain TF kernels (no FMA contraction).
-XLA_ROUNDS = True  # float32 sums of N terms are only good to ~1e-6 relative
+XLA_ROUNDS = False  # off: XLA reductions round by batch shape (batch != single), and each model grows XLA's cache
 
 
 def max_rounds_per_step(fraction: float) -> int:
@@ -105,7 +106,9 @@ def _check_args(n_steps, fraction, max_dist, anchors, parity):
             raise ValueError(f"{name} must be finite, got {value!r}")
     fraction, max_dist = float(fraction), float(max_dist)
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1] (the share of features moved per selection round), got {fraction}")
+        raise ValueError(
+            f"fraction must be in (0, 1] (the share of features moved per selection round), got {fraction}"
+        )
     if max_dist < 0.0:
         raise ValueError(f"max_dist must be >= 0 (0 = straight line, 1 = unbounded), got {max_dist}")
     if anchors is not None:
@@ -176,8 +179,9 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
         b = flatten([fb[0] for fb in flat_base])
         d_full = x - b
         total = tf.reduce_sum(tf.abs(d_full), axis=1)  # L per example
-        seg_lo, seg_hi, start, a_min_t, a_max_t, goal_t = (tf.cast(tables[k], dtype) for k in
-                                                           ("seg_lo", "seg_hi", "start", "a_min", "a_max", "goal"))
+        seg_lo, seg_hi, start, a_min_t, a_max_t, goal_t = (
+            tf.cast(tables[k], dtype) for k in ("seg_lo", "seg_hi", "start", "a_min", "a_max", "goal")
+        )
 
         def point(c):
             # line(c) = b + (x - b) c, with the path's own ends exactly b and x
@@ -223,8 +227,11 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
 
             r, z, attr, _, still = tf.while_loop(
                 lambda r, z, attr, s, active: tf.reduce_any(active),
-                round_body, [tf.constant(0, tf.int32), z, attr, g, active0],
-                maximum_iterations=bound, parallel_iterations=1)
+                round_body,
+                [tf.constant(0, tf.int32), z, attr, g, active0],
+                maximum_iterations=bound,
+                parallel_iterations=1,
+            )
             return z, attr, r, tf.reduce_any(still)
 
         if xla_rounds:
@@ -246,12 +253,19 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
             return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut)) + tuple(idgi_state)
 
         any_moving = tf.reduce_any(total > 0)
-        init = [tf.constant(0, tf.int32), b, tf.zeros_like(b), tf.constant(0, tf.int32), tf.constant(0, tf.int32),
-                tf.constant(False)]
+        init = [
+            tf.constant(0, tf.int32),
+            b,
+            tf.zeros_like(b),
+            tf.constant(0, tf.int32),
+            tf.constant(0, tf.int32),
+            tf.constant(False),
+        ]
         if accumulator is not None:
             init.append(accumulator.init(flat_x))
         _, _, attr, max_r, sum_r, hit, *idgi_state = tf.while_loop(
-            lambda t, *_: tf.logical_and(t < n_steps, any_moving), step, init, parallel_iterations=1)
+            lambda t, *_: tf.logical_and(t < n_steps, any_moving), step, init, parallel_iterations=1
+        )
         attr_list = unflatten(attr, tf.float32)
         if accumulator is not None:  # the last step ends at x: F(x), no gradient
             attr_list, _ = accumulator.finish(idgi_state[0], eng.scores_at_x(problem, flat_x, indices, out_x))
@@ -265,30 +279,85 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
 
 
 @overload
-def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload
-def guided_integrated_gradients(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
+def guided_integrated_gradients(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    return_details: bool = ...,
+    **options: Any,
+) -> Any: ...
 
 
 @eng.planned
-def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_steps: int = 200, fraction: float = 0.25,
-                                max_dist: float = 0.02, anchors=None, parity: bool = False, internal_batch_size=None,
-                                return_convergence_delta: bool = False, return_details: bool = False,
-                                jit_compile: bool = False, layer=None, seed=None, idgi=False):
+def guided_integrated_gradients(
+    model,
+    inputs,
+    target=None,
+    *,
+    baseline=0.0,
+    n_steps: int = 200,
+    fraction: float = 0.25,
+    max_dist: float = 0.02,
+    anchors=None,
+    parity: bool = False,
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+    seed=None,
+    idgi=False,
+):
     """Guided Integrated Gradients (Kapishnikov et al., CVPR 2021), batched over the explicands.
 
     Parameters
@@ -384,8 +453,17 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     tables_np = guided_ig_tables(n_steps, max_dist, anchors)
     tables = {k: tf.constant(v, tf.float64) for k, v in tables_np.items()}
     anchored = anchors is not None
-    key = ("guided_integrated_gradients", n_steps, fraction, anchored, parity, bool(return_convergence_delta),
-           problem.batch_size, bool(XLA_ROUNDS), _acc.cache_token(accumulator))
+    key = (
+        "guided_integrated_gradients",
+        n_steps,
+        fraction,
+        anchored,
+        parity,
+        bool(return_convergence_delta),
+        problem.batch_size,
+        bool(XLA_ROUNDS),
+        _acc.cache_token(accumulator),
+    )
 
     def builder():
         return _build(problem, n_steps, fraction, parity, anchored, bool(return_convergence_delta), accumulator)
@@ -393,13 +471,19 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
     def finish(result):
         attr, delta, rounds, hit = result
         rounds = rounds.numpy()
-        details = dict(max_rounds=int(rounds[0]), mean_rounds=float(rounds[1]) / n_steps,
-                       bound=max_rounds_per_step(fraction), bound_hit=bool(hit))
+        details = dict(
+            max_rounds=int(rounds[0]),
+            mean_rounds=float(rounds[1]) / n_steps,
+            bound=max_rounds_per_step(fraction),
+            bound_hit=bool(hit),
+        )
         if details["bound_hit"]:
             warnings.warn(
                 f"guided_integrated_gradients: a step needed more than {details['bound']} selection rounds "
                 f"(fraction={fraction}) and was cut off; the path catches up at the next step's window floor",
-                RuntimeWarning, stacklevel=3)
+                RuntimeWarning,
+                stacklevel=3,
+            )
         out = [problem.pack(attr)]
         if return_convergence_delta:
             out.append(delta)
@@ -409,15 +493,20 @@ def guided_integrated_gradients(model, inputs, target=None, *, baseline=0.0, n_s
 
     return eng.Plan(problem, key, builder, (tables, flat_base), jit_compile, finish)
 
+
 guided_ig = guided_integrated_gradients
 
 
 SPEC = MethodSpec(
-    name="guided_integrated_gradients", function=guided_integrated_gradients, aliases=("guided_ig",),
-    summary=("adaptive path moving low-gradient features first; `max_dist` window, `fraction`, `anchors=K` "
-            "(GIG(K)); `parity=True` reproduces PAIR"),
+    name="guided_integrated_gradients",
+    function=guided_integrated_gradients,
+    aliases=("guided_ig",),
+    summary=(
+        "adaptive path moving low-gradient features first; `max_dist` window, `fraction`, `anchors=K` "
+        "(GIG(K)); `parity=True` reproduces PAIR"
+    ),
     paper="A. Kapishnikov, S. Venugopalan, B. Avci, B. Wedin, M. Terry, T. Bolukbasi, Guided Integrated "
-          "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
+    "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
     completeness="F(x) − F(x') (loose on max-pool models, by design)",
     details=True,
     # Measured, not fixed (issue 9 defect 11): Guided IG shares no state across rows (with a model called

@@ -18,6 +18,7 @@ References: D. Smilkov, N. Thorat, B. Kim, F. Viegas, M. Wattenberg, "SmoothGrad
 adding noise", arXiv 1706.03825 (2017); J. Adebayo et al., "Local explanation methods for deep
 neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -47,6 +48,13 @@ def _noise_scales(flat_x, stdevs):
     return out
 
 
+def _example_noise(x, seed):
+    """Standard normal noise shaped like ``x`` ``[B, *S]``: one draw shared by every example, so an
+    example's result does not depend on the batch it is explained in."""
+    one = tf.concat([[1], tf.shape(x)[1:]], 0)
+    return tf.broadcast_to(tf.random.stateless_normal(one, seed=seed), tf.shape(x))
+
+
 def inner_seed(seed, start: int) -> int:
     """The seed a stochastic wrapped method gets for the noise samples ``start, start + 1, ...`` of one
     call: derived from the tunnel's ``seed`` and ``start`` (independent of the noise draws, which use
@@ -63,26 +71,64 @@ def _tile_options(method, options, problem, reps):
     """
     spec = registry.spec_of(method)
     tilers = spec.per_example_options if spec is not None else {}
-    ctx = TileContext(batch=problem.batch_size, reps=int(reps), flat_x=tuple(problem.flat_x),
-                      structure=problem.structure)
+    ctx = TileContext(
+        batch=problem.batch_size, reps=int(reps), flat_x=tuple(problem.flat_x), structure=problem.structure
+    )
     return {k: (tilers[k](v, ctx) if k in tilers else v) for k, v in options.items()}
 
 
 @overload
-def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., **options: Any) -> Attributions: ...
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def noise_tunnel(method: Any, model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any) -> Any: ...
+def noise_tunnel(
+    method: Any,
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    **options: Any,
+) -> Any: ...
 
 
-def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,
-                 stdevs: float = 0.15, internal_batch_size=None, seed=None, noise=None,
-                 return_convergence_delta: bool = False, nt_samples_batch_size=None, **method_options):
+def noise_tunnel(
+    method,
+    model,
+    inputs,
+    target=None,
+    *,
+    nt_type: str = "smoothgrad",
+    nt_samples: int = 25,
+    stdevs: float = 0.15,
+    internal_batch_size=None,
+    seed=None,
+    noise=None,
+    return_convergence_delta: bool = False,
+    nt_samples_batch_size=None,
+    **method_options,
+):
     """Average an attribution method over Gaussian-perturbed copies of the inputs.
 
     Parameters
@@ -135,9 +181,13 @@ def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgr
         raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
     ibs = check_optional_positive_int(internal_batch_size, "internal_batch_size")
     if nt_samples_batch_size is not None:
-        warnings.warn("nt_samples_batch_size= is deprecated and has been replaced by internal_batch_size= (model rows "
-                      "per call: internal_batch_size // B noise samples per call); it will be removed in the next "
-                      "release", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "nt_samples_batch_size= is deprecated and has been replaced by internal_batch_size= (model rows "
+            "per call: internal_batch_size // B noise samples per call); it will be removed in the next "
+            "release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if ibs is not None:
             raise TypeError("pass internal_batch_size= or the deprecated nt_samples_batch_size=, not both")
     group = check_optional_positive_int(nt_samples_batch_size, "nt_samples_batch_size") or n
@@ -171,7 +221,9 @@ def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgr
         flat_noise = [tf.convert_to_tensor(np.asarray(e), tf.float32) for e in flat_noise]
         for e, x in zip(flat_noise, problem.flat_x):
             if tuple(e.shape) != (n,) + tuple(x.shape):
-                raise ValueError(f"noise must have shape {(n,) + tuple(x.shape)} (nt_samples, *inputs.shape), got {tuple(e.shape)}")
+                raise ValueError(
+                    f"noise must have shape {(n,) + tuple(x.shape)} (nt_samples, *inputs.shape), got {tuple(e.shape)}"
+                )
     else:
         flat_noise = None
     s = seed_int
@@ -180,7 +232,7 @@ def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgr
         if flat_noise is not None:
             return flat_noise[i][start:stop]
         x = problem.flat_x[i]
-        return tf.stack([tf.random.stateless_normal(tf.shape(x), seed=[s + 1000003 * i, j]) for j in range(start, stop)])
+        return tf.stack([_example_noise(x, [s + 1000003 * i, j]) for j in range(start, stop)])
 
     mean = count = m2 = None
     delta_sum = tf.zeros((batch,), tf.float32)
@@ -226,8 +278,18 @@ def noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgr
     return out
 
 
-def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smoothgrad", nt_samples: int = 25,
-                      stdevs: float = 0.15, seed=None, **method_options) -> eng.Plan:
+def plan_noise_tunnel(
+    method,
+    model,
+    inputs,
+    target=None,
+    *,
+    nt_type: str = "smoothgrad",
+    nt_samples: int = 25,
+    stdevs: float = 0.15,
+    seed=None,
+    **method_options,
+) -> eng.Plan:
     """The noise tunnel as one embeddable body (``tpa.saved_model.export``): the noise is drawn in-graph
     with the same stateless draws as :func:`noise_tunnel`, and the wrapped method's body runs once on
     all ``nt_samples * B`` noisy rows. Needs a wrapped method with a planner and an index target."""
@@ -240,13 +302,16 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
         raise ValueError(f"stdevs must be a finite number >= 0 (a fraction of the value range), got {stdevs!r}")
     for option in ("noise", "return_convergence_delta"):
         if method_options.pop(option, None) not in (None, False):
-            raise ValueError(f"{option}: an embedded noise_tunnel draws seeded noise in-graph and returns "
-                             f"attributions only; remove {option}")
+            raise ValueError(
+                f"{option}: an embedded noise_tunnel draws seeded noise in-graph and returns "
+                f"attributions only; remove {option}"
+            )
     method_options.pop("nt_samples_batch_size", None)  # all samples run in one body
     planner = getattr(fn, "plan", None)
     if planner is None:
-        raise ValueError(f"method: {getattr(fn, '__name__', fn)!r} hands over no plan, so noise_tunnel over it "
-                         "cannot be embedded")
+        raise ValueError(
+            f"method: {getattr(fn, '__name__', fn)!r} hands over no plan, so noise_tunnel over it cannot be embedded"
+        )
     problem = eng.prepare(model, inputs, target)
     if problem.target.kind == tgt.CALLABLE:
         raise ValueError("target: an embedded noise_tunnel needs class indices, not a callable")
@@ -265,8 +330,7 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
         def body(flat_x, indices, seed_t, *extra):
             noisy = []
             for i, (x, sigma) in enumerate(zip(flat_x, _noise_scales(flat_x, stdevs))):
-                eps = tf.stack([tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed_t + 1000003 * i, j]))
-                                for j in range(n)])
+                eps = tf.stack([_example_noise(x, tf.stack([seed_t + 1000003 * i, j])) for j in range(n)])
                 noisy.append(eng.rows(x[None] + eps * eng.expand_like(sigma, x)[None], n, batch))
             res = inner_fn(noisy, tf.tile(indices, [n]), *extra)
             attr = res[0] if isinstance(res, tuple) else res
@@ -284,11 +348,13 @@ def plan_noise_tunnel(method, model, inputs, target=None, *, nt_type: str = "smo
 
         return body
 
-    return eng.Plan(problem, None, builder, (tf.constant(seed, tf.int32),) + tuple(inner.extra_args),
-                    finish=problem.pack)
+    return eng.Plan(
+        problem, None, builder, (tf.constant(seed, tf.int32),) + tuple(inner.extra_args), finish=problem.pack
+    )
 
 
 noise_tunnel.plan = plan_noise_tunnel
+
 
 def _noise_tunnel_by_name(model, inputs, target=None, *, base_method="integrated_gradients", **options):
     """``attribute(..., method="noise_tunnel", base_method=NAME, nt_type=...)``."""
@@ -296,7 +362,8 @@ def _noise_tunnel_by_name(model, inputs, target=None, *, base_method="integrated
 
 
 _noise_tunnel_by_name.plan = lambda model, inputs, target=None, *, base_method="integrated_gradients", **options: (
-    plan_noise_tunnel(base_method, model, inputs, target, **options))
+    plan_noise_tunnel(base_method, model, inputs, target, **options)
+)
 
 
 def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **options):
@@ -310,16 +377,18 @@ def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **opt
     return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
 
 
-smoothgrad.plan = lambda model, inputs, target=None, *, nt_type="smoothgrad", **options: (
-    plan_noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options))
+smoothgrad.plan = lambda model, inputs, target=None, *, nt_type="smoothgrad", **options: plan_noise_tunnel(
+    "gradients", model, inputs, target, nt_type=nt_type, **options
+)
 
 
 SPEC = MethodSpec(
-    name="noise_tunnel", function=_noise_tunnel_by_name,
+    name="noise_tunnel",
+    function=_noise_tunnel_by_name,
     summary="SmoothGrad, SmoothGrad², VarGrad over any method (`base_method=`), noise samples batched",
     paper="D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, SmoothGrad: removing noise by adding noise, "
-          "arXiv 1706.03825 (2017); J. Adebayo et al., Local explanation methods for deep neural networks lack "
-          "sensitivity to parameter randomization, 2018",
+    "arXiv 1706.03825 (2017); J. Adebayo et al., Local explanation methods for deep neural networks lack "
+    "sensitivity to parameter randomization, 2018",
     completeness="SmoothGrad over a complete method: mean_j F(x + ε_j) − F(x')",
     stochastic=True,
     layer="noise_tunnel perturbs the inputs; it does not support layer= attribution",
@@ -328,10 +397,11 @@ SPEC = MethodSpec(
 )
 
 SMOOTHGRAD_SPEC = MethodSpec(
-    name="smoothgrad", function=smoothgrad,
+    name="smoothgrad",
+    function=smoothgrad,
     summary="SmoothGrad: plain gradients averaged over noisy copies (`nt_type=` for SG² and VarGrad)",
     paper="D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, SmoothGrad: removing noise by adding noise, "
-          "arXiv 1706.03825 (2017)",
+    "arXiv 1706.03825 (2017)",
     stochastic=True,
     layer="smoothgrad perturbs the inputs; it does not support layer= attribution",
     test_options={"nt_samples": 2, "seed": 0},

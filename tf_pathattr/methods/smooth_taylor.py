@@ -22,6 +22,7 @@ Gradients with SmoothTaylor for Deep Neural Network Attribution", ICPR 2020, arX
 released code ``garygsw/smooth-taylor`` (``attribution/analyzer.py``,
 ``experiment_adaptive_noising.py``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Tuple, overload
@@ -44,21 +45,33 @@ def _root_noise(seed, start, size, shape, input_index, n_inputs):
     """Standard normal noise ``[size, *shape]`` for roots ``start .. start+size-1``.
 
     Root ``n`` of input ``i`` is drawn with ``stateless_normal(seed=[seed, n * n_inputs + i])``, so a
-    root's noise depends only on ``(seed, n)`` and not on how the roots are chunked.
+    root's noise depends only on ``(seed, n)`` and not on how the roots are chunked. One draw per root
+    is shared by every example of the batch (``shape[0]`` is the batch), so an example's result does
+    not depend on the batch it is explained in.
     """
     idx = tf.cast(start, tf.int64) + tf.range(size, dtype=tf.int64)
     seeds = tf.stack([tf.fill([size], seed), idx * n_inputs + input_index], axis=1)
-    return tf.map_fn(lambda s: tf.random.stateless_normal(shape, seed=s, dtype=tf.float32), seeds,
-                     fn_output_signature=tf.TensorSpec(shape, tf.float32))
+    one = [1] + list(shape[1:])
+    draws = tf.map_fn(
+        lambda s: tf.random.stateless_normal(one, seed=s, dtype=tf.float32),
+        seeds,
+        fn_output_signature=tf.TensorSpec(one, tf.float32),
+    )
+    return tf.broadcast_to(draws, [size] + list(shape))
 
 
 def _sigma_tensor(noise_scale, batch):
-    s = np.asarray(tf.convert_to_tensor(noise_scale), np.float32) if isinstance(noise_scale, tf.Tensor) \
+    s = (
+        np.asarray(tf.convert_to_tensor(noise_scale), np.float32)
+        if isinstance(noise_scale, tf.Tensor)
         else np.asarray(noise_scale, np.float32)
+    )
     if s.ndim == 0:
         s = np.full((batch,), float(s), np.float32)
     if s.shape != (batch,):
-        raise ValueError(f"noise_scale must be a scalar or one value per example (shape ({batch},)), got shape {s.shape}")
+        raise ValueError(
+            f"noise_scale must be a scalar or one value per example (shape ({batch},)), got shape {s.shape}"
+        )
     if not np.all(np.isfinite(s)) or np.any(s < 0):
         raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale!r}")
     return tf.constant(s)
@@ -84,8 +97,9 @@ def _prepare_noise(noise, problem):
     return out, ns.pop()
 
 
-def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
-                        with_delta):
+def _smooth_taylor_plan(
+    problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile, with_delta
+):
     """The plan of one compiled SmoothTaylor evaluation; its body returns (list of maps, delta [B])."""
     batch = problem.batch_size
     n_inputs = len(problem.flat_x)
@@ -107,11 +121,16 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
             def body(start, size, carry):
                 acc, acc_s = carry
                 if explicit:
-                    eps = [tf.slice(e, tf.concat([[start], tf.zeros([e.shape.rank - 1], tf.int32)], 0),
-                                    [size] + e.shape[1:].as_list()) for e in flat_noise]
+                    eps = [
+                        tf.slice(
+                            e,
+                            tf.concat([[start], tf.zeros([e.shape.rank - 1], tf.int32)], 0),
+                            [size] + e.shape[1:].as_list(),
+                        )
+                        for e in flat_noise
+                    ]
                 else:
-                    eps = [_root_noise(seed, start, size, x.shape.as_list(), i, n_inputs)
-                           for i, x in enumerate(flat_x)]
+                    eps = [_root_noise(seed, start, size, x.shape.as_list(), i, n_inputs) for i, x in enumerate(flat_x)]
                 steps = [-s * e for s, e in zip(sig, eps)]  # x - z_n = -sigma * eps_n, [size, B, *S]
                 pts = [eng.rows(x[None] - d, size, batch) for x, d in zip(flat_x, steps)]
                 s_rows, grads = eng.score_and_gradients(problem, pts, indices)
@@ -122,8 +141,9 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
                 acc_s = acc_s + tf.reduce_sum(tf.reshape(s_rows, [size, batch]), axis=0)
                 return out, acc_s
 
-            acc, acc_s = eng.chunked_loop(n_roots, chunk, body,
-                                          ([tf.zeros_like(x) for x in flat_x], tf.zeros([batch], tf.float32)))
+            acc, acc_s = eng.chunked_loop(
+                n_roots, chunk, body, ([tf.zeros_like(x) for x in flat_x], tf.zeros([batch], tf.float32))
+            )
             attr = [a / float(n_roots) for a in acc]
             if not with_delta:
                 return attr, tf.zeros([batch], tf.float32)
@@ -138,30 +158,86 @@ def _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, inte
 
 
 @overload
-def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[False] = ..., **options: Any) -> Attributions: ...
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Attributions: ...
 
 
 @overload
-def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[False] = ..., return_details: Literal[True], **options: Any) -> Tuple[Attributions, dict]: ...
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[False] = ...,
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[False] = ..., **options: Any) -> Tuple[Attributions, tf.Tensor]: ...
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[False] = ...,
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
-def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], return_details: Literal[True], **options: Any) -> Tuple[Attributions, tf.Tensor, dict]: ...
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    return_details: Literal[True],
+    **options: Any,
+) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload
-def smooth_taylor(model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., return_details: bool = ..., **options: Any) -> Any: ...
+def smooth_taylor(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    return_details: bool = ...,
+    **options: Any,
+) -> Any: ...
 
 
 @eng.planned
-def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale=0.5, percent: bool = False,
-                  noise=None, seed=None, adaptive: bool = False, objective="aupc", objective_options=None,
-                  search_options=None, internal_batch_size=None, return_convergence_delta: bool = False,
-                  return_details: bool = False, jit_compile: bool = False, layer=None):
+def smooth_taylor(
+    model,
+    inputs,
+    target=None,
+    *,
+    n_roots: int = 150,
+    noise_scale=0.5,
+    percent: bool = False,
+    noise=None,
+    seed=None,
+    adaptive: bool = False,
+    objective="aupc",
+    objective_options=None,
+    search_options=None,
+    internal_batch_size=None,
+    return_convergence_delta: bool = False,
+    return_details: bool = False,
+    jit_compile: bool = False,
+    layer=None,
+):
     """SmoothTaylor attributions (Goh et al., ICPR 2020), optionally with adaptive noising.
 
     ``ST_i(x) = (1/N) sum_n (x_i - z_{n,i}) dF(z_n)/dz_i`` with roots ``z_n = x + sigma * eps_n``,
@@ -230,8 +306,10 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
     seed = eng.as_numpy_seed(seed)
     problem = eng.prepare(model, inputs, target, layer=layer)
     if layer is not None and adaptive and not callable(objective):
-        raise ValueError(f"objective={objective!r} perturbs the model's inputs, not a layer's output; with layer= "
-                         "pass a callable objective(attributions, inputs) -> [B] or adaptive=False")
+        raise ValueError(
+            f"objective={objective!r} perturbs the model's inputs, not a layer's output; with layer= "
+            "pass a callable objective(attributions, inputs) -> [B] or adaptive=False"
+        )
     flat_noise = None
     if noise is not None:
         flat_noise, n_roots = _prepare_noise(noise, problem)
@@ -247,14 +325,28 @@ def smooth_taylor(model, inputs, target=None, *, n_roots: int = 150, noise_scale
     if adaptive:  # the search runs on the host: a finished result, not a plan
         if percent:
             raise ValueError("adaptive=True searches an absolute noise scale; use percent=False")
-        return finish(*adaptive_noise_search(
-            problem, model, inputs, target, n_roots=n_roots, seed=seed, flat_noise=flat_noise,
-            objective=objective, objective_options=objective_options, search_options=search_options,
-            internal_batch_size=internal_batch_size, with_delta=return_convergence_delta, jit_compile=jit_compile))
+        return finish(
+            *adaptive_noise_search(
+                problem,
+                model,
+                inputs,
+                target,
+                n_roots=n_roots,
+                seed=seed,
+                flat_noise=flat_noise,
+                objective=objective,
+                objective_options=objective_options,
+                search_options=search_options,
+                internal_batch_size=internal_batch_size,
+                with_delta=return_convergence_delta,
+                jit_compile=jit_compile,
+            )
+        )
     sigma = _sigma_tensor(noise_scale, problem.batch_size)
     details = {"sigma": sigma.numpy(), "percent": bool(percent)}
-    plan = _smooth_taylor_plan(problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile,
-                               return_convergence_delta)
+    plan = _smooth_taylor_plan(
+        problem, n_roots, sigma, seed, flat_noise, percent, internal_batch_size, jit_compile, return_convergence_delta
+    )
     plan.finish = lambda result: finish(result[0], result[1], details)
     return plan
 
@@ -278,8 +370,7 @@ def _objective_fn(objective, objective_options, model, inputs, target, problem):
         return lambda attr, seed: np.asarray(_total_variation(attr[0], **opts)[0], np.float64)
     raw = opts.pop("raw_inputs", None)
     x_for_metric = problem.flat_x[0] if raw is None else raw
-    return lambda attr, seed: np.asarray(
-        _aupc(model, x_for_metric, attr[0], target, seed=seed, **opts)[0], np.float64)
+    return lambda attr, seed: np.asarray(_aupc(model, x_for_metric, attr[0], target, seed=seed, **opts)[0], np.float64)
 
 
 def _call_seed(seed, counter):
@@ -287,8 +378,22 @@ def _call_seed(seed, counter):
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(counter)]).generate_state(1)[0] >> 1)
 
 
-def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat_noise, objective,
-                          objective_options, search_options, internal_batch_size, with_delta, jit_compile):
+def adaptive_noise_search(
+    problem,
+    model,
+    inputs,
+    target,
+    *,
+    n_roots,
+    seed,
+    flat_noise,
+    objective,
+    objective_options,
+    search_options,
+    internal_batch_size,
+    with_delta,
+    jit_compile,
+):
     """The released adaptive-noising line search, run for all examples in lock-step.
 
     Per example (``x`` in the model's input space)::
@@ -334,8 +439,17 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
         c = counter[0]
         counter[0] += 1
         s = _call_seed(seed, c) if flat_noise is None else seed
-        attr, delta = _smooth_taylor_plan(problem, n_roots, tf.constant(np.abs(sig), tf.float32), s, flat_noise,
-                                          False, internal_batch_size, jit_compile, with_delta).raw()
+        attr, delta = _smooth_taylor_plan(
+            problem,
+            n_roots,
+            tf.constant(np.abs(sig), tf.float32),
+            s,
+            flat_noise,
+            False,
+            internal_batch_size,
+            jit_compile,
+            with_delta,
+        ).raw()
         return [a.numpy() for a in attr], delta.numpy(), J_obj(attr, _call_seed(seed + 1, c))
 
     flat_abs = np.concatenate([np.abs(x.numpy()).reshape(batch, -1) for x in problem.flat_x], axis=1)
@@ -362,8 +476,14 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
                 m[back] = mm[back]
             new_delta[back] = delta_m[back]
         for b in np.flatnonzero(active):
-            rec = {"iteration": it, "probe_sigma": float(plus[b]), "probe_objective": float(o_plus[b]),
-                   "moved_back": bool(back[b]), "sigma": float(new_sigma[b]), "objective": float(o[b])}
+            rec = {
+                "iteration": it,
+                "probe_sigma": float(plus[b]),
+                "probe_objective": float(o_plus[b]),
+                "moved_back": bool(back[b]),
+                "sigma": float(new_sigma[b]),
+                "objective": float(o[b]),
+            }
             if o[b] > obj[b]:
                 if stop[b] < max_stop:
                     lr[b] *= decay
@@ -377,24 +497,37 @@ def adaptive_noise_search(problem, model, inputs, target, *, n_roots, seed, flat
                     for bm, nm in zip(best_maps, new_maps):
                         bm[b] = nm[b]
                     best_delta[b] = new_delta[b]
-            rec.update(lr=float(lr[b]), stop=int(stop[b]), stopped=not active[b], best_sigma=float(best_sigma[b]),
-                       best_objective=float(best_obj[b]))
+            rec.update(
+                lr=float(lr[b]),
+                stop=int(stop[b]),
+                stopped=not active[b],
+                best_sigma=float(best_sigma[b]),
+                best_objective=float(best_obj[b]),
+            )
             traj[b].append(rec)
             if active[b]:
                 sigma[b], obj[b] = new_sigma[b], o[b]
         it += 1
-    details = {"sigma": best_sigma.astype(np.float32), "objective": best_obj, "initial_sigma": initial[0],
-               "initial_objective": initial[1], "trajectory": traj, "n_evaluations": counter[0]}
+    details = {
+        "sigma": best_sigma.astype(np.float32),
+        "objective": best_obj,
+        "initial_sigma": initial[0],
+        "initial_objective": initial[1],
+        "trajectory": traj,
+        "n_evaluations": counter[0],
+    }
     attr = [tf.constant(m) for m in best_maps]
     return attr, tf.constant(best_delta), details
 
 
 SPEC = MethodSpec(
-    name="smooth_taylor", function=smooth_taylor,
-    summary=("first-order Taylor terms averaged over Gaussian roots; `adaptive=True` noise-scale search on "
-            "AUPC / AUTVC"),
+    name="smooth_taylor",
+    function=smooth_taylor,
+    summary=(
+        "first-order Taylor terms averaged over Gaussian roots; `adaptive=True` noise-scale search on AUPC / AUTVC"
+    ),
     paper="G. S. W. Goh, S. Lapuschkin, L. Weber, W. Samek, A. Binder, Understanding Integrated Gradients "
-          "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
+    "with SmoothTaylor for Deep Neural Network Attribution, ICPR 2020",
     completeness="F(x) − mean_n F(z_n) (exact for linear models)",
     details=True,
     stochastic=True,
