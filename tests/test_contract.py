@@ -46,10 +46,6 @@ _INT_ADVICE = (
     "issue 9 defect 8: the integer-input error advises 'Pass layer=' to a method that declares it cannot "
     "take layer= (the message should give the method's MethodSpec.layer reason instead)"
 )
-_MULTI_REFUSAL = (
-    "issue 9 registry: the multi-input refusal is not the declared MethodSpec.multi_input reason "
-    "({where}); raise it through registry.require(SPEC, 'multi_input', 'inputs')"
-)
 _DICT_ORDER_NOISE = (
     "issue 9 contract dict inputs: noise for input i is seeded by its position in the dict's "
     "insertion order ({where}), so the same dict in another key order gets other noise; order "
@@ -61,15 +57,6 @@ _MIXED = (
 )
 
 KNOWN_DEFECTS = {
-    # declared multi-input refusals
-    ("test_list_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
-    ("test_dict_inputs", "blur_integrated_gradients"): _MULTI_REFUSAL.format(where="blur_ig.py:193"),
-    ("test_list_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:313"),
-    ("test_dict_inputs", "ig2"): _MULTI_REFUSAL.format(where="ig2.py:313"),
-    ("test_list_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
-    ("test_dict_inputs", "xrai"): _MULTI_REFUSAL.format(where="xrai.py:154"),
-    ("test_list_inputs", "sequential_integrated_gradients"): _MULTI_REFUSAL.format(where="sig.py:86"),
-    ("test_dict_inputs", "sequential_integrated_gradients"): _MULTI_REFUSAL.format(where="sig.py:86"),
     # dicts are mappings
     ("test_dict_key_order_does_not_matter", "noise_tunnel"): _DICT_ORDER_NOISE.format(
         where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"

@@ -164,7 +164,8 @@ def test_smoothgrad_is_smoothgrad_over_gradients(toy_cnn, rng):
     sigma = 0.2 * (x.reshape(2, -1).max(1) - x.reshape(2, -1).min(1))
     grads = []
     for j in range(4):
-        eps = tf.random.stateless_normal(x.shape, seed=[7, j]).numpy()  # the tunnel's draws for seed=7
+        # the tunnel's draws for seed=7: one [1, *S] draw per sample, shared by every example
+        eps = np.broadcast_to(tf.random.stateless_normal((1,) + x.shape[1:], seed=[7, j]).numpy(), x.shape)
         z = tf.constant(x + eps * sigma[:, None, None, None])
         with tf.GradientTape() as tape:
             tape.watch(z)

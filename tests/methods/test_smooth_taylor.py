@@ -138,8 +138,13 @@ def test_seed_keying(cnn16, rng):
     """Seeds and chunking in general: tests/test_contract.py; here the documented keying."""
     x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
     a = smooth_taylor(cnn16, x, n_roots=9, seed=5, internal_batch_size=4).numpy()  # chunks of 2 roots + rest
-    # the documented keying: root n uses stateless_normal([B, *S], seed=[seed, n])
-    eps = np.stack([tf.random.stateless_normal((2, 16, 16, 3), seed=[5, k]).numpy() for k in range(9)])
+    # the documented keying: root n uses stateless_normal([1, *S], seed=[seed, n]), shared by every example
+    eps = np.stack(
+        [
+            np.broadcast_to(tf.random.stateless_normal((1, 16, 16, 3), seed=[5, k]).numpy(), (2, 16, 16, 3))
+            for k in range(9)
+        ]
+    )
     d = smooth_taylor(cnn16, x, noise=eps).numpy()
     np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-6 * np.abs(a).max())
 

@@ -79,11 +79,11 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
     batch = problem.batch_size
     shapes = problem.example_shapes
 
-    def fn(flat_x, indices, eps, fixed, seed):
+    def fn(flat_x, indices, eps, fixed, draws):
         indices, _ = eng.resolve_indices(problem, flat_x, indices)
         if random:  # k distinct classes != c per example, uniformly (stateless)
             # one draw shared by every row: an example's classes do not depend on its batch
-            u = tf.broadcast_to(tf.random.stateless_uniform([1, n_classes], seed=seed), [batch, n_classes])
+            u = tf.broadcast_to(draws, [batch, n_classes])
             u = tf.where(tf.one_hot(indices, n_classes) > 0, 2.0 * tf.ones_like(u), u)
             classes = tf.math.top_k(-u, k=n_cls).indices  # [B, k]
         else:
@@ -303,7 +303,10 @@ def adversarial_gradient_integration(
     def builder():
         return _build(problem, n_cls, n_classes, max_iter, chunk, bool(reference_compat), bool(softmax), lo, hi, random)
 
-    extra = (tf.constant(epsilon, tf.float32), tf.constant(fixed), tf.constant([seed, 0], tf.int32))
+    # drawn outside the compiled body (one row shared by every example, so an example's classes do not
+    # depend on its batch): the same numbers with jit_compile=True, whose XLA RNG draws a different stream
+    draws = tf.random.stateless_uniform([1, n_classes], seed=tf.constant([seed, 0], tf.int32))
+    extra = (tf.constant(epsilon, tf.float32), tf.constant(fixed), draws)
 
     def finish(result):
         attr, classes = result

@@ -265,10 +265,7 @@ def blur_integrated_gradients(
     accumulator = _acc.as_accumulator(idgi)
     problem = eng.prepare(model, inputs, target)
     if problem.structure.kind != "single":
-        raise ValueError(
-            "inputs: blur_integrated_gradients needs a single image batch [B, H, W, C], "
-            f"got a {problem.structure.kind} of inputs"
-        )
+        require(SPEC, "multi_input", f"inputs (a {problem.structure.kind} of inputs)")
     x0 = problem.flat_x[0]
     fmt = resolve_data_format(data_format)
     h_axis, w_axis, _ = image_axes(tuple(x0.shape), fmt)

@@ -49,7 +49,7 @@ import tensorflow as tf
 from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int, renamed_option
-from .registry import MethodSpec, tile_batch_axis
+from .registry import MethodSpec, require, tile_batch_axis
 from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["ig2", "RULES"]
@@ -361,7 +361,7 @@ def ig2(
     max_batch = check_optional_positive_int(max_batch, "internal_batch_size")
     problem = eng.prepare(model, inputs, target, layer=layer)
     if len(problem.flat_x) != 1:
-        raise ValueError("ig2 supports single-input models only (the step norm is taken over one input tensor)")
+        require(SPEC, "multi_input", f"inputs ({len(problem.flat_x)} model inputs)")
     x = problem.flat_x[0]
     refs, per_example, n_refs = _prepare_references(references, x)
     mode, obj = _resolve_representation(model, representation)

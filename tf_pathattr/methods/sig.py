@@ -33,7 +33,7 @@ from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines
-from .registry import MethodSpec, tile_baseline
+from .registry import MethodSpec, require, tile_baseline
 
 __all__ = ["sequential_integrated_gradients"]
 
@@ -105,10 +105,7 @@ def sequential_integrated_gradients(
     alphas, weights = quadrature(rule, n_steps)
     problem = eng.prepare(model, inputs, target, layer=layer)
     if len(problem.flat_x) != 1:
-        raise ValueError(
-            "sequential_integrated_gradients explains one sequence input; multi-input models are not "
-            "supported (use layer= for the token embedding)"
-        )
+        require(SPEC, "multi_input", f"inputs ({len(problem.flat_x)} model inputs)")
     x0 = problem.flat_x[0]
     if x0.shape.rank < 2:
         raise ValueError(

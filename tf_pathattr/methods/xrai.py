@@ -205,7 +205,9 @@ def xrai(
     fmt = resolve_data_format(data_format)
     _refuse_integer_images(inputs, "xrai")
     flat, structure, batch = prepare_inputs(inputs)
-    if structure.kind != "single" or flat[0].shape.rank not in (3, 4):
+    if structure.kind != "single":
+        require(SPEC, "multi_input", f"inputs (a {structure.kind} of inputs)")
+    if flat[0].shape.rank not in (3, 4):
         raise ValueError(
             "xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]"
         )
