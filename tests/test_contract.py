@@ -46,11 +46,6 @@ _INT_ADVICE = (
     "issue 9 defect 8: the integer-input error advises 'Pass layer=' to a method that declares it cannot "
     "take layer= (the message should give the method's MethodSpec.layer reason instead)"
 )
-_DICT_ORDER_NOISE = (
-    "issue 9 contract dict inputs: noise for input i is seeded by its position in the dict's "
-    "insertion order ({where}), so the same dict in another key order gets other noise; order "
-    "dict inputs by key (engine/shapes.py structure_of/prepare_inputs) or seed by key"
-)
 _MIXED = (
     "issue 9 contract mixed precision: amplifies the mixed model's own rounding ~40x (float16 4e-2, bfloat16 "
     "2e-1 relative L2 vs 1e-3 / 5e-3 for plain gradients) -- {why}"
@@ -58,15 +53,6 @@ _MIXED = (
 
 KNOWN_DEFECTS = {
     # dicts are mappings
-    ("test_dict_key_order_does_not_matter", "noise_tunnel"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"
-    ),
-    ("test_dict_key_order_does_not_matter", "smoothgrad"): _DICT_ORDER_NOISE.format(
-        where="noise_tunnel.py:129 seed [s + 1000003 * i, j]"
-    ),
-    ("test_dict_key_order_does_not_matter", "smooth_taylor"): _DICT_ORDER_NOISE.format(
-        where="smooth_taylor.py:47 seed [seed, n * n_inputs + i]"
-    ),
     # targets and seeds
     (
         "test_target_kinds_agree",

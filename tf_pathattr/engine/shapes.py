@@ -96,7 +96,11 @@ def structure_of(inputs) -> Structure:
     if isinstance(inputs, dict):
         if not inputs:
             raise ValueError("inputs: got an empty dict")
-        return Structure("dict", tuple(inputs.keys()))
+        try:  # a mapping: its key order carries no meaning, so inputs are ordered by key
+            keys = tuple(sorted(inputs.keys()))
+        except TypeError:  # keys of mixed types: keep the given order
+            keys = tuple(inputs.keys())
+        return Structure("dict", keys)
     if isinstance(inputs, (list, tuple)) and not _is_numeric_sequence(inputs):
         if not inputs:
             raise ValueError("inputs: got an empty list")
@@ -123,7 +127,9 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
     """
     structure = structure_of(inputs)
     values = (
-        inputs.values() if structure.kind == "dict" else (inputs if structure.kind in ("list", "tuple") else [inputs])
+        [inputs[k] for k in structure.keys]
+        if structure.kind == "dict"
+        else (inputs if structure.kind in ("list", "tuple") else [inputs])
     )
     flat = []
     batch = None
