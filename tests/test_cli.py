@@ -196,7 +196,8 @@ def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
 
 @pytest.mark.slow
 def test_demo_quick_writes_picture_and_table(tmp_path):
-    res = cli("demo", "--out", tmp_path / "demo", "--quick", cache=tmp_path / "cache")
+    # as a user runs it (no TF_CPP_MIN_LOG_LEVEL): stderr carries no TensorFlow native log lines at all
+    res = cli("demo", "--out", tmp_path / "demo", "--quick", cache=tmp_path / "cache", user_env=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "retracing" not in res.stderr and not _info_lines(res.stderr), res.stderr[-3000:]
     assert list((tmp_path / "cache").glob("digits_cnn_*.keras"))

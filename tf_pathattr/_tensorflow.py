@@ -56,8 +56,13 @@ def is_info_line(line: str) -> bool:
 
 
 def _quiet_import():
-    """Import TensorFlow with fd 2 captured; write back every line that is not an INFO line."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow with fd 2 captured; write back every line that is not an INFO line.
+
+    The command also sets ``TF_CPP_MIN_LOG_LEVEL=3`` (unless the user set it): TensorFlow's native
+    code logs harmless notices at ERROR level while running (e.g. "oneDNN supports DT_INT32 only on
+    platforms with AVX-512. Falling back to ..."); Python errors are raised as usual.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         sys.stderr.flush()
         saved = os.dup(2)

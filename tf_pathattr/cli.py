@@ -504,10 +504,20 @@ def cmd_explain_dataset(args, pipeline_args=()) -> int:
     return 0
 
 
+def _warn_line(message: str) -> None:
+    """One warning line on stderr, on a line of its own even while a progress bar is drawn there."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the dev extra
+        print(message, file=sys.stderr)
+    else:
+        tqdm.write(message, file=sys.stderr)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    info = run_demo(args.out, quick=args.quick, warn=lambda m: print(m, file=sys.stderr))
+    info = run_demo(args.out, quick=args.quick, warn=_warn_line)
     out = Path(args.out)
     print(f"digits CNN test accuracy {info['test_accuracy']:.3f}")
     print((out / "metrics.md").read_text())
