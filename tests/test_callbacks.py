@@ -14,11 +14,11 @@ import tensorflow as tf
 from PIL import Image
 
 import tf_pathattr as tpa
+from tf_pathattr.methods import registry
 from tf_pathattr import viz
 from tf_pathattr.callbacks import AttributionLogger
 from tf_pathattr.engine import gradients as eng
 
-from fast_options import options_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,11 @@ def test_every_method_logs_and_training_is_unchanged(tmp_path, name):
     def train(with_logger):
         model = make_model(seed=3, dropout=True)
         cbs = (
-            [AttributionLogger(x[:2], method=name, method_options=options_for(name, x[:2]), log_dir=tmp_path / name)]
+            [
+                AttributionLogger(
+                    x[:2], method=name, method_options=registry.get(name).options_for(x[:2]), log_dir=tmp_path / name
+                )
+            ]
             if with_logger
             else []
         )
@@ -184,7 +188,7 @@ def test_completeness_gap_from_details_residual(tmp_path):
     """Methods without a convergence delta but with details (IG2): the gap is the mean per-reference residual."""
     x, y = data()
     model = make_model()
-    opts = options_for("ig2", x[:2])
+    opts = registry.get("ig2").options_for(x[:2])
     logger = AttributionLogger(x[:2], target=1, method="ig2", method_options=opts, log_dir=tmp_path)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[logger])
     logged = np.load(tmp_path / "arrays" / "epoch_0000.npz")["completeness_gap"]

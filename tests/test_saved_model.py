@@ -15,7 +15,6 @@ import tf_pathattr as tpa
 from tf_pathattr import saved_model
 from tf_pathattr.methods import registry
 
-from fast_options import options_for
 
 EXPORTABLE = [s.name for s in registry.specs() if s.exportable is True]
 
@@ -68,7 +67,7 @@ RELOADED_OPTIONS = {"ig2": {"representation": _identity}}
 @pytest.mark.parametrize("name", [s.name for s in registry.specs() if s.output == "inputs"])
 def test_reloaded_serve_and_tfsmlayer_explain_like_the_keras_model(keras_export, name):
     model, path = keras_export
-    opts = dict(options_for(name, X), **RELOADED_OPTIONS.get(name, {}))
+    opts = dict(registry.get(name).options_for(X), **RELOADED_OPTIONS.get(name, {}))
     ref = tpa.attribute(model, X, [0, 1, 2], method=name, **opts).numpy()
     loaded = tf.saved_model.load(path)
     layer = keras.layers.TFSMLayer(path, call_endpoint="serve")
@@ -113,7 +112,9 @@ def exported(tmp_path_factory):
     paths, errors = {}, {}
     for name in EXPORTABLE:
         try:
-            saved_model.export(model, root / name, methods=(name,), options={name: options_for(name, X[:1])})
+            saved_model.export(
+                model, root / name, methods=(name,), options={name: registry.get(name).options_for(X[:1])}
+            )
             paths[name] = str(root / name)
         except Exception as exc:  # reported by the per-method test
             errors[name] = f"{type(exc).__name__}: {exc}"
@@ -139,7 +140,7 @@ def exported(tmp_path_factory):
 def test_exported_endpoint_matches_in_process(exported, name):
     model, out, errors = exported
     assert name not in errors, errors.get(name)
-    opts = options_for(name, X[:1])
+    opts = registry.get(name).options_for(X[:1])
     pred = np.argmax(model(X).numpy(), axis=-1)
     # the endpoint explains each example as a one-example call; a negative target = the predicted class
     expected = np.concatenate(
