@@ -42,10 +42,6 @@ _DRAWS_DEPEND_ON_B = (
     "so an example's draws change with B and its position ({where}); draw per example (fold the "
     "example index into the seed) or declare batch_tolerance with the cause"
 )
-_INT_ADVICE = (
-    "issue 9 defect 8: the integer-input error advises 'Pass layer=' to a method that declares it cannot "
-    "take layer= (the message should give the method's MethodSpec.layer reason instead)"
-)
 _MIXED = (
     "issue 9 contract mixed precision: amplifies the mixed model's own rounding ~40x (float16 4e-2, bfloat16 "
     "2e-1 relative L2 vs 1e-3 / 5e-3 for plain gradients) -- {why}"
@@ -88,9 +84,6 @@ KNOWN_DEFECTS = {
     "TF 2.21 on CPU gives a different stream under XLA (philox and auto_select alike; threefry has no CPU "
     "kernel), so jit_compile=True changes the noise (1.7 of max|attr|); draw outside XLA or with integer ops",
 }
-for _name in ("noise_tunnel", "smoothgrad", "adversarial_gradient_integration"):
-    KNOWN_DEFECTS[("test_bad_input", _name, "int_inputs_without_layer")] = _INT_ADVICE
-del _name
 
 
 def _xfail_reason(test, name, case=None):

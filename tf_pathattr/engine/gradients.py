@@ -122,16 +122,17 @@ class Problem:
         return [tuple(x.shape[1:]) for x in self.flat_x]
 
 
-def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None) -> Problem:
+def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_layer=None) -> Problem:
     """Check inputs, probe the model's output shape, resolve the target.
 
     ``layer`` (a Keras layer, its name, ``callable(model) -> layer``, or ``(layer, call_index)``)
     moves the attribution to that layer's output; the raw inputs may then be integers (token ids).
     Only the selected call of the layer is replaced along the path (a tied embedding's
-    ``reverse=True`` projection keeps running on the real weights).
+    ``reverse=True`` projection keeps running on the real weights). ``no_layer``: the calling
+    method's reason for refusing ``layer=``, given in the integer-input error instead of advising it.
     """
     if layer is None:
-        flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs)
+        flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs, no_layer=no_layer)
         _shapes.check_against_model(model, flat_x, structure, name_inputs)
         forward = make_forward(model, structure)
         out_shape = output_shape(model, forward, flat_x)

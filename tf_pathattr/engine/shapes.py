@@ -108,7 +108,7 @@ def structure_of(inputs) -> Structure:
     return Structure("single")
 
 
-def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
+def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False, no_layer=None):
     """Convert user inputs to a flat list of float32 tensors and check them.
 
     Parameters
@@ -140,11 +140,16 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False):
             raise ValueError(f"{label} must have a batch dimension, i.e. shape [B, ...]; got a scalar")
         if t.dtype.is_integer or t.dtype == tf.bool:
             if not allow_integer:
+                advice = (
+                    "Pass layer=<the Embedding layer or its name> to attribute to the embedding output, with the "
+                    "integer ids unchanged"
+                    if no_layer is None
+                    else f"This method cannot attribute to a layer's output ({no_layer})"
+                )
                 raise TypeError(
                     f"{label} has integer dtype {t.dtype.name}: integer inputs such as token ids have no gradient, "
                     "and casting ids to float does not create one (an Embedding lookup is not differentiable in its "
-                    "ids, so the attributions would all be zero). Pass layer=<the Embedding layer or its name> to "
-                    "attribute to the embedding output, with the integer ids unchanged. Only integers that are "
+                    f"ids, so the attributions would all be zero). {advice}. Only integers that are "
                     "measurements (e.g. uint8 pixel values 0-255) should be converted to float."
                 )
         elif t.dtype.is_floating:

@@ -250,7 +250,7 @@ def adversarial_gradient_integration(
     seed = eng.as_numpy_seed(seed)
     if layer is not None:
         registry.require(SPEC, "layer", "layer")
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, no_layer=SPEC.layer)
     if problem.target.kind == _targets.CALLABLE:
         raise ValueError(
             "target: adversarial_gradient_integration needs a class index (None, an int or B ints); "

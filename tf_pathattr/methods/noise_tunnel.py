@@ -194,7 +194,7 @@ def noise_tunnel(
     if return_convergence_delta and nt_type != "smoothgrad":
         raise ValueError("return_convergence_delta is only defined for nt_type='smoothgrad'")
 
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, no_layer=SPEC.layer)
     batch = problem.batch_size
     if ibs is not None:
         group = max(1, ibs // batch)
@@ -312,7 +312,7 @@ def plan_noise_tunnel(
         raise ValueError(
             f"method: {getattr(fn, '__name__', fn)!r} hands over no plan, so noise_tunnel over it cannot be embedded"
         )
-    problem = eng.prepare(model, inputs, target)
+    problem = eng.prepare(model, inputs, target, no_layer=SPEC.layer)
     if problem.target.kind == tgt.CALLABLE:
         raise ValueError("target: an embedded noise_tunnel needs class indices, not a callable")
     batch = problem.batch_size
