@@ -506,3 +506,29 @@ def test_bad_input(spec, case, x_img, image_model, text):
     if case == "int_inputs_without_layer" and spec.layer is not True:
         # a method that cannot take layer= must not advise passing it
         assert not re.search(r"(?i)pass layer=", message), message
+
+
+# --------------------------------------------------------------------------------------------------
+# public names (issue 18 item 9)
+
+
+def _public_callable(spec):
+    """The registered function, or for a private by-name adapter (``_noise_tunnel_by_name``) the
+    module's public function of the method's name (``tpa.noise_tunnel(method, model, ...)``)."""
+    import importlib
+
+    fn = spec.function
+    if fn.__name__.startswith("_"):
+        return getattr(importlib.import_module(fn.__module__), spec.name)
+    return fn
+
+
+@pytest.mark.parametrize("spec", methods("test_every_name_and_alias_is_public"))
+def test_every_name_and_alias_is_public(spec):
+    import tf_pathattr as tpa
+
+    expected = _public_callable(spec)
+    if expected is not spec.function:  # the adapter runs the public function by name
+        assert spec.function.__module__ == expected.__module__
+    for name in (spec.name,) + registry.aliases_of(spec.name):
+        assert getattr(tpa, name, None) is expected, f"tpa.{name} is not the registered {spec.name}"
