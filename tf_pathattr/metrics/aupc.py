@@ -148,7 +148,8 @@ def aupc(
     draw : {"uniform", "gaussian"}
         Candidate distribution (released ``draw_mode`` 0 and 1).
     value_range : (low, high)
-        Pixel range the candidates are drawn in (``(0, 1)``: the released ``U[0,255]/255``).
+        Pixel range the candidates are drawn in (``(0, 1)``: the released ``U[0,255]/255``). Inputs
+        outside it raise a ``ValueError`` naming ``value_range=`` (drawn candidates only).
     preprocess : callable, optional
         Pixel space -> model input (e.g. mean/std normalisation), applied to every perturbed image.
     seed : int, optional
@@ -209,6 +210,13 @@ def aupc(
             raise ValueError(f"candidates must have shape {want}, got {tuple(cands.shape)}")
     else:
         cands = tf.zeros([0], tf.float32)
+        x_lo, x_hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if x_lo < lo or x_hi > hi:
+            raise ValueError(
+                f"aupc: inputs lie in [{x_lo:.4g}, {x_hi:.4g}], outside value_range={(lo, hi)!r}, the range the "
+                "candidate patches are drawn (and clipped) in: the patches would not look like the image's pixels. "
+                "Pass value_range=(low, high) with the images' range (or the pixel-space images and preprocess=)"
+            )
     scoring = _C.resolve_scoring(problem, score, default="logit", allowed=("logit", "probability", "output"))
     key = ("aupc", window, n_regions, n_candidates, draw, lo, hi, explicit, B, scoring.key)
 
