@@ -360,3 +360,30 @@ def test_one_unit_callable_is_read_as_the_user_says_never_from_the_batch():
             r = deletion(fn, x, attr, n_steps=3, score=score)
             assert r.extra["detected_by"] == "score"
             np.testing.assert_allclose(r.curves[:, 0], z, atol=1e-5)
+
+
+# --- issue 18 item 8: forward-only metrics take uint8 images (as float pixel values) -------------------------
+
+
+def test_forward_only_metrics_read_uint8_images_as_float_pixels_and_refuse_ids_for_the_right_reason():
+    import models as zoo
+    from tf_pathattr.metrics import aupc, infidelity, mu_fidelity
+
+    model = zoo.smooth_cnn(size=8, classes=3)
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    as_float = u8.astype(np.float32)
+    attr = rng.normal(size=u8.shape)
+    runs = {
+        "deletion": lambda x: deletion(model, x, attr, n_steps=4).curves,
+        "insertion": lambda x: insertion(model, x, attr, n_steps=4).curves,
+        "mu_fidelity": lambda x: mu_fidelity(model, x, attr, nb_samples=4, grid_size=2, seed=0).mu_fidelity,
+        "infidelity": lambda x: infidelity(model, x, attr, n_perturb_samples=4, seed=0).infidelity,
+        "aupc": lambda x: aupc(model, x, attr, window=4, n_regions=2, n_candidates=3, value_range=(0, 255))[1],
+    }
+    for name, run in runs.items():
+        np.testing.assert_allclose(run(u8), run(as_float), rtol=1e-6, atol=1e-6, err_msg=name)
+    ids = rng.integers(0, 20, (2, 8, 8, 3)).astype(np.int32)
+    with pytest.raises(TypeError, match="int32.*metrics replace, blend and add noise") as info:
+        deletion(model, ids, attr, n_steps=4)
+    assert "layer=" not in str(info.value)

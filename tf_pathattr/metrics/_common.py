@@ -34,9 +34,29 @@ from ._scoring import SCORES, check_score_name, resolve_scoring  # noqa: F401  (
 UNITS = ("pixels", "tokens", "features")
 
 
+def float_inputs(inputs, what: str = "inputs"):
+    """Inputs a metric can perturb: uint8 images become float32 pixel values (0-255, what the model would
+    get from a cast), other integer or bool dtypes are refused with a ``TypeError`` saying why."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None or isinstance(inputs, (list, tuple, dict)):
+        return inputs
+    dtype = tf.as_dtype(dtype)
+    if dtype == tf.uint8:
+        return tf.cast(inputs, tf.float32)
+    if dtype.is_integer or dtype == tf.bool:
+        raise TypeError(
+            f"{what} has dtype {dtype.name}: metrics replace, blend and add noise to input values, which integer "
+            "ids or categories (token ids into an Embedding) cannot take. uint8 images are accepted (read as float "
+            "pixel values 0-255); for ids, run the metric on a float representation, e.g. the embedding output and "
+            "the layers after it"
+        )
+    return inputs
+
+
 def prepare_single(model, inputs, target):
-    """``eng.prepare`` restricted to single-input models (metrics perturb one tensor)."""
-    problem = eng.prepare(model, inputs, target)
+    """``eng.prepare`` restricted to single-input models (metrics perturb one tensor); uint8 images are
+    read as float pixel values (:func:`float_inputs`)."""
+    problem = eng.prepare(model, float_inputs(inputs), target)
     if problem.structure.kind != "single":
         raise ValueError("metrics support single-input models only; pass one array as inputs")
     return problem

@@ -185,7 +185,7 @@ def aupc(
         a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions)
         attributions = np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a
     fwd_model = _wrap(model, preprocess, to_first)
-    problem = eng.prepare(fwd_model, inputs, target)
+    problem = eng.prepare(fwd_model, _C.float_inputs(inputs), target)
     if len(problem.flat_x) != 1 or problem.flat_x[0].shape.rank != 4:
         raise ValueError("aupc needs one image input of shape [B, H, W, C]")
     x = problem.flat_x[0]
