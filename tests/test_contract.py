@@ -532,3 +532,46 @@ def test_every_name_and_alias_is_public(spec):
         assert spec.function.__module__ == expected.__module__
     for name in (spec.name,) + registry.aliases_of(spec.name):
         assert getattr(tpa, name, None) is expected, f"tpa.{name} is not the registered {spec.name}"
+
+
+# --------------------------------------------------------------------------------------------------
+# image layout read from the model (issue 18 item 4)
+
+
+@pytest.fixture(scope="module")
+def channels_first():
+    return zoo.dummy_feature_cnn_channels_first(), zoo.permuted_input_cnn()
+
+
+def _to_channels_last(spec, result):
+    """A channels-first result in the channels-last layout (pixel maps have no channel axis)."""
+    if spec.output == "pixels":
+        return result
+    return tf.nest.map_structure(lambda a: np.transpose(np.asarray(a), (0, 2, 3, 1)), result)
+
+
+@pytest.mark.parametrize(
+    "spec", [p for p in methods("test_image_layout_is_read_from_the_model") if p.values[0].image_only]
+)
+def test_image_layout_is_read_from_the_model(spec, x_img, image_model, channels_first):
+    """An image method on a channels-first model takes the layout from the model (not from the global
+    ``keras.config.image_data_format()``); an explicit ``data_format=`` contradicting it, or a model whose
+    layout cannot be read, is a ``ValueError`` naming ``data_format=``."""
+    import keras
+
+    cf_model, permuted = channels_first
+    assert keras.config.image_data_format() == "channels_last"
+    x_cf = np.transpose(x_img, (0, 3, 1, 2)).copy()
+    reference = explain(spec, image_model, x_img, TARGETS)
+    shaped_like = x_img if spec.output == "pixels" else x_cf  # a pixel map is [B, H, W] in both layouts
+    from_model = explain(spec, cf_model, x_cf, TARGETS, opts_from=x_img)
+    check_result(spec, from_model, shaped_like)
+    assert rel_diff(_to_channels_last(spec, from_model), reference) <= 1e-4
+    explicit = explain(spec, cf_model, x_cf, TARGETS, opts_from=x_img, data_format="channels_first")
+    assert rel_diff(explicit, from_model) <= FLOAT_TOL
+    with pytest.raises(ValueError, match=r"data_format='channels_last' contradicts the model"):
+        explain(spec, cf_model, x_cf, TARGETS, opts_from=x_img, data_format="channels_last")
+    with pytest.raises(ValueError, match=r"cannot be read from the model.*data_format="):
+        explain(spec, permuted, x_cf, TARGETS, opts_from=x_img)
+    given = explain(spec, permuted, x_cf, TARGETS, opts_from=x_img, data_format="channels_first")
+    check_result(spec, given, shaped_like)

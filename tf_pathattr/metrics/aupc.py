@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
-from ..engine.layout import resolve_data_format
+from ..engine.layout import resolve_image_layout
 from ..engine.shapes import check_choice, check_positive_int
 from . import _common as _C
 from ._integrate import simpson
@@ -160,7 +160,8 @@ def aupc(
         The shared scoring rule (:mod:`tf_pathattr.metrics._scoring`); the protocol's ``"logit"``
         by default (a model ending in softmax has none: pass ``"probability"`` or ``"output"``).
     data_format : {None, "channels_last", "channels_first"}
-        Layout of the images (``None`` = ``keras.config.image_data_format()``); channels-first
+        Layout of the images (``None`` = the layout the model declares, else
+        ``keras.config.image_data_format()``: :func:`tf_pathattr.engine.layout.resolve_image_layout`); channels-first
         inputs and attributions are moved to channels-last for the region search and back for the
         model.
 
@@ -179,7 +180,7 @@ def aupc(
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     seed = eng.as_numpy_seed(seed)
     _C.check_score_name(score, ("logit", "probability", "output"))
-    to_first = resolve_data_format(data_format) == "channels_first"
+    to_first = resolve_image_layout(model, np.shape(inputs), data_format) == "channels_first"
     if to_first:
         inputs = np.transpose(np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs), (0, 2, 3, 1))
         a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions)

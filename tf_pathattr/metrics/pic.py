@@ -384,7 +384,7 @@ def pic(
             return np.asarray(u, np.float32) / np.float32(255.0) * np.float32(hi - lo) + np.float32(lo)
 
     x_model = np.asarray(preprocess(x_in), np.float32) if is_u8 else x_in.astype(np.float32)
-    layout = C.resolve_layout(x_model.shape, units, data_format)
+    layout = C.resolve_layout(x_model.shape, units, data_format, model=model)
     if not layout.is_image:
         raise ValueError(
             f"pic needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), got shape {x_model.shape}"

@@ -217,7 +217,7 @@ def road(
     x = problem.flat_x[0]
     shape = tuple(x.shape)
     batch = problem.batch_size
-    layout = C.resolve_layout(shape, units, data_format)
+    layout = C.resolve_layout(shape, units, data_format, model=model)
     if not layout.is_image:
         raise ValueError(f"road needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), got {shape}")
     scoring = C.resolve_scoring(problem, "accuracy")
