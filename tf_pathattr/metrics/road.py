@@ -75,7 +75,10 @@ def noisy_linear_imputation(image, keep, noise: float = 0.01, rng=None) -> np.nd
     noise : standard deviation of the noise added to the imputed values
     rng : ``numpy.random.Generator`` (needed when ``noise > 0``)
 
-    Returns float64 of the image's shape; kept pixels are unchanged.
+    Returns
+    -------
+    numpy.ndarray
+        float64 of the image's shape; kept pixels are unchanged.
     """
     from scipy.sparse import csc_matrix
     from scipy.sparse.linalg import spsolve
