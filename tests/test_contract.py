@@ -551,7 +551,12 @@ def _to_channels_last(spec, result):
 
 
 @pytest.mark.parametrize(
-    "spec", [p for p in methods("test_image_layout_is_read_from_the_model") if p.values[0].image_only]
+    "spec",
+    [
+        p
+        for p in methods("test_image_layout_is_read_from_the_model", slow_if=lambda spec: spec.host_side)
+        if p.values[0].image_only
+    ],
 )
 def test_image_layout_is_read_from_the_model(spec, x_img, image_model, channels_first):
     """An image method on a channels-first model takes the layout from the model (not from the global
