@@ -34,6 +34,8 @@ __all__ = [
     "nested_cnn",
     "lstm_model",
     "calibrate_batchnorm",
+    "dummy_feature_cnn_channels_first",
+    "permuted_input_cnn",
 ]
 
 
@@ -293,3 +295,43 @@ def calibrate_batchnorm(model, x):
     for lay, m in zip(bns, momenta):
         lay.momentum = m
     return len(bns)
+
+
+def dummy_feature_cnn_channels_first(seed=0, size=8, classes=3):
+    """:func:`dummy_feature_cnn` in the channels-first layout: ``[B, 3, size, size]``, every image layer
+    ``data_format="channels_first"``, and the weights of ``dummy_feature_cnn(seed)``, so
+    ``model_cf(x.transpose(0, 3, 1, 2)) == model_cl(x)`` up to float rounding and its attributions are
+    the channels-last model's, transposed. Built whatever ``keras.config.image_data_format()`` is.
+    """
+    twin = dummy_feature_cnn(seed=seed, size=size, classes=classes)
+    cf = {"data_format": "channels_first"}
+    model = keras.Sequential(
+        [
+            keras.Input((3, size, size)),
+            keras.layers.Cropping2D(((DUMMY_ROWS.stop, 0), (0, 0)), **cf),
+            keras.layers.Conv2D(6, 3, padding="same", activation="tanh", **cf),
+            keras.layers.AveragePooling2D(2, **cf),
+            keras.layers.Conv2D(6, 3, padding="same", activation="softplus", **cf),
+            keras.layers.GlobalAveragePooling2D(**cf),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(classes),
+        ]
+    )
+    model.set_weights(twin.get_weights())
+    return model
+
+
+def permuted_input_cnn(seed=0, size=8, classes=3):
+    """``[B, 3, size, size] -> Permute -> channels-last Conv -> GAP -> Dense``: its first image layer does
+    not see the inputs as given, so the inputs' layout cannot be read from the model (tests of
+    ``data_format=`` refusals)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((3, size, size)),
+            keras.layers.Permute((2, 3, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="tanh", data_format="channels_last"),
+            keras.layers.GlobalAveragePooling2D(data_format="channels_last"),
+            keras.layers.Dense(classes),
+        ]
+    )

@@ -70,3 +70,20 @@ def test_overloads_match_the_implementation(name):
         assert [p for p, v in params.items() if v.kind == v.POSITIONAL_OR_KEYWORD] == positional
         assert [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY] == _flags(spec)
         assert kinds[-1] == inspect.Parameter.VAR_KEYWORD
+
+
+def test_public_method_names_block_is_current():
+    """``tf_pathattr/__init__.py`` imports every registered name and alias (static tools read these
+    lines); the block is generated from the registry: ``python tools/write_overloads.py`` rewrites it."""
+    import importlib.util
+
+    root = Path(tf_pathattr.__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("write_overloads", root / "tools" / "write_overloads.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = (root / "tf_pathattr" / "__init__.py").read_text()
+    start, end = src.index(tool.BEGIN), src.index(tool.END) + len(tool.END)
+    assert src[start:end] == tool.public_names_block(), "run python tools/write_overloads.py"
+    for name in registry.names():
+        for alias in (name,) + registry.aliases_of(name):
+            assert f" as {alias}  #" in src[start:end] or f" import {alias}  #" in src[start:end], alias

@@ -96,3 +96,23 @@ def test_text_terminal_plain_and_ansi():
     assert "\x1b[48;2;255;0;0m" in ansi and "\x1b[48;2;0;0;255m" in ansi
     with pytest.raises(ValueError, match="differ in length"):
         viz.text_html(["a"], [1.0, 2.0])
+
+
+def test_one_nan_score_gets_its_own_mark_and_does_not_whiten_the_others():
+    """issue 18 item 8: a NaN score was in the colour scale (max |score| = NaN), so every token lost its colour."""
+    tokens = ["good", "broken", "bad", "half"]
+    scores = np.array([1.0, np.nan, -1.0, 0.5])
+    out = viz.text_html(tokens, scores)
+    # the finite tokens keep the colours they have without the NaN
+    assert "rgb(255, 0, 0)" in out and "rgb(0, 0, 255)" in out and "rgb(255, 128, 128)" in out
+    assert out == out.replace("rgb(255, 255, 255)", "")  # nothing whitened
+    broken = [span for span in out.split("<span") if "broken" in span][0]
+    assert "rgb(191, 191, 191)" in broken and "repeating-linear-gradient" in broken
+    assert 'title="nan (no score: left out of the colour scale)"' in broken
+    colours = viz.token_colours(scores)
+    np.testing.assert_allclose(colours[1], viz.NON_FINITE_RGB)
+    np.testing.assert_allclose(colours[[0, 2, 3]], viz.token_colours(scores[[0, 2, 3]]))
+    assert np.all(np.isfinite(colours))
+    # an infinite score is no score either, and a masked NaN stays hidden (white)
+    np.testing.assert_allclose(viz.token_colours([2.0, np.inf, -1.0])[[0, 2]], [[1, 0, 0], [0.5, 0.5, 1]])
+    np.testing.assert_allclose(viz.token_colours([1.0, np.nan], mask=[True, False])[1], [1, 1, 1])

@@ -219,6 +219,9 @@ def plot_attributions(
 # text
 
 
+NON_FINITE_RGB = (0.75, 0.75, 0.75)  # the colour of a token whose score is NaN or infinite
+
+
 def _token_rows(tokens, scores, mask=None):
     toks = [str(t) for t in tokens]
     sc = _as_numpy(scores).reshape(-1)
@@ -233,25 +236,33 @@ def _token_rows(tokens, scores, mask=None):
 def token_colours(scores, mask=None, kind: str = "signed") -> np.ndarray:
     """RGB in ``[0, 1]`` per token (``[T, 3]``), the same colour map as :func:`heatmap`.
 
-    Scores are divided by the largest ``|score|`` among the shown tokens (``mask``), so the
-    strongest token is fully saturated; hidden tokens are white.
+    Scores are divided by the largest finite ``|score|`` among the shown tokens (``mask``), so the
+    strongest token is fully saturated; hidden tokens are white. A NaN or infinite score is left out
+    of the scale and gets its own colour, :data:`NON_FINITE_RGB` (grey), so one bad score neither
+    whitens the others nor passes for a zero.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     sc = _as_numpy(scores).reshape(-1)
     keep = np.ones(sc.shape[0], bool) if mask is None else np.asarray(mask, bool).reshape(-1)
-    scale = float(np.max(np.abs(sc[keep]))) if keep.any() else 0.0
-    v = sc / scale if scale > 0 else np.zeros_like(sc)
+    finite = np.isfinite(sc)
+    scaled = keep & finite
+    scale = float(np.max(np.abs(sc[scaled]))) if scaled.any() else 0.0
+    v = np.where(finite, sc, 0.0) / scale if scale > 0 else np.zeros_like(sc)
     v = np.where(keep, v, 0.0)
     v = np.clip(np.abs(v), 0, 1) if kind == "absolute" else np.clip(v, -1, 1)
-    return _colour(v, kind)
+    rgb = _colour(v, kind)
+    rgb[keep & ~finite] = NON_FINITE_RGB
+    return rgb
 
 
 def text_html(tokens, scores, mask=None, kind: str = "signed", title: str = None) -> str:
     """An HTML fragment with every token on a background coloured by its score.
 
     Every token string, the title and the tooltips are HTML-escaped, so a token such as
-    ``<script>`` is displayed, never run. Tokens outside ``mask`` (padding) are left out. Accepts a
+    ``<script>`` is displayed, never run. Tokens outside ``mask`` (padding) are left out. A token
+    whose score is NaN or infinite is shown grey and hatched with a tooltip saying so, and is left
+    out of the colour scale (:func:`token_colours`). Accepts a
     ``tpa.text.TokenAttributions`` row through ``text_html(res.tokens[i], res.scores[i], res.mask[i])``.
     Show it in a notebook with ``IPython.display.HTML``.
     """
@@ -268,9 +279,14 @@ def text_html(tokens, scores, mask=None, kind: str = "signed", title: str = None
             continue
         r, g, b = (int(round(255 * float(ch))) for ch in c)
         label = html.escape(t) if t.strip() else "&nbsp;"
+        if np.isfinite(v):
+            mark, tip = "", f"{v:.4g}"
+        else:  # its own mark: grey, hatched, and a title that says why
+            mark = "background-image: repeating-linear-gradient(45deg, transparent 0 3px, rgba(0,0,0,.35) 3px 4px); "
+            tip = f"{v} (no score: left out of the colour scale)"
         spans.append(
-            f'<span style="background-color: rgb({r}, {g}, {b}); color: black; padding: 1px 2px; '
-            f'margin: 1px; border-radius: 3px; white-space: pre" title="{html.escape(f"{v:.4g}")}">'
+            f'<span style="background-color: rgb({r}, {g}, {b}); {mark}color: black; padding: 1px 2px; '
+            f'margin: 1px; border-radius: 3px; white-space: pre" title="{html.escape(tip)}">'
             f"{label}</span>"
         )
     parts.append('<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>")

@@ -272,3 +272,19 @@ def test_layer_probe_is_cached_and_holds_the_model_weakly(rng):
     del model, probes
     gc.collect()
     assert ref() is None
+
+
+def test_call_index_errors_list_each_call_in_execution_order_with_its_input(rng):
+    """issue 18 item 8: ``layer=(layer, call_index)`` counts calls in execution order; an index out of
+    range (and a shared layer without one) shows which input each call took."""
+    model = shared_dense_model()
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    listing = (
+        r"call 0: input from 'input_layer\w*', float32 \[3, 4\]; call 1: input from 'multiply\w*', float32 \[3, 4\]"
+    )
+    with pytest.raises(ValueError, match=r"call_index 0\.\.1, counted in execution order\): " + listing):
+        tpa.integrated_gradients(model, x, 0, layer=("shared", 2))
+    with pytest.raises(ValueError, match=r"counted in execution order: " + listing):
+        tpa.layer_activations(model, "shared", x)
+    with pytest.raises(ValueError, match=listing):
+        tpa.layer_activations(model, ("shared", 5), x)

@@ -191,3 +191,32 @@ def test_aupc_is_traced_once_per_model_and_preprocess(rng):
     n_after = count()
     aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), attr, target=[3, 3], seed=3, **opts)
     assert count() == n_after
+
+
+def test_aupc_refuses_inputs_outside_value_range(rng):
+    """issue 18 item 7: the drawn candidates live in value_range; images outside it are refused."""
+    model = make_smooth_cnn(8)
+    x = rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)
+    attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
+    opts = dict(window=4, n_regions=2, n_candidates=3, seed=0)
+    with pytest.raises(ValueError, match=r"outside value_range=\(0\.0, 1\.0\).*value_range="):
+        aupc(model, x, attr, **opts)
+    values, curves = aupc(model, x, attr, value_range=(-1, 1), **opts)
+    assert np.all(np.isfinite(curves))
+
+
+def test_aupc_on_a_softmax_model_names_its_own_default_score(rng):
+    """issue 18 item 8: aupc's default score is 'logit'; the refusal on a softmax model says so and does
+    not call 'probability' the default."""
+    import keras
+
+    model = keras.Sequential([make_smooth_cnn(8), keras.layers.Softmax()])
+    x = rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
+    attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(ValueError) as info:
+        aupc(model, x, attr, window=4, n_regions=2, n_candidates=3, seed=0)
+    message = str(info.value)
+    assert "score='logit' (this metric's default)" in message and "score='probability'" in message, message
+    assert "(the default)" not in message, message
+    _, curves = aupc(model, x, attr, window=4, n_regions=2, n_candidates=3, seed=0, score="probability")
+    assert np.all(np.isfinite(curves))

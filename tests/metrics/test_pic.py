@@ -230,3 +230,28 @@ def test_pic_on_model_equals_pair_with_model_pred_func(softmax_head):
             np.testing.assert_allclose(res.curves[kind][i].y, ref.curve_y, atol=1e-4)
             compared += 1
     assert compared == 6
+
+
+# --- issue 18 item 7: inputs outside value_range are refused, never clipped silently --------------------------
+
+
+def test_pic_refuses_inputs_outside_value_range_and_agrees_with_uint8_inside_it():
+    import models as zoo
+
+    model = zoo.smooth_cnn(size=16, classes=3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.0, 1.0, (2, 16, 16, 3)).astype(np.float32)  # a [-1, 1] model's images
+    attr = rng.normal(size=x.shape)
+    opts = dict(seed=0, min_pred_value=0.0, thresholds=(0.0, 0.1, 0.5, 1.0), kind="sic")
+    with pytest.raises(ValueError, match=r"outside the default value_range=\(0\.0, 1\.0\).*value_range="):
+        pic(model, x, attr, **opts)
+    with pytest.raises(ValueError, match=r"value_range=\(-0\.5, 0\.5\)"):
+        pic(model, x, attr, value_range=(-0.5, 0.5), **opts)
+    right = pic(model, x, attr, value_range=(-1, 1), **opts)
+    # the same images as uint8 with the same range: the float path maps to exactly these pixels
+    u8 = np.round((x.astype(np.float64) + 1.0) / 2.0 * 255.0).astype(np.uint8)
+    same = pic(model, u8, attr, value_range=(-1, 1), **opts)
+    assert np.all(np.isfinite(right.auc["sic"]))
+    np.testing.assert_allclose(right.auc["sic"], same.auc["sic"], atol=1e-9)
+    # half a uint8 step outside the range still rounds into it: accepted
+    pic(model, np.clip(x, 0, 1) + np.float32(0.4 / 255.0), attr, **opts)

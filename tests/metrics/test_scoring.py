@@ -98,11 +98,12 @@ def test_rank1_output_is_one_score_per_example_independent_of_the_batch():
 
     x = rng.normal(size=(3, 5)).astype(np.float32)
     attr = rng.normal(size=x.shape)
-    r = deletion(fn, x, attr)
-    alone = deletion(fn, x[1:2], attr[1:2])
+    # a callable's one unit is read as the user says (issue 18 item 5): here a logit
+    r = deletion(fn, x, attr, score="logit")
+    alone = deletion(fn, x[1:2], attr[1:2], score="logit")
     np.testing.assert_allclose(r.curves[1], alone.curves[0], atol=1e-6)
     z = x.astype(np.float64) @ wts
-    np.testing.assert_allclose(r.curves[:, 0], 1 / (1 + np.exp(-z)), atol=1e-6)
+    np.testing.assert_allclose(r.curves[:, 0], z, atol=1e-5)
 
 
 # --- defect 3: callable targets ---------------------------------------------------------------------------
@@ -282,3 +283,107 @@ def test_aupc_and_total_variation_follow_the_rules(smooth_cnn):
     np.testing.assert_allclose(
         total_variation(big.transpose(0, 3, 1, 2), data_format="channels_first")[0], total_variation(big)[0]
     )
+
+
+# --- issue 18 item 5: one-unit outputs behind shape-only layers; never decided by a batch's values ------------
+
+
+def _one_unit_model(activation=None, tail="reshape"):
+    """``Dense(1, activation)`` followed by shape-only layers (``Reshape(())`` or ``Activation('linear')``
+    then ``Flatten`` then ``Reshape(())``): the output activation is the Dense's."""
+    inp = keras.Input((3,))
+    h = keras.layers.Dense(1, activation=activation)(inp)
+    if tail == "chain":
+        h = keras.layers.Activation("linear")(h)
+        h = keras.layers.Identity()(h)
+        h = keras.layers.Flatten()(h)
+    out = keras.layers.Reshape(())(h)
+    model = keras.Model(inp, out)
+    model.layers[1].set_weights([np.array([[1.0], [-1.0], [0.5]], np.float32), np.zeros(1, np.float32)])
+    return model
+
+
+# z = x0 - x1 + 0.5 x2: the small batch gives z in [0, 1], the large one z outside
+X_SMALL = np.array([[0.5, 0.25, 0.1], [0.9, 0.8, 0.6]], np.float32)
+X_LARGE = X_SMALL * 8.0
+
+
+@pytest.mark.parametrize("tail", ["reshape", "chain"])
+def test_one_unit_logit_behind_shape_only_layers_is_scored_the_same_whatever_its_values(tail):
+    model = _one_unit_model(tail=tail)
+    from tf_pathattr.metrics._scoring import output_activation
+
+    assert output_activation(model) == "none"
+    attr = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    for x in (X_SMALL, X_LARGE):
+        z = x.astype(np.float64) @ np.array([1.0, -1.0, 0.5])
+        r = deletion(model, x, attr, n_steps=3)
+        assert r.extra["outputs"] == "logits" and r.extra["detected_by"] == "layer"
+        np.testing.assert_allclose(r.curves[:, 0], 1 / (1 + np.exp(-z)), atol=1e-6)
+    assert np.all((X_SMALL @ np.array([1.0, -1.0, 0.5]) >= 0) & (X_SMALL @ np.array([1.0, -1.0, 0.5]) <= 1))
+
+
+def test_one_unit_sigmoid_and_softmax_behind_shape_only_layers_are_probabilities():
+    from tf_pathattr.metrics._scoring import output_activation
+
+    model = _one_unit_model("sigmoid", tail="chain")
+    assert output_activation(model) == "sigmoid"
+    attr = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    r = deletion(model, X_LARGE, attr, n_steps=3)
+    assert r.extra["outputs"] == "probabilities"
+    np.testing.assert_allclose(r.curves[:, 0], np.asarray(model(X_LARGE)), atol=1e-6)  # not sigmoid(p)
+    # a softmax head followed by Activation("linear") is still read as probabilities (not softmaxed again)
+    soft = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="softmax"), keras.layers.Activation("linear")]
+    )
+    assert output_activation(soft) == "softmax"
+    r = deletion(soft, X_LARGE, attr, n_steps=3)
+    probs = np.asarray(soft(X_LARGE))
+    np.testing.assert_allclose(r.curves[:, 0], probs[np.arange(2), probs.argmax(1)], atol=1e-6)
+
+
+def test_one_unit_callable_is_read_as_the_user_says_never_from_the_batch():
+    model = _one_unit_model()
+
+    def fn(v):  # a plain callable: nothing declares what its unit is
+        return model(v)
+
+    attr = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    for x in (X_SMALL, X_LARGE):  # the same answer for both batches: refused without score=
+        with pytest.raises(ValueError, match="score='output'.*score='logit'"):
+            deletion(fn, x, attr, n_steps=3)
+        for score in ("probability", "accuracy"):
+            with pytest.raises(ValueError, match="score="):
+                deletion(fn, x, attr, n_steps=3, score=score)
+        z = x.astype(np.float64) @ np.array([1.0, -1.0, 0.5])
+        for score in ("logit", "output"):
+            r = deletion(fn, x, attr, n_steps=3, score=score)
+            assert r.extra["detected_by"] == "score"
+            np.testing.assert_allclose(r.curves[:, 0], z, atol=1e-5)
+
+
+# --- issue 18 item 8: forward-only metrics take uint8 images (as float pixel values) -------------------------
+
+
+def test_forward_only_metrics_read_uint8_images_as_float_pixels_and_refuse_ids_for_the_right_reason():
+    import models as zoo
+    from tf_pathattr.metrics import aupc, infidelity, mu_fidelity
+
+    model = zoo.smooth_cnn(size=8, classes=3)
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    as_float = u8.astype(np.float32)
+    attr = rng.normal(size=u8.shape)
+    runs = {
+        "deletion": lambda x: deletion(model, x, attr, n_steps=4).curves,
+        "insertion": lambda x: insertion(model, x, attr, n_steps=4).curves,
+        "mu_fidelity": lambda x: mu_fidelity(model, x, attr, nb_samples=4, grid_size=2, seed=0).mu_fidelity,
+        "infidelity": lambda x: infidelity(model, x, attr, n_perturb_samples=4, seed=0).infidelity,
+        "aupc": lambda x: aupc(model, x, attr, window=4, n_regions=2, n_candidates=3, value_range=(0, 255))[1],
+    }
+    for name, run in runs.items():
+        np.testing.assert_allclose(run(u8), run(as_float), rtol=1e-6, atol=1e-6, err_msg=name)
+    ids = rng.integers(0, 20, (2, 8, 8, 3)).astype(np.int32)
+    with pytest.raises(TypeError, match="int32.*metrics replace, blend and add noise") as info:
+        deletion(model, ids, attr, n_steps=4)
+    assert "layer=" not in str(info.value)

@@ -204,7 +204,7 @@ def layer_probe(model, layer, call_index, inputs):
             m = model_ref()
             with _layers.LayerTap(layer) as tap:
                 out = m(inputs, training=False) if is_keras else m(inputs)
-            k = _layers._select_call(layer, tap, call_index)
+            k = _layers._select_call(layer, tap, call_index, m)
             found["k"] = k
             acts = tap.call_outputs[k]
             if isinstance(acts, (list, tuple, dict)):

@@ -16,8 +16,10 @@ block, so they work for functional, sequential, nested and subclassed models wit
 the graph (a two-output functional model cannot be built across nested sub-models).
 
 A layer may run several times in one model call. ``layer=(layer, call_index)`` picks one call
-(counted from 0 in the order the model makes them) and only that call is replaced; the others run
-unchanged. The tied embedding of a causal language model (keras-hub ``ReversibleEmbedding``: a
+(counted from 0 in *execution order*: the order in which the model runs the calls, for a functional
+model its graph order by depth, which need not be the order in which the layer was wired) and only
+that call is replaced; the others run unchanged. An index out of range, or a shared layer without
+one, is an error that lists every call with the input it took (the layer it came from, its shape). The tied embedding of a causal language model (keras-hub ``ReversibleEmbedding``: a
 lookup, then ``token_embedding(h, reverse=True)`` for the logits) is resolved without an index:
 when a layer with a ``reverse`` call argument made exactly one non-reverse call, that call (the
 lookup) is the one attributed, and the reverse projection keeps computing the logits from the
@@ -235,7 +237,46 @@ def replaced_output(layer, tensor, call_index=None):
             object.__setattr__(layer, "call", saved)
 
 
-def _select_call(lay, tap, call_index):
+def _graph_call_sources(model, lay):
+    """Per call of ``lay`` in ``model``'s run order, the names of the layers / ops its inputs come from
+    (a functional model runs its nodes by decreasing depth, in this order); None when not readable."""
+    by_depth = getattr(model, "_nodes_by_depth", None) if model is not None else None
+    if not by_depth:
+        return None
+    sources = []
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if getattr(node, "operation", None) is not lay:
+                continue
+            names = []
+            for t in getattr(node, "input_tensors", None) or ():
+                hist = getattr(t, "_keras_history", None)
+                names.append(repr(hist.operation.name) if hist else "?")
+            sources.append(", ".join(names) or "?")
+    return sources
+
+
+def _describe_calls(lay, tap, model=None) -> str:
+    """One line per call of ``lay`` in a model call: its index (the order the model makes the calls),
+    what its first input came from (functional models) and its shape and dtype, and reverse calls."""
+    sources = _graph_call_sources(model, lay)
+    if sources is not None and len(sources) != tap.calls:
+        sources = None
+    lines = []
+    for k in range(tap.calls):
+        x = tap.call_inputs[k]
+        dtype = getattr(x, "dtype", None)
+        what = f"{getattr(dtype, 'name', dtype) or type(x).__name__} {list(getattr(x, 'shape', []))}"
+        src = f" from {sources[k]}" if sources is not None else ""
+        rev = " (reverse=True)" if tap.reverse[k] else ""
+        lines.append(f"call {k}: input{src}, {what}{rev}")
+    return "; ".join(lines)
+
+
+def _select_call(lay, tap, call_index, model=None):
+    """The index of the call of ``lay`` to attribute to. Calls are counted from 0 in execution order, the
+    order in which the model runs them (for a functional model, its graph order), not the order in which
+    the layer was wired; the errors list every call with the input it took."""
     if tap.calls == 0:
         raise ValueError(
             f"layer {lay.name!r} did not run in the model call; attribution to an unused layer is impossible"
@@ -244,7 +285,8 @@ def _select_call(lay, tap, call_index):
         if call_index >= tap.calls:
             raise ValueError(
                 f"layer=({lay.name!r}, {call_index}): the layer ran {tap.calls} time(s) in one model "
-                f"call (call_index 0..{tap.calls - 1})"
+                f"call (call_index 0..{tap.calls - 1}, counted in execution order): "
+                f"{_describe_calls(lay, tap, model)}"
             )
         return call_index
     if tap.calls == 1:
@@ -254,7 +296,8 @@ def _select_call(lay, tap, call_index):
         return forward[0]  # the lookup of a tied embedding; the reverse projection is left alone
     raise ValueError(
         f"layer {lay.name!r} ran {tap.calls} times in one model call; attribution to a shared layer "
-        f"is ambiguous: pass layer=({lay.name!r}, call_index) with call_index in 0..{tap.calls - 1}"
+        f"is ambiguous: pass layer=({lay.name!r}, call_index) with call_index in 0..{tap.calls - 1}, "
+        f"counted in execution order: {_describe_calls(lay, tap, model)}"
     )
 
 
@@ -274,7 +317,7 @@ def layer_call_activations(model, layer, inputs, call_index=None, return_inputs=
             model(inputs, training=False)
         else:
             model(inputs)
-    k = _select_call(lay, tap, call_index)
+    k = _select_call(lay, tap, call_index, model)
     out = tap.call_outputs[k]
     if isinstance(out, (list, tuple, dict)):
         raise ValueError(f"layer {lay.name!r} returns several tensors; pick a layer with a single output")

@@ -46,7 +46,7 @@ import tensorflow as tf
 from ..baselines import gaussian_kernel_1d
 from ..engine import accumulators as _acc
 from ..engine import gradients as eng
-from ..engine.layout import image_axes, resolve_data_format, to_channels_last
+from ..engine.layout import image_axes, resolve_image_layout, to_channels_last
 from ..engine.shapes import check_positive_int
 from .registry import MethodSpec, require
 from .._typing import Attributions, Inputs, Model, Target
@@ -238,8 +238,11 @@ def blur_integrated_gradients(
         to the next point, the last one being ``blur(x, sigma_end)`` (one extra forward pass); the
         sum is negated so that it runs from the blurred image to ``x``.
     data_format : {"channels_last", "channels_first"}, optional
-        Layout of rank-4 images (default ``keras.config.image_data_format()``); ``[B, H, W]``
-        grayscale batches are the same in both.
+        Layout of rank-4 images. Default: the layout the model declares (its first image layer's
+        ``data_format``, its input shape), else ``keras.config.image_data_format()``; a model whose
+        layout cannot be read, or a value that contradicts the model, raises a ``ValueError``
+        (:func:`tf_pathattr.engine.layout.resolve_image_layout`). ``[B, H, W]`` grayscale batches
+        are the same in both.
     layer : None
         Not supported: the blur path is defined on the image itself (a ``ValueError`` says so).
 
@@ -267,7 +270,7 @@ def blur_integrated_gradients(
     if problem.structure.kind != "single":
         require(SPEC, "multi_input", f"inputs (a {problem.structure.kind} of inputs)")
     x0 = problem.flat_x[0]
-    fmt = resolve_data_format(data_format)
+    fmt = resolve_image_layout(model, tuple(x0.shape), data_format)
     h_axis, w_axis, _ = image_axes(tuple(x0.shape), fmt)
     rank = x0.shape.rank
     batch = problem.batch_size

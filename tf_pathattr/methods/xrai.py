@@ -25,7 +25,7 @@ from typing import Any, Literal, Tuple, overload
 import numpy as np
 import tensorflow as tf
 
-from ..engine.layout import image_axes, resolve_data_format, to_channels_last
+from ..engine.layout import image_axes, resolve_data_format, resolve_image_layout, to_channels_last
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
 from .blur_ig import _refuse_integer_images
 from .registry import MethodSpec, require, tile_baseline, tile_batch_axis
@@ -186,9 +186,11 @@ def xrai(
         Rank regions by attribution density (the released code) or total (the poster's wording).
 
     data_format : {"channels_last", "channels_first"}, optional
-        Layout of rank-4 images and of a rank-4 ``base_attribution`` (default
-        ``keras.config.image_data_format()``); the channels are reduced along that layout's channel
-        axis and the image is segmented as ``[H, W, C]``.
+        Layout of rank-4 images and of a rank-4 ``base_attribution``. Default: the layout the model
+        declares (its first image layer's ``data_format``, its input shape), else
+        ``keras.config.image_data_format()``; an unreadable layout or a value contradicting the model
+        raises a ``ValueError`` (:func:`tf_pathattr.engine.layout.resolve_image_layout`). The channels
+        are reduced along that layout's channel axis and the image is segmented as ``[H, W, C]``.
     layer : None
         Not supported: XRAI segments the input image (a ``ValueError`` says so).
 
@@ -202,7 +204,8 @@ def xrai(
     check_choice(algorithm, "algorithm", ("full", "fast"))
     check_choice(region_score, "region_score", ("mean", "sum"))
     min_pixel_diff = check_positive_int(min_pixel_diff, "min_pixel_diff", minimum=0)
-    fmt = resolve_data_format(data_format)
+    if data_format is not None:
+        resolve_data_format(data_format)  # an unknown value is refused before any work
     _refuse_integer_images(inputs, "xrai")
     flat, structure, batch = prepare_inputs(inputs)
     if structure.kind != "single":
@@ -212,6 +215,7 @@ def xrai(
             "xrai explains images: inputs must be one array [B, H, W, C], [B, C, H, W] (data_format) or [B, H, W]"
         )
     x = flat[0].numpy()
+    fmt = resolve_image_layout(model, x.shape, data_format)
     _, _, c_axis = image_axes(x.shape, fmt)
     x_hwc = to_channels_last(x, fmt)  # segmentation works on [H, W, C] images
     if base_attribution is None:

@@ -5,7 +5,8 @@ together), a token of a sequence (its whole embedding vector) or a feature of a 
 layout of the inputs says which:
 
 * ``[B, H, W, C]`` / ``[B, C, H, W]`` (by ``data_format``, the rule of
-  :mod:`tf_pathattr.engine.layout`: ``None`` = ``keras.config.image_data_format()``): pixels;
+  :mod:`tf_pathattr.engine.layout`: ``None`` = the layout the model declares, else
+  ``keras.config.image_data_format()``): pixels;
 * ``[B, d]``: features;
 * ``[B, a, b]`` is either a grayscale image ``[B, H, W]`` (``units="pixels"``) or a sequence
   ``[B, T, E]`` (``units="tokens"``); without ``units=`` it is ambiguous and refused;
@@ -27,16 +28,36 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
-from ..engine.layout import resolve_data_format
+from ..engine.layout import resolve_image_layout
 from ..engine.shapes import check_choice
 from ._scoring import SCORES, check_score_name, resolve_scoring  # noqa: F401  (re-exported)
 
 UNITS = ("pixels", "tokens", "features")
 
 
+def float_inputs(inputs, what: str = "inputs"):
+    """Inputs a metric can perturb: uint8 images become float32 pixel values (0-255, what the model would
+    get from a cast), other integer or bool dtypes are refused with a ``TypeError`` saying why."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None or isinstance(inputs, (list, tuple, dict)):
+        return inputs
+    dtype = tf.as_dtype(dtype)
+    if dtype == tf.uint8:
+        return tf.cast(inputs, tf.float32)
+    if dtype.is_integer or dtype == tf.bool:
+        raise TypeError(
+            f"{what} has dtype {dtype.name}: metrics replace, blend and add noise to input values, which integer "
+            "ids or categories (token ids into an Embedding) cannot take. uint8 images are accepted (read as float "
+            "pixel values 0-255); for ids, run the metric on a float representation, e.g. the embedding output and "
+            "the layers after it"
+        )
+    return inputs
+
+
 def prepare_single(model, inputs, target):
-    """``eng.prepare`` restricted to single-input models (metrics perturb one tensor)."""
-    problem = eng.prepare(model, inputs, target)
+    """``eng.prepare`` restricted to single-input models (metrics perturb one tensor); uint8 images are
+    read as float pixel values (:func:`float_inputs`)."""
+    problem = eng.prepare(model, float_inputs(inputs), target)
     if problem.structure.kind != "single":
         raise ValueError("metrics support single-input models only; pass one array as inputs")
     return problem
@@ -123,13 +144,18 @@ class Layout:
         return x
 
 
-def resolve_layout(shape, units=None, data_format=None, what: str = "inputs") -> Layout:
-    """The :class:`Layout` of inputs of ``shape`` (batch axis included); see the module doc."""
+def resolve_layout(shape, units=None, data_format=None, what: str = "inputs", model=None) -> Layout:
+    """The :class:`Layout` of inputs of ``shape`` (batch axis included); see the module doc.
+
+    Rank-4 images take their layout from :func:`tf_pathattr.engine.layout.resolve_image_layout`:
+    ``data_format`` when given (checked against ``model``), else the layout ``model`` declares, else
+    ``keras.config.image_data_format()``.
+    """
     shape = tuple(int(s) for s in shape)
     if units is not None:
         check_choice(units, "units", UNITS)
     rank = len(shape)
-    fmt = resolve_data_format(data_format)
+    fmt = resolve_image_layout(model, shape, data_format, what)
     if rank < 2:
         raise ValueError(f"{what} must have a batch axis and at least one feature axis, got shape {shape}")
     if rank == 2:

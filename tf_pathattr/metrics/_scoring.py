@@ -7,11 +7,14 @@ model returns, so the output kind is detected once per call:
   output layer applies ``softmax`` (an ``activation="softmax"`` layer, ``Activation("softmax")``,
   ``Softmax()``) or ``sigmoid`` returns *probabilities*; an output layer with any other declared
   activation (``linear``, ``relu``...) returns *logits*;
+  shape-only layers after it (``Reshape``, ``Flatten``, ``Identity``, ``Activation("linear")``) are
+  walked back through, so ``Dense(1) -> Reshape(())`` returns logits; a ``Lambda`` is opaque;
 * **otherwise** (SavedModel signatures, ``TFSMLayer``, plain callables, custom or ``Lambda`` output
-  layers) from the outputs at the clean inputs: a ``[B, K]`` output (``K >= 2``) whose every row is
-  non-negative and sums to 1 (to 1e-3) holds probabilities, any other holds logits. A single output
-  unit whose values at the clean inputs all lie in [0, 1] cannot be told apart (a probability or a
-  small logit) and raises a ``ValueError`` asking for ``score=``;
+  layers), for a ``[B, K]`` output (``K >= 2``), from the outputs at the clean inputs: every row
+  non-negative and summing to 1 (to 1e-3) holds probabilities, any other holds logits. A **single
+  output unit** cannot be told from its values (a probability or a small logit), so it is never
+  decided from a batch: the user says it once, ``score="logit"`` (the unit is a logit) or
+  ``score="output"`` (the raw value), and any other ``score`` raises a ``ValueError`` naming ``score=``;
 * ``[B]`` and ``[B, 1]`` outputs are **one score per example** (a binary classifier's unit, or a
   regression output); list / dict outputs and per-example outputs of rank > 1 need a callable
   ``target`` and are scored by its value.
@@ -55,41 +58,76 @@ _ALIASES = {"softmax": "probability"}
 _PROB_ACTIVATIONS = ("softmax", "sigmoid")
 
 
-def _output_operation(model):
-    """The layer that produces the model's (single) output, or None when it cannot be found."""
+def _is_shape_only(layer) -> bool:
+    """A layer that moves or keeps the values without changing them: ``Reshape``, ``Flatten``,
+    ``Identity``, ``Activation("linear")``. A ``Lambda`` is opaque (it may compute anything)."""
+    if isinstance(layer, (keras.layers.Reshape, keras.layers.Flatten, keras.layers.Identity)):
+        return True
+    if type(layer) is keras.layers.Activation:
+        return getattr(layer.activation, "__name__", "") == "linear"
+    return False
+
+
+def _output_chain(model, limit: int = 64):
+    """The layers that produce the model's (single) output, from the output backwards, while each has
+    one input; empty when they cannot be read (not a Keras model, several outputs)."""
     if isinstance(model, keras.Sequential):
-        return model.layers[-1] if model.layers else None
+        yield from list(reversed(model.layers))[:limit]
+        return
     if isinstance(model, keras.Model):
         try:
             outs = model.outputs
         except (AttributeError, ValueError):
-            return None
+            return
         if not outs or len(outs) != 1:
-            return None
-        hist = getattr(outs[0], "_keras_history", None)
-        return hist[0] if hist else None
+            return
+        tensor = outs[0]
+        for _ in range(limit):
+            hist = getattr(tensor, "_keras_history", None)
+            if not hist:
+                return
+            layer = hist[0]
+            yield layer
+            try:
+                inputs = layer._inbound_nodes[hist[1]].input_tensors
+            except (AttributeError, IndexError):
+                return
+            if len(inputs) != 1:
+                return
+            tensor = inputs[0]
+        return
     if isinstance(model, keras.layers.Layer):
-        return model
-    return None
+        yield model
 
 
 def output_activation(model, _depth: int = 0) -> Optional[str]:
     """``"softmax"``, ``"sigmoid"``, ``"none"`` (a declared non-probability activation) or None
-    (unknown: not a Keras model, or an output layer without a declared activation)."""
-    layer = _output_operation(model)
-    if layer is None or _depth > 8:
+    (unknown: not a Keras model, or no declared activation behind the output).
+
+    Shape-only layers at the end of the model (``Reshape``, ``Flatten``, ``Identity``,
+    ``Activation("linear")``, see :func:`_is_shape_only`) are walked back through to the layer that
+    declares the activation: ``Dense(1, "sigmoid") -> Reshape(())`` returns probabilities,
+    ``Dense(1) -> Reshape(())`` logits, whatever values a batch happens to give.
+    """
+    if _depth > 8:
         return None
-    if isinstance(layer, keras.Model) and layer is not model:
-        return output_activation(layer, _depth + 1)
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    act = getattr(layer, "activation", None)
-    if act is None or not callable(act):
-        return None
-    name = getattr(act, "__name__", "") or ""
-    if name in _PROB_ACTIVATIONS:
-        return name
-    return "none"
+    for layer in _output_chain(model):
+        if isinstance(layer, keras.layers.InputLayer):
+            return None
+        if isinstance(layer, keras.Model) and layer is not model:
+            return output_activation(layer, _depth + 1)
+        if _is_shape_only(layer):
+            continue
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        act = getattr(layer, "activation", None)
+        if act is None or not callable(act):
+            return None
+        name = getattr(act, "__name__", "") or ""
+        if name in _PROB_ACTIVATIONS:
+            return name
+        return "none"
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,8 +138,9 @@ class Scoring:
     ----------
     score : the resolved score name
     outputs : ``"logits"``, ``"probabilities"`` or ``"structured"`` (list / dict / rank > 1 outputs)
-    detected_by : ``"layer"`` (Keras output activation), ``"values"`` (outputs at the clean inputs)
-        or ``"shape"`` (structured outputs)
+    detected_by : ``"layer"`` (Keras output activation), ``"values"`` (``[B, K]`` outputs at the clean
+        inputs), ``"score"`` (a one-unit output read as the user's ``score=`` says) or ``"shape"``
+        (structured outputs)
     single : one output unit per example
     callable_target : the target is a callable ``score(outputs) -> [B]``
     """
@@ -218,28 +257,33 @@ def resolve_scoring(problem, score, default: str = "probability", allowed=SCORES
     if act is not None:
         outputs = "probabilities" if act in _PROB_ACTIVATIONS else "logits"
         detected = "layer"
+    elif single:
+        # Nothing declares what the unit is, and its values cannot tell (a probability and a small logit look
+        # the same): the user says it, once, through score= -- never a decision from a batch's values.
+        if score not in ("logit", "output"):
+            raise ValueError(
+                f"{what}: the model has one output unit and declares no output activation (not a Keras model, or "
+                "a custom / Lambda output layer), so it cannot be told whether the unit is a probability or a logit. "
+                f"Say which: {what}='output' scores the raw output as it is (a probability model's probability, a "
+                f"regression value), {what}='logit' reads it as a logit; or give a Keras model whose last layer "
+                "declares activation='sigmoid' (or a linear one for logits)"
+            )
+        outputs, detected = "logits", "score"
     else:
         detected = "values"
         out = tf.cast(_single_tensor(problem.forward(list(problem.flat_x))), tf.float32).numpy()
-        if single:
-            if np.all((out >= 0) & (out <= 1)) and score in (None, "probability", "logit", "accuracy"):
-                raise ValueError(
-                    f"{what}: the model's single output lies in [0, 1] at every input and it is not a Keras "
-                    "model with a declared output activation, so it cannot be told whether it is a probability "
-                    f"or a logit. Pass {what}='output' to score the raw output as it is, or give a Keras model "
-                    "whose last layer declares activation='sigmoid' (or a linear one for logits)"
-                )
-            outputs = "logits"
-        else:
-            on_simplex = np.all(out >= 0) and np.allclose(out.sum(-1), 1.0, atol=1e-3)
-            outputs = "probabilities" if on_simplex else "logits"
+        on_simplex = np.all(out >= 0) and np.allclose(out.sum(-1), 1.0, atol=1e-3)
+        outputs = "probabilities" if on_simplex else "logits"
     if score is None:
         score = default
     if score == "logit" and outputs == "probabilities":
+        asked = " (this metric's default)" if default == "logit" else ""
+        default_note = " (the default)" if default == "probability" else ""
+        why = "its output layer applies " + act if act else "its outputs are on the probability simplex"
         raise ValueError(
-            f"{what}='logit': the model returns probabilities ({'its output layer applies ' + act if act else 'its outputs are on the probability simplex'}), "
-            f"so its logits are not available; use {what}='probability' (the default), {what}='output' for the raw "
-            "output, or pass the model without its final activation"
+            f"{what}='logit'{asked}: the model returns probabilities ({why}), so its logits are not available; "
+            f"use {what}='probability'{default_note}, {what}='output' for the raw output, or pass the model "
+            "without its final activation"
         )
     if score == "accuracy" and is_callable:
         raise ValueError(

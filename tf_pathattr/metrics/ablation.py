@@ -110,7 +110,7 @@ def meb_ablation(
     problem = C.prepare_single(model, inputs, target)
     x = problem.flat_x[0]
     shape = tuple(x.shape)
-    layout = C.resolve_layout(shape, units, data_format)
+    layout = C.resolve_layout(shape, units, data_format, model=model)
     scoring = C.resolve_scoring(problem, score)
     grid = layout.grid
     n_units = layout.n_units

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..engine import gradients as eng
-from ..engine.layout import resolve_data_format
+from ..engine.layout import resolve_image_layout
 from ..engine.shapes import check_choice, check_positive_int
 from . import _common as _C
 from ._integrate import simpson
@@ -148,7 +148,8 @@ def aupc(
     draw : {"uniform", "gaussian"}
         Candidate distribution (released ``draw_mode`` 0 and 1).
     value_range : (low, high)
-        Pixel range the candidates are drawn in (``(0, 1)``: the released ``U[0,255]/255``).
+        Pixel range the candidates are drawn in (``(0, 1)``: the released ``U[0,255]/255``). Inputs
+        outside it raise a ``ValueError`` naming ``value_range=`` (drawn candidates only).
     preprocess : callable, optional
         Pixel space -> model input (e.g. mean/std normalisation), applied to every perturbed image.
     seed : int, optional
@@ -159,7 +160,8 @@ def aupc(
         The shared scoring rule (:mod:`tf_pathattr.metrics._scoring`); the protocol's ``"logit"``
         by default (a model ending in softmax has none: pass ``"probability"`` or ``"output"``).
     data_format : {None, "channels_last", "channels_first"}
-        Layout of the images (``None`` = ``keras.config.image_data_format()``); channels-first
+        Layout of the images (``None`` = the layout the model declares, else
+        ``keras.config.image_data_format()``: :func:`tf_pathattr.engine.layout.resolve_image_layout`); channels-first
         inputs and attributions are moved to channels-last for the region search and back for the
         model.
 
@@ -178,13 +180,13 @@ def aupc(
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     seed = eng.as_numpy_seed(seed)
     _C.check_score_name(score, ("logit", "probability", "output"))
-    to_first = resolve_data_format(data_format) == "channels_first"
+    to_first = resolve_image_layout(model, np.shape(inputs), data_format) == "channels_first"
     if to_first:
         inputs = np.transpose(np.asarray(inputs.numpy() if hasattr(inputs, "numpy") else inputs), (0, 2, 3, 1))
         a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions)
         attributions = np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a
     fwd_model = _wrap(model, preprocess, to_first)
-    problem = eng.prepare(fwd_model, inputs, target)
+    problem = eng.prepare(fwd_model, _C.float_inputs(inputs), target)
     if len(problem.flat_x) != 1 or problem.flat_x[0].shape.rank != 4:
         raise ValueError("aupc needs one image input of shape [B, H, W, C]")
     x = problem.flat_x[0]
@@ -209,6 +211,13 @@ def aupc(
             raise ValueError(f"candidates must have shape {want}, got {tuple(cands.shape)}")
     else:
         cands = tf.zeros([0], tf.float32)
+        x_lo, x_hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+        if x_lo < lo or x_hi > hi:
+            raise ValueError(
+                f"aupc: inputs lie in [{x_lo:.4g}, {x_hi:.4g}], outside value_range={(lo, hi)!r}, the range the "
+                "candidate patches are drawn (and clipped) in: the patches would not look like the image's pixels. "
+                "Pass value_range=(low, high) with the images' range (or the pixel-space images and preprocess=)"
+            )
     scoring = _C.resolve_scoring(problem, score, default="logit", allowed=("logit", "probability", "output"))
     key = ("aupc", window, n_regions, n_candidates, draw, lo, hi, explicit, B, scoring.key)
 

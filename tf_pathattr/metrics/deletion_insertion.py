@@ -134,7 +134,7 @@ def _curve(
     problem = C.prepare_single(model, inputs, target)
     x = problem.flat_x[0]
     shape = tuple(x.shape)
-    layout = C.resolve_layout(shape, units, data_format)
+    layout = C.resolve_layout(shape, units, data_format, model=model)
     scoring = C.resolve_scoring(problem, score)
     sal = layout.saliency(attributions)
     grid = layout.grid
@@ -253,7 +253,8 @@ def deletion(
     units : {None, "pixels", "tokens", "features"}
         Needed for rank-3 inputs only (grayscale images or sequences).
     data_format : {None, "channels_last", "channels_first"}
-        Layout of rank-4 images (``None`` = ``keras.config.image_data_format()``).
+        Layout of rank-4 images (``None`` = the layout the model declares, else
+        ``keras.config.image_data_format()``; see :func:`tf_pathattr.engine.layout.resolve_image_layout`).
     batch_size : int
         Most model rows per call (default 256); several curve points go in each call.
 

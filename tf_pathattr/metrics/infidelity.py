@@ -72,12 +72,12 @@ class InfidelityResult:
         return getattr(self, key)
 
 
-def _attributions_like(attributions, shape, data_format):
+def _attributions_like(attributions, shape, data_format, model=None):
     a = np.asarray(attributions.numpy() if hasattr(attributions, "numpy") else attributions, np.float64)
     if tuple(a.shape) == tuple(shape):
         out = a
     else:
-        layout = C.resolve_layout(shape, "pixels" if len(shape) in (3, 4) else None, data_format)
+        layout = C.resolve_layout(shape, "pixels" if len(shape) in (3, 4) else None, data_format, model=model)
         m = layout.unit_map(a)  # checks the shape
         out = np.asarray(layout.expand(tf.constant(m), 0)) * np.ones(shape)
     if not np.all(np.isfinite(out)):
@@ -129,7 +129,7 @@ def infidelity(
     shape = tuple(x.shape)
     batch = problem.batch_size
     scoring = C.resolve_scoring(problem, score, default="output")
-    attr = tf.constant(_attributions_like(attributions, shape, data_format), tf.float32)
+    attr = tf.constant(_attributions_like(attributions, shape, data_format, model), tf.float32)
     base = np.asarray(baseline, np.float32)
     try:
         base = np.broadcast_to(base, shape).astype(np.float32)

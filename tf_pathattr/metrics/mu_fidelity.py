@@ -144,7 +144,7 @@ def mu_fidelity(
     x = problem.flat_x[0]
     shape = tuple(x.shape)
     batch = problem.batch_size
-    layout = C.resolve_layout(shape, units, data_format)
+    layout = C.resolve_layout(shape, units, data_format, model=model)
     scoring = C.resolve_scoring(problem, score, default="output")
     unit_map = layout.unit_map(attributions)  # [B, *grid], channel sums
     grid = layout.grid

@@ -282,6 +282,20 @@ class PicResult:
         return getattr(self, key)
 
 
+def _check_in_value_range(x, lo: float, hi: float, given: bool) -> None:
+    """Refuse float images that the uint8 mapping of ``value_range`` would clip (beyond half a step)."""
+    step = (hi - lo) / 255.0
+    x_lo, x_hi = float(np.min(x)), float(np.max(x))
+    if x_lo >= lo - 0.5 * step and x_hi <= hi + 0.5 * step:
+        return
+    which = f"value_range={(lo, hi)!r}" if given else f"the default value_range={(lo, hi)!r}"
+    raise ValueError(
+        f"pic: inputs lie in [{x_lo:.4g}, {x_hi:.4g}], outside {which}; they would be clipped into it when mapped "
+        "to uint8 (a silently different image). Pass value_range=(low, high) with the model's input range "
+        "(e.g. (-1, 1)), or to_uint8= / preprocess= for another mapping"
+    )
+
+
 def pic(
     model,
     inputs,
@@ -321,7 +335,10 @@ def pic(
     value_range : (low, high)
         The model-space range that uint8 0..255 maps to: ``x = low + u (high - low) / 255`` and
         ``u = round(255 (x - low) / (high - low))``. Default ``(0, 1)`` for float inputs and
-        ``(0, 255)`` for uint8 inputs (the model then gets the pixel values as float32).
+        ``(0, 255)`` for uint8 inputs (the model then gets the pixel values as float32). Float
+        inputs outside the range (beyond half a uint8 step) raise a ``ValueError`` naming
+        ``value_range=``: they are never clipped into it (a ``[-1, 1]`` model's images clipped to
+        ``(0, 1)`` give a different SIC).
     to_uint8, preprocess : callables
         Model space -> uint8 images, and uint8 batch -> model inputs (both in the model's layout);
         replace the ``value_range`` mapping.
@@ -348,12 +365,15 @@ def pic(
     is_u8 = x_in.dtype == np.uint8
     if not is_u8 and not np.issubdtype(x_in.dtype, np.floating):
         raise TypeError(f"pic: inputs must be float images in model space or uint8 images, got {x_in.dtype}")
+    value_range_given = value_range is not None
     if value_range is None:
         value_range = (0.0, 255.0) if is_u8 else (0.0, 1.0)
     lo, hi = (float(v) for v in value_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
     if to_uint8 is None:
+        if not is_u8:
+            _check_in_value_range(x_in, lo, hi, value_range_given)
 
         def to_uint8(v):
             return np.clip(np.round((np.asarray(v, np.float64) - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
@@ -364,7 +384,7 @@ def pic(
             return np.asarray(u, np.float32) / np.float32(255.0) * np.float32(hi - lo) + np.float32(lo)
 
     x_model = np.asarray(preprocess(x_in), np.float32) if is_u8 else x_in.astype(np.float32)
-    layout = C.resolve_layout(x_model.shape, units, data_format)
+    layout = C.resolve_layout(x_model.shape, units, data_format, model=model)
     if not layout.is_image:
         raise ValueError(
             f"pic needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), got shape {x_model.shape}"

@@ -75,7 +75,10 @@ def noisy_linear_imputation(image, keep, noise: float = 0.01, rng=None) -> np.nd
     noise : standard deviation of the noise added to the imputed values
     rng : ``numpy.random.Generator`` (needed when ``noise > 0``)
 
-    Returns float64 of the image's shape; kept pixels are unchanged.
+    Returns
+    -------
+    numpy.ndarray
+        float64 of the image's shape; kept pixels are unchanged.
     """
     from scipy.sparse import csc_matrix
     from scipy.sparse.linalg import spsolve
@@ -217,7 +220,7 @@ def road(
     x = problem.flat_x[0]
     shape = tuple(x.shape)
     batch = problem.batch_size
-    layout = C.resolve_layout(shape, units, data_format)
+    layout = C.resolve_layout(shape, units, data_format, model=model)
     if not layout.is_image:
         raise ValueError(f"road needs images [B, H, W, C], [B, C, H, W] or [B, H, W] (units='pixels'), got {shape}")
     scoring = C.resolve_scoring(problem, "accuracy")
