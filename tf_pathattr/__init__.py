@@ -29,3 +29,4 @@ from .methods.sig import sequential_integrated_gradients  # noqa: F401
 from .methods.smooth_taylor import smooth_taylor  # noqa: F401
 from .methods.split_ig import split_integrated_gradients  # noqa: F401
 from .methods.xrai import xrai  # noqa: F401
+from .report import report  # noqa: F401, E402
