@@ -88,6 +88,7 @@ JS = r"""
     });
     document.querySelectorAll("input[data-toggle]").forEach(function (b) {
       b.checked = shown.indexOf(b.getAttribute("data-toggle")) >= 0;
+      b.toggleAttribute("checked", b.checked);  // the attribute too: the state is visible in the DOM
     });
     body.setAttribute("data-shown", shown.join(","));
   }
