@@ -133,7 +133,7 @@ def test_demo_report_screenshot(browser, tmp_path):
     assert report.exists() and report.stat().st_size < 5 * 1024 * 1024
     dom = dump(browser, report)
     assert 'data-ready="1"' in dom and "integrated_gradients" in dom
-    pixels = shot(browser, report, tmp_path / "report.png", size="1400,1500")
+    pixels = shot(browser, report, tmp_path / "report.png", size="1400,1800")
     assert (pixels.sum(axis=-1) < 600).mean() > 0.02
     if os.environ.get("TF_PATHATTR_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(tmp_path / "report.png", REPO / "docs" / "report.png")

@@ -28,7 +28,10 @@ table { border-collapse: collapse; }
 #metrics th { background: var(--panel); cursor: pointer; user-select: none; white-space: nowrap; }
 #metrics th[data-sort]::after { content: " \\2195"; color: var(--muted); font-size: 11px; }
 #metrics td:first-child, #metrics th:first-child { text-align: left; }
-#metrics td.sanity { text-align: center; }
+#metrics td.sanity { text-align: left; white-space: nowrap; }
+#metrics td.sanity svg { vertical-align: middle; }
+#metrics td { padding-top: 2px; padding-bottom: 2px; }
+.small { font-size: 11px; }
 .badge { display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 8px; margin-left: 4px; }
 .badge.pass { background: #dcf2e2; color: #17612d; } .badge.fail { background: #fbdcdc; color: #8a1c1c; }
 .badge.partial { background: #fdf0cf; color: #7a5600; } .badge.na { background: #eceff4; color: var(--muted); }

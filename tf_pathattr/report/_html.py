@@ -73,7 +73,7 @@ LEGEND = (
 SANITY_STYLES = (("spearman_abs", "#1d2330", ""), ("spearman", "#c0392b", "4 2"), ("ssim", "#2e5fb3", "1 2"))
 
 
-def sanity_svg(result, width: int = 150, height: int = 58) -> str:
+def sanity_svg(result, width: int = 130, height: int = 40) -> str:
     """Similarity to the trained model's maps (y, 0..1) against the number of randomized layers (x)."""
     if result is None:
         return '<span class="muted">n/a</span>'
@@ -193,7 +193,8 @@ def metrics_table(runs) -> str:
         final = r.sanity.mean("spearman_abs")[-1] if r.sanity is not None else float("nan")
         attrs = f'data-method="{esc(r.name)}" data-v-method="{esc(r.short)}" data-v-sanity="{final}"'
         attrs += "".join(f' data-v-{k}="{v}"' for k, v in values.items())
-        cells = [f"<td><b>{esc(r.short)}</b><br><span class='muted'>{esc(r.name)}</span></td>"]
+        full = f"<br><span class='muted small'>{esc(r.name)}</span>" if r.name != r.short else ""
+        cells = [f"<td><b>{esc(r.short)}</b>{full}</td>"]
         cells += [
             f"<td>{_fmt(values['gap'], 4) if r.gap is not None else '—'}</td>",
             f"<td>{_fmt(values['deletion'])}</td>",
@@ -203,7 +204,7 @@ def metrics_table(runs) -> str:
         ]
         label = {"n/a": "n/a", "pass": "passed", "partial": "partial", "fail": "FAILED"}[status]
         badge = f'<span class="badge {"na" if status == "n/a" else status}">{label}</span>'
-        cells.append(f'<td class="sanity">{sanity_svg(r.sanity)}<br>{badge}</td>')
+        cells.append(f'<td class="sanity">{sanity_svg(r.sanity)} {badge}</td>')
         cells.append(f'<td class="muted" style="text-align:left">{esc("; ".join(r.notes))}</td>')
         rows.append(f"<tr {attrs}>{''.join(cells)}</tr>")
     return f'<table id="metrics"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
