@@ -221,3 +221,23 @@ def test_report_command_through_a_subprocess(tmp_path, capsys):
     assert_one_error_line(res, "--input: no such file")
     res = cli_inprocess(capsys, *model_args, "--input", tmp_path / "x.npy", "--out", out, "--labels", tmp_path / "no")
     assert_one_error_line(res, "--labels: cannot read")
+
+
+def test_text_report_shows_token_heatmaps_for_methods_that_take_layer(tmp_path):
+    model = zoo.text_model()
+    ids = zoo.ids(3)
+    path = tpa.report(
+        model, ids, methods=["gradients", "ig"], layer="embedding", out=tmp_path / "t.html", fast=True, progress=False
+    )
+    page = path.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    for name in ("gradients", "integrated_gradients"):
+        cells = re.findall(rf'<td class="text" data-method="{name}"[^>]*>(.*?)</td>', page, re.S)
+        assert len(cells) == 3 and all(c.count("<span style=") == ids.shape[1] for c in cells)
+    data = build(model, ids, methods=["ig"], layer="embedding", fast=True, progress=False)
+    ig = data.runs[0]
+    ref = tpa.text.token_attributions(model, ids, data.target, method="ig", layer="embedding", n_steps=8)
+    np.testing.assert_allclose(ig.maps, ref.scores, rtol=1e-5, atol=1e-7)
+    assert np.nanmax(ig.gap) < 1e-3
+    with pytest.raises(ValueError, match="smoothgrad"):
+        _run.choose_methods(["smoothgrad"], "text")

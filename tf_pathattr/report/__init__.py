@@ -88,7 +88,7 @@ def build(
     batch = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     kind = _run.input_kind(np.asarray(x["token_ids"] if isinstance(x, dict) else x), layer)
     names, skipped = _run.choose_methods(methods, kind)
-    classes, probs = (None, None) if kind == "text" else _run.predictions(model, x)
+    classes, probs = _run.predictions(model, x)
     fixed = target
     if target is None and classes is not None:
         fixed = classes
@@ -99,7 +99,7 @@ def build(
     text_args = {"layer": layer, "tokenizer": tokenizer} if kind == "text" else {}
     runs = []
     for name in _progress(names, progress):
-        opts = _run.method_options(name, x, options, baseline, fast)
+        opts = _run.method_options(name, x, options, baseline, fast, kind)
         try:
             run = _run.explain(name, model, x, fixed, opts, kind, text_args)
         except Exception as exc:  # a method that cannot run here is listed with its reason

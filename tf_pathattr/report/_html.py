@@ -76,7 +76,7 @@ SANITY_STYLES = (("spearman_abs", "#1d2330", ""), ("spearman", "#c0392b", "4 2")
 def sanity_svg(result, width: int = 130, height: int = 40) -> str:
     """Similarity to the trained model's maps (y, 0..1) against the number of randomized layers (x)."""
     if result is None:
-        return '<span class="muted">n/a</span>'
+        return ""
     n = len(result.layers)
     pad = 4
 
@@ -248,6 +248,10 @@ def render(data) -> str:
         "a method whose maps do not change does not explain the model. Solid line: Spearman of |map|, red dashes: "
         "Spearman of the signed map, blue dots: SSIM; grey dashes at 0.5; hover for the layers.</p>",
         metrics_table(runs),
+        '<p class="muted">Token maps: completeness and time only (deletion, insertion, SIC and the sanity check '
+        "are computed for images and tabular rows).</p>"
+        if data.kind == "text"
+        else "",
         "<h2>Examples</h2>",
         '<p class="muted">Signed overlays (red: raises the explained output, blue: lowers it), each map scaled '
         "to its 99.5th percentile of |a| as in <code>tpa.viz</code>. Click a row to enlarge it.</p>",

@@ -105,14 +105,19 @@ def choose_methods(methods, kind: str):
     return chosen, skipped
 
 
-def method_options(name: str, x, user_options, baseline, fast: bool) -> dict:
+def method_options(name: str, x, user_options, baseline, fast: bool, kind: str = "image") -> dict:
     """Options for one method: data it needs (background, references) from the explained inputs,
-    the registry's small options with ``fast=True``, ``baseline=``, then the user's options."""
+    the registry's small options with ``fast=True``, ``baseline=``, then the user's options. Text
+    models get no data options from the token ids (``tpa.text`` builds them in embedding space)."""
     from ..methods import registry
 
     spec = registry.get(name)
     opts = {}
     for key, value in spec.test_options.items():
+        if kind == "text":
+            if fast and not callable(value):
+                opts[key] = value
+            continue
         if key in ("background", "references") and len(x) >= 2:
             opts[key] = np.asarray(x)  # the explained examples stand in for the data distribution
         elif fast or callable(value):
@@ -130,7 +135,10 @@ def predictions(model, x):
     """``(classes [B], probabilities [B])`` of a classifier ``[B, C]`` (softmax of logits), else ``(None, None)``."""
     from ..metrics import _scoring
 
-    out = model(x, training=False) if hasattr(model, "layers") else model(x)
+    try:
+        out = model(x, training=False) if hasattr(model, "layers") else model(x)
+    except Exception:  # e.g. a keras-hub model fed strings through a preprocessor: no prediction column
+        return None, None
     if isinstance(out, (list, tuple, dict)):
         return None, None
     out = np.asarray(out, np.float64)
@@ -195,8 +203,7 @@ def faithfulness(run: MethodRun, model, x, target, kind: str, seed: int) -> None
     """Deletion / insertion AUC (and SIC for images in [0, 1]) of ``run.maps``, by the library's metrics."""
     from .. import metrics
 
-    if kind == "text":
-        run.notes.append("deletion / insertion: not computed for token maps")
+    if kind == "text":  # the page says once that token maps get completeness and time only
         return
     # tabular rows: insertion starts from the same constant substrate (0) as deletion (no blur there)
     insertion_args = {} if kind == "image" else {"substrate": "constant"}
@@ -219,7 +226,6 @@ def sanity(run: MethodRun, model, x, target, opts, kind: str, n_examples: int, s
     from ..metrics import model_randomization
 
     if kind == "text":
-        run.notes.append("sanity check: not run for token maps")
         return
     similarity = ("spearman_abs", "spearman", "ssim") if kind == "image" else ("spearman_abs", "spearman")
     try:
