@@ -90,6 +90,7 @@ METHOD_CONFIGS = {
     "XRAI (over IG)": {"method": "xrai", "n_steps": 32, "min_pixel_diff": 8, "_pattern_only": True},
 }
 REFERENCE = "IG (zero baseline)"
+SANITY_N = 16  # digits in the sanity check (each method explains them once per randomized layer)
 IG2_REFS = 4
 
 
@@ -416,6 +417,80 @@ def eval_softmax_head(model, test, n, methods, log):
     return res, len(x)
 
 
+def eval_sanity(model, train, test, n, methods, log):
+    """Cascading model-parameter randomization (Adebayo et al., NeurIPS 2018) of every method on the digits
+    CNN: :func:`tpa.metrics.model_randomization` re-initialises the layers from the output down and compares
+    each new map with the trained model's (Spearman of |map|, Spearman, SSIM), the class fixed to the label."""
+    xt, yt = test
+    pred = predict(model, xt).argmax(1)
+    ok = np.flatnonzero(pred == yt)[:n]
+    x, y = xt[ok], yt[ok]
+    ctx = image_context(x, y, train[0], train[1], 0.0, 1.0, 8)
+    res = {}
+    for label, opts in methods.items():
+        if opts.get("_pattern_only"):
+            continue
+        log(f"  sanity: {label}")
+        res[label] = tmetrics.model_randomization(
+            model, x, y, method=opts["method"], options=resolve_options(opts, ctx), seed=0
+        )
+    return res, len(x)
+
+
+def sanity_section(sanity, n):
+    """The sanity-check section of QUALITY.md: one row per method."""
+    from tf_pathattr.report import sanity_status
+
+    md = [
+        f"## Sanity check: model-parameter randomization ({n} digits)",
+        "",
+        "`tpa.metrics.model_randomization` (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018) on "
+        "the digits CNN: the weighted layers are re-initialised with their own initializers from the output "
+        "down (cascading), and each method's maps are compared with the trained model's. Mean over the digits "
+        "of the similarity after the top layer and after every layer is random; a method that explains the "
+        "model loses it. Verdict (as in `tpa.report`): *failed* when the signed maps still correlate "
+        "(Spearman > 0.5) with every layer random, *partial* when only their magnitudes do (Spearman of |map| "
+        "or SSIM > 0.5: the input shows through, e.g. IG's (x − x′) factor), *passed* otherwise. Regenerate "
+        "this section alone with `python benchmarks/quality.py --sanity-only`.",
+        "",
+    ]
+    rows = []
+    for label, r in sanity.items():
+        top, last = r.mean("spearman_abs")[0], r.mean("spearman_abs")[-1]
+        rows.append(
+            [
+                label,
+                f"{top:.3f}",
+                f"{last:.3f}",
+                f"{r.mean('spearman')[-1]:.3f}",
+                f"{r.mean('ssim')[-1]:.3f}",
+                {"fail": "**failed**", "partial": "partial", "pass": "passed", "n/a": "n/a"}[sanity_status(r)],
+            ]
+        )
+    headers = [
+        "method",
+        "Spearman abs, top layer random",
+        "Spearman abs, all random",
+        "Spearman, all random",
+        "SSIM, all random",
+        "verdict",
+    ]
+    return md + [table(headers, rows), ""]
+
+
+def splice_section(path, lines, before="## Do the papers' claims hold here?"):
+    """Replace the sanity-check section of an existing QUALITY.md (or insert it before ``before``)."""
+    text = path.read_text().split("\n")
+    start = next((i for i, ln in enumerate(text) if ln.startswith("## Sanity check")), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+        text[start:end] = lines
+    else:
+        at = next((i for i, ln in enumerate(text) if ln.startswith(before)), len(text))
+        text[at:at] = lines
+    path.write_text("\n".join(text))
+
+
 def eval_tabular(mlp, prob, n_train, n, methods, log):
     x_all = prob.x
     x = x_all[n_train : n_train + n]
@@ -556,6 +631,9 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=None, help="explicands per data set (default 100, quick 16)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--note", default="", help="a line added under the title (e.g. which tree was run)")
+    ap.add_argument(
+        "--sanity-only", action="store_true", help="only the sanity-check section (digits CNN), spliced into --out"
+    )
     args = ap.parse_args(argv)
     n = args.n or (16 if args.quick else 100)
     t_start = time.perf_counter()
@@ -572,6 +650,15 @@ def main(argv=None):
         methods = {k: v for k, v in methods.items() if v["method"] != "ig2"}
         skipped.append("IG2 (tpa.references missing)")
 
+    if args.sanity_only:
+        log("training digits CNN")
+        d_model, d_train, d_test, d_acc = train_digits(epochs=6 if args.quick else 12)
+        log(f"digits CNN test accuracy {d_acc:.3f}")
+        sanity, n_san = eval_sanity(d_model, d_train, d_test, min(n, SANITY_N), methods, log)
+        splice_section(Path(args.out), sanity_section(sanity, n_san))
+        log(f"wrote the sanity-check section of {args.out} in {time.perf_counter() - t_start:.0f} s")
+        return
+
     log("training pattern CNN")
     p_model, p_train, p_test, p_acc = train_pattern(n_train=1500 if args.quick else 3000, epochs=2)
     log(f"pattern CNN test accuracy {p_acc:.3f}")
@@ -585,6 +672,7 @@ def main(argv=None):
     pattern, n_p = eval_pattern(p_model, p_train, p_test, n, methods, log)
     digits, n_d = eval_digits(d_model, d_train, d_test, n, methods, log)
     soft, n_s = eval_softmax_head(d_model, d_test, n, methods, log)
+    sanity, n_san = eval_sanity(d_model, d_train, d_test, min(n, SANITY_N), methods, log)
     tabular, n_t = eval_tabular(t_model, t_prob, t_ntrain, n, methods, log)
 
     elapsed = time.perf_counter() - t_start
@@ -606,6 +694,8 @@ def main(argv=None):
         elapsed,
         soft,
         n_s,
+        sanity,
+        n_san,
     )
     log(f"wrote {args.out}")
 
@@ -642,6 +732,8 @@ def write_report(
     elapsed,
     soft=None,
     n_s=0,
+    sanity=None,
+    n_san=0,
 ):
     sys.path.insert(0, str(Path(__file__).parent))
     from _harness import machine
@@ -771,6 +863,9 @@ def write_report(
     ]
     rows = [[label] + [_cell(r, k) for k, _ in keys] + [f"{r['time']:.1f}"] for label, r in tabular.items()]
     md += [table(["method"] + [h for _, h in keys] + ["time (s)"], rows), ""]
+
+    if sanity:
+        md += sanity_section(sanity, n_san)
 
     md += [
         "## Do the papers' claims hold here?",

@@ -265,6 +265,46 @@ print(matrix.shape)"""),
     ),
 ]
 
+REPORT = [
+    new_markdown_cell(
+        "# Which method should I trust on my model? `tpa.report`\n\n"
+        "One call writes a self-contained HTML page (no network, opens anywhere): every method's maps on "
+        "your examples, completeness gap, deletion / insertion / SIC AUC, time per example, the "
+        "model-randomization sanity check (Adebayo et al., NeurIPS 2018), and a verdict that ranks the "
+        "methods on *this* model and data."
+    ),
+    INSTALL,
+    new_code_cell("""import html
+import numpy as np
+from IPython.display import HTML, display
+import tf_pathattr as tpa
+from tf_pathattr.demo import digits_model, load_digits_data
+
+model, accuracy, _ = digits_model(quick=True)      # a small CNN on scikit-learn's digits (trained once, cached)
+(_, _), (x_test, y_test) = load_digits_data()
+print("test accuracy", accuracy)"""),
+    new_markdown_cell(
+        "## The sanity check on its own\n\n"
+        "Re-initialise the layers from the output down and compare each new map with the trained model's "
+        "(Spearman rank correlation; 1 = unchanged). Plain gradients lose the resemblance; a map that is the "
+        "input itself keeps 1 at every layer."
+    ),
+    new_code_cell("""res = tpa.metrics.model_randomization(model, x_test[:8], method="gradients")
+for name in res.similarity:
+    print(f"{name:13s}", dict(zip(res.layers, np.round(res.mean(name), 3))))
+same = tpa.metrics.model_randomization(model, x_test[:8], method=lambda m, x, t: x)
+print("input as the map:", np.round(same.mean("spearman"), 3))"""),
+    new_markdown_cell(
+        "## The report\n\n`fast=True` uses each method's small registry options (a quick look); drop it for "
+        "the methods' own defaults. The page is shown inline in an `iframe`; the file itself is `report.html`."
+    ),
+    new_code_cell("""path = tpa.report(model, x_test[:6], methods=["gradients", "ig", "smoothgrad", "eg", "xrai"],
+                  labels=[f"digit {d}" for d in range(10)], out="report.html", fast=True, sanity_examples=2)
+page = path.read_text()
+print(path, f"{len(page) / 1024:.0f} KiB")
+display(HTML(f'<iframe srcdoc="{html.escape(page)}" style="width: 100%; height: 900px; border: 0"></iframe>'))"""),
+]
+
 
 def write(name, cells):
     nb = new_notebook(
@@ -278,3 +318,4 @@ if __name__ == "__main__":
     write("02_text_embeddings.ipynb", TEXT)
     write("03_savedmodel_and_callback.ipynb", WORKFLOWS)
     write("04_keras_hub_text.ipynb", KERAS_HUB)
+    write("05_report.ipynb", REPORT)

@@ -396,6 +396,61 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """``tf-pathattr report``: :func:`tf_pathattr.report.report` on a model file and an input file."""
+    from . import methods as _methods
+    from .report import report
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise CLIError(f"--out: expected an .html file, got {args.out}")
+    if not out.parent.exists():
+        raise CLIError(f"--out: folder {out.parent} does not exist")
+    if args.scale is not None and args.preprocess is not None:
+        raise CLIError("--scale and --preprocess: give one of them, not both")
+    names = [n for part in (args.methods or []) for n in part.split(",") if n] or None
+    for name in names or ():
+        try:
+            _methods.registry.canonical(name)
+        except ValueError as exc:
+            raise CLIError(f"--methods: {exc}".replace("method: ", "", 1)) from None
+    options = _method_options(args.options)
+    if any(not isinstance(v, dict) for v in options.values()):
+        raise CLIError(
+            '--options: expected a JSON object per method, e.g. \'{"integrated_gradients": {"n_steps": 32}}\''
+        )
+    labels = None
+    if args.labels is not None:
+        try:
+            labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines()]
+        except OSError as exc:
+            raise CLIError(f"--labels: cannot read {args.labels}: {_first_line(exc)}") from None
+    model, shape = load_model(args.model)
+    x, display = load_input(args.input, shape, scale=args.scale, preprocess=args.preprocess)
+    if is_image_file(args.input):
+        how = f"--preprocess {args.preprocess}" if args.preprocess else f"--scale {args.scale or '0,1'}"
+        print(f"input {args.input}: image scaled with {how}")
+    try:
+        path = report(
+            model,
+            x,
+            args.target,
+            methods=names,
+            out=out,
+            labels=labels,
+            max_examples=args.max_examples,
+            sanity_check=not args.no_sanity_check,
+            options=options,
+            display=display,
+            fast=args.fast,
+            progress=True,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CLIError(_first_line(exc)) from None
+    print(f"wrote {path}")
+    return 0
+
+
 def _beam_available() -> bool:
     try:
         import apache_beam  # noqa: F401
@@ -572,6 +627,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", action="store_true", help="with --out FILE.npy: also write signed overlays as FILE.png")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per call (default 32)")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("report", parents=common, help="one HTML page comparing the methods on a model")
+    p.add_argument("--model", required=True, help=".keras / .h5 / .hdf5 file or SavedModel folder")
+    p.add_argument("--input", required=True, help=".npy array (used as it is) or PNG / JPEG image")
+    p.add_argument("--out", default="tf_pathattr_report.html", help="the HTML file (default tf_pathattr_report.html)")
+    p.add_argument("--methods", nargs="+", default=None, help="method names (default: every method that applies)")
+    p.add_argument("--labels", default=None, help="text file with one class name per line")
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=None,
+        help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
+    )
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs",
+    )
+    p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
+    p.add_argument("--options", default=None, help='per-method options as JSON, e.g. \'{"ig": {"n_steps": 32}}\'')
+    p.add_argument("--max-examples", type=int, default=16, help="explain at most this many examples (default 16)")
+    p.add_argument("--no-sanity-check", action="store_true", help="skip the model-randomization sanity check")
+    p.add_argument("--fast", action="store_true", help="the registry's small options (a quick look)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "explain-dataset",
         parents=common,

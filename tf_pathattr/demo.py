@@ -5,7 +5,8 @@ The model is a two-layer tanh CNN trained for a few seconds on scikit-learn's 8x
 file under ``$TF_PATHATTR_CACHE`` or ``~/.cache/tf_pathattr/``. :func:`run_demo` explains a handful
 of test digits with every method in ``tpa.METHODS`` (options from :func:`demo_options`), and writes
 ``attributions.png`` (inputs and one signed overlay column per method), ``metrics.md`` and
-``metrics.json`` (completeness gap, time per call, deletion AUC when ``tpa.metrics.deletion`` exists).
+``metrics.json`` (completeness gap, time per call, deletion AUC when ``tpa.metrics.deletion`` exists),
+and ``report.html`` (:func:`tf_pathattr.report.report` of the same digits and methods).
 """
 
 from __future__ import annotations
@@ -132,6 +133,29 @@ def _first_array(attr):
     return np.asarray(attr.numpy() if hasattr(attr, "numpy") else attr)
 
 
+def _write_report(model, x, maps, path, x_tr, y_tr, quick: bool, warn):
+    """``tpa.report`` of the methods that ran, with the demo's options (``None`` if it fails, with a warning)."""
+    from .report import report
+
+    options = {name: demo_options(name, x, x_tr, y_tr, quick=quick) for name in maps}
+    try:
+        return str(
+            report(
+                model,
+                x,
+                methods=list(maps),
+                out=path,
+                labels=[f"digit {d}" for d in range(10)],
+                options=options,
+                sanity_examples=2 if quick else 4,
+                title="tf_pathattr demo: digits CNN",
+            )
+        )
+    except Exception as exc:  # the report is an extra of the demo: one warning line, the rest stands
+        warn(f"warning: report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return None
+
+
 def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, warn=print):
     """Explain a few digits with every method; write the picture and the metrics table into ``out``."""
     import tf_pathattr as tpa
@@ -208,4 +232,5 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
             cells.append("n/a" if r.get("deletion_auc") is None else f"{r['deletion_auc']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    info["report"] = _write_report(model, x, maps, out / "report.html", x_tr, y_tr, quick, warn)
     return info

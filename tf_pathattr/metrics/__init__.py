@@ -14,5 +14,6 @@ from .deletion_insertion import CurveResult, deletion, insertion  # noqa: F401
 from .infidelity import infidelity, sensitivity_max  # noqa: F401
 from .mu_fidelity import mu_fidelity  # noqa: F401
 from .pic import ComputePicMetricError, compute_pic_metric, pic  # noqa: F401
+from .randomization import RandomizationResult, model_randomization  # noqa: F401
 from .road import road  # noqa: F401
 from .smoothness import total_variation  # noqa: F401
