@@ -506,3 +506,33 @@ def test_bad_input(spec, case, x_img, image_model, text):
     if case == "int_inputs_without_layer" and spec.layer is not True:
         # a method that cannot take layer= must not advise passing it
         assert not re.search(r"(?i)pass layer=", message), message
+
+
+# --------------------------------------------------------------------------------------------------
+# wrapping methods take their base method's baselines (issue 18 item 1)
+
+
+def _wrapper_default_base(spec):
+    import inspect
+
+    return inspect.signature(spec.function).parameters["base_method"].default
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in methods("test_wrapping_methods_take_the_base_baseline") if s.values[0].wraps_method]
+)
+def test_wrapping_methods_take_the_base_baseline(spec, x_img, image_model):
+    """A wrapping method declares the baseline option of its (default) base method and passes the
+    baseline on: the result changes with it, and a complete wrapper meets the base target with it."""
+    base = registry.get(_wrapper_default_base(spec))
+    assert spec.baseline_option == base.baseline_option, (spec.baseline_option, base.baseline_option)
+    assert registry.wrapped_baseline_option(spec, {}) == base.baseline_option
+    option = base.baseline_option
+    assert option is not None
+    half = np.full_like(x_img, 0.5)
+    with_zero = explain(spec, image_model, x_img, TARGETS, **{option: np.zeros_like(x_img)})
+    with_half = explain(spec, image_model, x_img, TARGETS, **{option: half})
+    assert rel_diff(with_half, with_zero) > 1e-3, "the baseline was ignored"
+    if spec.completeness is not None:
+        res, delta = explain(spec, image_model, x_img, TARGETS, return_convergence_delta=True, **{option: x_img})
+        np.testing.assert_allclose(np.asarray(delta), 0.0, atol=1e-4)

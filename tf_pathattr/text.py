@@ -583,7 +583,7 @@ def token_attributions(
 
     # baseline at the attributed positions, real embeddings elsewhere
     opts = dict(method_options)
-    b_opt = spec.baseline_option
+    b_opt = _registry.wrapped_baseline_option(spec, opts)  # IDGI / noise tunnel: their base method's option
     user_baseline = not (isinstance(baseline, str) and baseline == "auto")
     if b_opt == "baseline" and "baseline" not in opts:
         kind = baseline if user_baseline else ("mask" if mask_id is not None else "pad")

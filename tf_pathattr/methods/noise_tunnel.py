@@ -393,6 +393,8 @@ SPEC = MethodSpec(
     stochastic=True,
     layer="noise_tunnel perturbs the inputs; it does not support layer= attribution",
     wraps_method=True,
+    # the default base method's (IG's) option, passed through unchanged (not perturbed)
+    baseline_option="baseline",
     test_options={"nt_samples": 2, "n_steps": 8, "seed": 0},
 )
 
