@@ -87,7 +87,9 @@ def test_every_registered_method_runs_on_each_keras_hub_model(models, name, meth
     np.testing.assert_array_equal(res.attributions[1, 6:], 0.0)  # padding: exactly 0 and excluded
     assert not res.mask[1, 6:].any() and res.mask[0].all()
     assert np.max(np.abs(res.scores)) > 0.0
-    np.testing.assert_allclose(res.scores, res.attributions.sum(-1), rtol=1e-6, atol=1e-9)
+    reduced = res.attributions.sum(-1) if spec.completeness is not None else res.l2
+    assert res.reduction == ("sum" if spec.completeness is not None else "l2")
+    np.testing.assert_allclose(res.scores, reduced, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(res.l2, np.linalg.norm(res.attributions, axis=-1), rtol=1e-5, atol=1e-9)
 
 

@@ -7,8 +7,8 @@ point. For a keras-hub ``CausalLM`` the same ``ReversibleEmbedding`` also comput
 (``token_embedding(h, reverse=True)``); only the lookup is replaced, the projection keeps using the
 real weights (:mod:`tf_pathattr.engine.layers`).
 
-* :func:`token_attributions` - per-token scores ``[B, T]`` (sum over the embedding axis; the L2 norm
-  too) next to the full ``[B, T, E]`` map, for any registered method that takes ``layer=``;
+* :func:`token_attributions` - per-token scores ``[B, T]`` (the signed sum over the embedding axis
+  for methods with a completeness target, the L2 norm for the others; both kept) next to the full ``[B, T, E]`` map, for any registered method that takes ``layer=``;
   padding positions are exactly 0 and excluded; token strings when a tokenizer is given.
 * Targets for language models (``[B, T, V]`` logits): :func:`next_token` (a given token, or the
   model's own greedy one, as a log-probability or a logit) and :func:`continuation` (the sum of the
@@ -304,7 +304,12 @@ class TokenAttributions:
     Attributes
     ----------
     scores : ndarray ``[B, T]``
-        Per-token score: the attributions summed over the embedding axis (signed); 0 where not attributed.
+        Per-token score, reduced over the embedding axis as ``reduction`` says; 0 where not attributed.
+    reduction : {"sum", "l2"}
+        How ``scores`` was reduced from ``attributions``: ``"sum"`` (signed; the default for methods
+        with a completeness target, whose token scores then add up to ``F(x) - F(baseline)``) or
+        ``"l2"`` (= ``l2``; the default for methods without one, e.g. plain gradients, whose signed
+        sum behind a LayerNorm is ~0 at every token because the norm's Jacobian removes the mean).
     l2 : ndarray ``[B, T]``
         Per-token L2 norm of the attribution vector (unsigned); 0 where not attributed.
     attributions : ndarray ``[B, T, E]``
@@ -332,6 +337,7 @@ class TokenAttributions:
     delta: Optional[np.ndarray] = None
     target_tokens: Optional[np.ndarray] = None
     extra: dict = field(default_factory=dict)
+    reduction: str = "sum"
 
     def pairs(self, i: int = 0, kind: str = "scores"):
         """``[(token, score), ...]`` over the attributed positions of example ``i``."""
@@ -418,6 +424,7 @@ def token_attributions(
     keep_special: bool = False,
     attributed=None,
     return_convergence_delta: bool = False,
+    reduction: str = "auto",
     **method_options,
 ) -> TokenAttributions:
     """Attribute a text model's output to its input tokens.
@@ -460,6 +467,11 @@ def token_attributions(
         Restrict the attributed positions further.
     return_convergence_delta : bool
         Fill ``delta`` (for methods with a completeness target).
+    reduction : {"auto", "sum", "l2"}
+        How ``scores`` reduces the embedding axis. ``"auto"``: the signed sum for methods with a
+        completeness target (registry ``completeness``), the L2 norm for the others (plain
+        gradients, SmoothGrad...: their signed sum carries no completeness meaning, and behind a
+        LayerNorm it is ~0 at every token). The result's ``reduction`` field names the one used.
     **method_options
         Passed to the method (``n_steps``, ``internal_batch_size``, ...).
 
@@ -467,6 +479,8 @@ def token_attributions(
     -------
     TokenAttributions
     """
+    if reduction not in ("auto", "sum", "l2"):
+        raise ValueError(f"reduction must be 'auto', 'sum' or 'l2', got {reduction!r}")
     spec = _registry.get(method) if isinstance(method, str) else _registry.spec_of(method)
     if spec is None:
         raise TypeError("method must be a registered method name or function (see tpa.METHODS)")
@@ -617,9 +631,13 @@ def token_attributions(
         raise ValueError(f"method {spec.name!r} returned shape {attr.shape}, expected {tuple(acts.shape)}")
     attr = np.where(mask[..., None], attr, 0.0).astype(np.float32)
     tokens_str = token_strings(tokenizer, ids_np) if tokenizer is not None else None
+    l2 = np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32)
+    if reduction == "auto":
+        reduction = "sum" if spec.completeness is not None else "l2"
     return TokenAttributions(
-        scores=attr.sum(-1),
-        l2=np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32),
+        scores=attr.sum(-1) if reduction == "sum" else l2,
+        reduction=reduction,
+        l2=l2,
         attributions=attr,
         mask=mask,
         token_ids=ids_np,
