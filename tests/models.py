@@ -193,6 +193,18 @@ def text_model(vocab=20, length=6, dim=4, classes=3, recurrent=False, seed=0, la
     return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
 
 
+def linear_text_model(vocab=20, length=6, dim=4, classes=3, seed=0):
+    """Token ids ``[B, length]`` -> ``Embedding(name="embedding")`` -> Flatten -> ``Dense(classes, name="logits")``.
+
+    Linear in the embedding output: its gradient there is the ``logits`` kernel (reshaped to
+    ``[length, dim]``) at every point, so any average of layer gradients equals it exactly.
+    """
+    keras.utils.set_random_seed(seed)
+    ids_in = keras.Input((length,), dtype="int32")
+    h = keras.layers.Flatten()(keras.layers.Embedding(vocab, dim, name="embedding")(ids_in))
+    return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
+
+
 def embedding_tail(model):
     """The part of a :func:`text_model` after its Embedding, as a model on embeddings ``[B, L, dim]``.
 

@@ -306,7 +306,11 @@ def integrated_gradients_auto(
         if internal_batch_size is None
         else _shapes.check_positive_int(internal_batch_size, "internal_batch_size")
     )
-    compact = problem.target.kind != _targets.CALLABLE and problem.layer is None
+    compact = (
+        problem.target.kind != _targets.CALLABLE
+        and problem.layer is None
+        and not getattr(problem.model, "grouped_rows", False)  # the noise tunnel's layer-space model
+    )
     pad = bool(jit_compile) or not compact
     rows = max(ibs, 1 if compact else batch)
     tables = nested_tables(levels)
