@@ -171,37 +171,6 @@ def test_zero_input_layer_baseline_is_the_activation_at_a_zero_input():
     assert np.abs(zeros - closed).max() > 0.1
 
 
-def test_zero_input_baseline_for_every_method_with_layer_and_a_baseline():
-    """Every registered method that takes layer= and a baseline option accepts "zero_input" (on a
-    text model: the embedding of id 0 at every position); methods with a completeness target meet
-    F(x) - F(0 input)."""
-    import models as zoo
-    from tf_pathattr.methods import registry
-
-    model, ids = zoo.text_model(), zoo.ids(3)
-    emb = model.get_layer("embedding")(ids).numpy()
-    gap = model(ids).numpy()[:, 1] - model(np.zeros_like(ids)).numpy()[:, 1]
-    seen = []
-    for spec in registry.specs():
-        if spec.layer is not True or registry.wrapped_baseline_option(spec, {}) != "baseline":
-            continue
-        opts = spec.options_for(emb)
-        if spec.completeness is not None:
-            opts["return_convergence_delta"] = True
-        res = spec.function(model, ids, 1, layer="embedding", baseline="zero_input", **opts)
-        seen.append(spec.name)
-        if spec.completeness is None:
-            continue
-        attr, delta = res[0], np.asarray(res[1])
-        attr = attr[0] if spec.output == "split" else attr
-        assert np.all(np.isfinite(np.asarray(attr)))
-        if spec.stochastic or delta.ndim != 1 or spec.output != "inputs":
-            continue  # the noise tunnel's target is mean_j F(x + eps_j) - F(x'); SIG's delta is per word
-        total = np.asarray(attr).reshape(3, -1).sum(1)
-        np.testing.assert_allclose(total - delta, gap, rtol=1e-4, atol=1e-5, err_msg=spec.name)
-    assert "integrated_gradients" in seen and "important_direction_gradient_integration" in seen
-
-
 def test_zero_input_without_layer_is_refused():
     model, _ = _hidden_layer_model()
     with pytest.raises(ValueError, match="zero_input.*layer="):
