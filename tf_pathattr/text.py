@@ -675,7 +675,8 @@ def generation_attributions(
     """Attribute every continuation token to every prompt token: ``[B, T_out, T_in]``.
 
     Row ``t`` is the attribution of ``score(x_{P+t} | x_{<P+t})`` (teacher forced) to the prompt
-    tokens ``0..P-1`` (columns ``>= P`` are 0): exactly :func:`token_attributions` with
+    tokens ``0..P-1`` (columns ``>= P`` are 0; token scores reduced as :func:`token_attributions`'
+    ``reduction`` says, returned as ``result["reduction"]``): exactly :func:`token_attributions` with
     ``target=next_token(x_{P+t}, position=P+t-1)`` and only the prompt attributed. Output tokens are
     explained ``output_batch_size`` at a time: the batch is replicated once per output token and
     sent through the method in one call (the last group is padded to the same size, so one trace
@@ -692,8 +693,8 @@ def generation_attributions(
     matrix : ndarray ``[B, T_out, T]`` with ``T_out = T - prompt_length`` (rows of padded
         continuation tokens are 0)
     result : dict with ``"tokens"`` (continuation token ids ``[B, T_out]``), ``"valid"``
-        (``[B, T_out]`` real continuation tokens), ``"l2"`` (``[B, T_out, T]``, per-token L2 norms) and
-        ``"token_strings"`` (``[B][T]`` with a tokenizer, else ``None``)
+        (``[B, T_out]`` real continuation tokens), ``"l2"`` (``[B, T_out, T]``, per-token L2 norms),
+        ``"reduction"`` (how ``matrix`` reduced the embedding axis) and ``"token_strings"`` (``[B][T]`` with a tokenizer, else ``None``)
     """
     _check_score(score)
     if preprocessor is not None and tokenizer is None:
@@ -728,6 +729,7 @@ def generation_attributions(
     if options.get("attributed") is not None:
         prompt_mask &= np.asarray(options.pop("attributed")).astype(bool)
     g = min(output_batch_size, n_out)
+    reduction = "sum"
     matrix = np.zeros((batch, n_out, length), np.float32)
     l2 = np.zeros((batch, n_out, length), np.float32)
     for start in range(0, n_out, g):
@@ -745,6 +747,7 @@ def generation_attributions(
             attributed=np.tile(prompt_mask, (g, 1)),
             **options,
         )
+        reduction = res.reduction
         sc = res.scores.reshape(g, batch, length)
         nn = res.l2.reshape(g, batch, length)
         for r, t in enumerate(ts):
@@ -755,5 +758,6 @@ def generation_attributions(
         "tokens": cont,
         "valid": valid,
         "l2": l2,
+        "reduction": reduction,
         "token_strings": token_strings(tokenizer, ids) if tokenizer is not None else None,
     }
