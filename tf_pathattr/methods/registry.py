@@ -102,7 +102,9 @@ class MethodSpec:
     baseline_option : str or None
         The keyword option that takes the path's starting point(s) in the attributed space
         (``"baseline"``, ``"background"``, ``"references"``), or ``None`` when the method has none;
-        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it.
+        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it. A wrapping
+        method (``wraps_method``) declares its default base method's option and passes the value on;
+        :func:`wrapped_baseline_option` gives the option of the base method a call actually runs.
     test_options : mapping
         Small, fast options for the contract tests, benchmarks and the demo; a value may be a
         callable ``f(x_numpy) -> value`` of the probe batch.
