@@ -170,8 +170,12 @@ def two_input_models(seed=0, widths=(3, 2), classes=3):
     return list_model, dict_model
 
 
-def text_model(vocab=20, length=6, dim=4, classes=3, recurrent=False, seed=0):
+def text_model(vocab=20, length=6, dim=4, classes=3, recurrent=False, seed=0, layer_norm=False):
     """Integer token ids ``[B, length]`` -> ``Embedding(vocab, dim, name="embedding")`` -> pooling or GRU -> Dense.
+
+    ``layer_norm=True`` puts a ``LayerNormalization(name="norm")`` right after the Embedding: the
+    gradient with respect to the embedding output then sums to exactly 0 over the embedding axis at
+    every position (LayerNorm's Jacobian annihilates the all-ones vector), like a transformer's.
 
     ``recurrent=False``: ``GlobalAveragePooling1D -> Dense(8, tanh) -> Dense(classes)`` (smooth,
     see :func:`embedding_tail` for the same function on embeddings); ``recurrent=True``:
@@ -181,11 +185,25 @@ def text_model(vocab=20, length=6, dim=4, classes=3, recurrent=False, seed=0):
     keras.utils.set_random_seed(seed)
     ids_in = keras.Input((length,), dtype="int32")
     h = keras.layers.Embedding(vocab, dim, name="embedding")(ids_in)
+    if layer_norm:
+        h = keras.layers.LayerNormalization(name="norm")(h)
     if recurrent:
         h = keras.layers.GRU(8, name="gru")(h)
     else:
         h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
         h = keras.layers.Dense(8, activation="tanh", name="hidden")(h)
+    return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
+
+
+def linear_text_model(vocab=20, length=6, dim=4, classes=3, seed=0):
+    """Token ids ``[B, length]`` -> ``Embedding(name="embedding")`` -> Flatten -> ``Dense(classes, name="logits")``.
+
+    Linear in the embedding output: its gradient there is the ``logits`` kernel (reshaped to
+    ``[length, dim]``) at every point, so any average of layer gradients equals it exactly.
+    """
+    keras.utils.set_random_seed(seed)
+    ids_in = keras.Input((length,), dtype="int32")
+    h = keras.layers.Flatten()(keras.layers.Embedding(vocab, dim, name="embedding")(ids_in))
     return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
 
 

@@ -134,3 +134,44 @@ def test_methods_with_a_random_baseline_recipe_take_seed(name):
     assert np.abs(a - c).max() > 1e-3 * np.abs(a).max()
     # seed=None keeps the recipe's seed: the same as passing the recipe's seed (0) explicitly
     np.testing.assert_array_equal(run(), run(seed=0))
+
+
+def _hidden_layer_model():
+    """zoo.dense_head with a nonzero hidden bias: the hidden layer's output at a zero input,
+    tanh(b1), is not zero (so captum's layer baseline differs from zeros in the layer's space)."""
+    import models as zoo
+
+    model = zoo.dense_head(3, classes=2, hidden=4, seed=0)
+    hidden = model.layers[0]
+    w, _ = hidden.get_weights()
+    hidden.set_weights([w, np.array([0.7, -0.4, 0.3, 1.1], np.float32)])
+    return model, hidden
+
+
+def test_zero_input_layer_baseline_is_the_activation_at_a_zero_input():
+    """Issue 18 item 10: baseline="zero_input" with layer= is captum's layer baseline, the layer's
+    activation at an all-zero model input. The head after the layer is linear, so layer IG has the
+    closed form w_c * (h(x) - h(0)) and sums to F(x) - F(0 input)."""
+    model, hidden = _hidden_layer_model()
+    x = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
+    w1, b1 = hidden.get_weights()
+    w2, b2 = model.layers[1].get_weights()
+    h_x, h_0 = np.tanh(x @ w1 + b1), np.tanh(b1)
+    closed = w2[:, 1] * (h_x - h_0)
+    attr, delta = tpa.integrated_gradients(
+        model, x, 1, layer=hidden, baseline="zero_input", n_steps=8, return_convergence_delta=True
+    )
+    np.testing.assert_allclose(attr.numpy(), closed, rtol=1e-5, atol=1e-6)
+    gap = model(x).numpy()[:, 1] - model(np.zeros_like(x)).numpy()[:, 1]
+    np.testing.assert_allclose(attr.numpy().sum(1), gap, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(delta.numpy(), 0.0, atol=1e-5)
+    # the default layer baseline is zeros in the layer's space: a different answer here
+    zeros = tpa.integrated_gradients(model, x, 1, layer=hidden, n_steps=8).numpy()
+    np.testing.assert_allclose(zeros, w2[:, 1] * h_x, rtol=1e-5, atol=1e-6)
+    assert np.abs(zeros - closed).max() > 0.1
+
+
+def test_zero_input_without_layer_is_refused():
+    model, _ = _hidden_layer_model()
+    with pytest.raises(ValueError, match="zero_input.*layer="):
+        tpa.integrated_gradients(model, np.ones((2, 3), np.float32), 1, baseline="zero_input")

@@ -606,3 +606,74 @@ def test_known_defects_ledger_only_shrinks_and_every_entry_carries_its_diagnosis
         if path.name in ("test_contract.py", "test_architectures.py"):
             continue
         assert "mark.xfail" not in path.read_text(), f"{path.name}: an xfail outside the KNOWN_DEFECTS ledger"
+
+
+# wrapping methods take their base method's baselines (issue 18 item 1)
+
+
+def _wrapper_default_base(spec):
+    import inspect
+
+    return inspect.signature(spec.function).parameters["base_method"].default
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in methods("test_wrapping_methods_take_the_base_baseline") if s.values[0].wraps_method]
+)
+def test_wrapping_methods_take_the_base_baseline(spec, x_img, image_model):
+    """A wrapping method declares the baseline option of its (default) base method and passes the
+    baseline on: the result changes with it, and a complete wrapper meets the base target with it."""
+    base = registry.get(_wrapper_default_base(spec))
+    assert spec.baseline_option == base.baseline_option, (spec.baseline_option, base.baseline_option)
+    assert registry.wrapped_baseline_option(spec, {}) == base.baseline_option
+    option = base.baseline_option
+    assert option is not None
+    half = np.full_like(x_img, 0.5)
+    with_zero = explain(spec, image_model, x_img, TARGETS, **{option: np.zeros_like(x_img)})
+    with_half = explain(spec, image_model, x_img, TARGETS, **{option: half})
+    assert rel_diff(with_half, with_zero) > 1e-3, "the baseline was ignored"
+    if spec.completeness is not None:
+        res, delta = explain(spec, image_model, x_img, TARGETS, return_convergence_delta=True, **{option: x_img})
+        np.testing.assert_allclose(np.asarray(delta), 0.0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# captum's layer baseline (issue 18 item 10)
+
+
+def _takes_layer_and_baseline(spec):
+    return spec.layer is True and registry.wrapped_baseline_option(spec, {}) == "baseline"
+
+
+@pytest.mark.parametrize(
+    "spec", [p for p in methods("test_zero_input_layer_baseline") if _takes_layer_and_baseline(p.values[0])]
+)
+def test_zero_input_layer_baseline(spec, text):
+    """Every method with layer= and a baseline accepts baseline="zero_input" (the layer's activation at
+    an all-zero model input: here the embedding of id 0 at every position) and equals the same method
+    on the model's tail from that embedding; complete methods meet F(x) - F(0 input)."""
+    model, tail, ids = text
+    emb = model.get_layer("embedding")(ids).numpy()
+    zero_emb = model.get_layer("embedding")(np.zeros_like(ids)).numpy()
+    res = explain(spec, model, ids, TARGETS, opts_from=emb, layer="embedding", baseline="zero_input")
+    check_result(spec, res, emb)
+    assert rel_diff(res, explain(spec, tail, emb, TARGETS, baseline=zero_emb)) <= FLOAT_TOL
+    if spec.completeness is None or spec.stochastic or spec.output != "inputs":
+        return  # the noise tunnel's target is mean_j F(x + eps_j) - F(x'); Split IG returns two parts
+    attr, delta = explain(
+        spec,
+        model,
+        ids,
+        TARGETS,
+        opts_from=emb,
+        layer="embedding",
+        baseline="zero_input",
+        return_convergence_delta=True,
+    )
+    delta = np.asarray(delta)
+    if delta.ndim != 1:
+        return  # SIG: one delta per word
+    out_x, out_0 = model(ids).numpy(), model(np.zeros_like(ids)).numpy()
+    gap = out_x[np.arange(B), TARGETS] - out_0[np.arange(B), TARGETS]
+    total = np.asarray(attr).reshape(B, -1).sum(1)
+    np.testing.assert_allclose(total - delta, gap, rtol=1e-4, atol=1e-5)

@@ -87,7 +87,9 @@ def test_every_registered_method_runs_on_each_keras_hub_model(models, name, meth
     np.testing.assert_array_equal(res.attributions[1, 6:], 0.0)  # padding: exactly 0 and excluded
     assert not res.mask[1, 6:].any() and res.mask[0].all()
     assert np.max(np.abs(res.scores)) > 0.0
-    np.testing.assert_allclose(res.scores, res.attributions.sum(-1), rtol=1e-6, atol=1e-9)
+    reduced = res.attributions.sum(-1) if spec.completeness is not None else res.l2
+    assert res.reduction == ("sum" if spec.completeness is not None else "l2")
+    np.testing.assert_allclose(res.scores, reduced, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(res.l2, np.linalg.norm(res.attributions, axis=-1), rtol=1e-5, atol=1e-9)
 
 
@@ -269,3 +271,23 @@ def test_seq2seq_encoder_tokens_explain_a_decoder_token():
     np.testing.assert_allclose(res.attributions.reshape(2, -1).sum(1), gap, rtol=1e-3, atol=1e-6)
     with pytest.raises(ValueError, match="decoder-only"):
         tpa.text.generation_attributions(bart, x, 2)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert"])
+def test_idgi_integrates_from_the_padding_baseline_like_ig(models, name):
+    """Issue 18 item 1: IDGI takes the pad/[MASK] baseline of its base method (IG). Both are complete
+    against F(x) - F(x padded), so their token-score sums agree to IG's quadrature error (|delta| of IG);
+    from a zero embedding (the old behaviour) the sums differ by far more than that."""
+    model, x = models[name], batch(name)
+    target = target_for(name)
+    ig = tpa.text.token_attributions(model, x, target, n_steps=64, return_convergence_delta=True)
+    idgi = tpa.text.token_attributions(model, x, target, method="idgi", n_steps=64, return_convergence_delta=True)
+    ig_sum, idgi_sum = ig.scores.sum(1), idgi.scores.sum(1)
+    quad = np.abs(ig.delta) + 1e-5  # IG's own quadrature error, plus float32 rounding
+    np.testing.assert_array_less(np.abs(idgi_sum - ig_sum), 2 * quad)
+    np.testing.assert_allclose(idgi.delta, 0.0, atol=1e-4)  # exact telescoping against the same target
+    padded = tpa.text.token_attributions(model, x, target, method="idgi", n_steps=64, baseline="pad")
+    np.testing.assert_allclose(padded.attributions, idgi.attributions, rtol=1e-5, atol=1e-7)
+    # the tolerance is meaningful: IDGI from a zero embedding (the old behaviour) misses it
+    zero = tpa.text.token_attributions(model, x, target, method="idgi", n_steps=64, baseline="zeros")
+    assert np.max(np.abs(zero.scores.sum(1) - ig_sum) - 2 * quad) > 0

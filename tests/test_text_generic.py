@@ -63,3 +63,27 @@ def test_attributed_option_and_zeros_baseline(rng):
     np.testing.assert_array_equal(res.attributions[~keep], 0.0)
     with pytest.raises(ValueError, match="attributed must be a bool array of shape"):
         tpa.text.token_attributions(model, [ids, mask], 0, attributed=np.ones((2, 6), bool))
+
+
+def test_gradients_default_to_the_l2_score_after_a_layer_norm():
+    """Issue 18 item 8: raw gradients summed over the embedding axis are ~0 behind a LayerNorm (its
+    Jacobian annihilates the ones vector), so methods without completeness report the L2 score by
+    default and name the reduction; complete methods keep the signed sum."""
+    import models as zoo
+
+    model = zoo.text_model(layer_norm=True)
+    ids = zoo.ids(2)
+    res = tpa.text.token_attributions(model, ids, 1, method="gradients")
+    raw_sum = res.attributions.sum(-1)
+    assert np.max(np.abs(raw_sum)) < 1e-5 * np.max(res.l2)  # the defect: the signed sum carries nothing
+    assert res.reduction == "l2"
+    np.testing.assert_array_equal(res.scores, res.l2)
+    assert np.min(res.scores[res.mask]) > 0
+    signed = tpa.text.token_attributions(model, ids, 1, method="gradients", reduction="sum")
+    assert signed.reduction == "sum"
+    np.testing.assert_allclose(signed.scores, raw_sum, atol=1e-7)
+    ig = tpa.text.token_attributions(model, ids, 1, n_steps=16)
+    assert ig.reduction == "sum"
+    np.testing.assert_allclose(ig.scores, ig.attributions.sum(-1), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="reduction"):
+        tpa.text.token_attributions(model, ids, 1, method="gradients", reduction="max")

@@ -9,6 +9,11 @@ draw ``k`` does not depend on ``n``.
 ``preprocess`` (every constructor) maps baselines drawn in *raw* input space (pixels in
 [0, 255], say) into the model's input space, with the same function the user applies to ``x``.
 
+With ``layer=`` a baseline lives in the layer's output space and defaults to zeros there. The
+named baseline :data:`ZERO_INPUT` (``baseline="zero_input"``) is instead the layer's activation at
+an all-zero *model input* (every model input zero: token id 0, a zero mask...), one per example:
+captum's ``LayerIntegratedGradients`` default, so completeness reads ``F(x) - F(0 input)``.
+
 References
 ----------
 P. Sturmfels, S. Lundberg, S.-I. Lee, "Visualizing the Impact of Feature Attribution Baselines",
@@ -25,9 +30,10 @@ import numpy as np
 import tensorflow as tf
 
 from .engine.gradients import as_numpy_seed
-from .engine.shapes import check_positive_int
+from .engine.shapes import ZERO_INPUT, check_positive_int
 
 __all__ = [
+    "ZERO_INPUT",
     "Baseline",
     "zeros",
     "constant",

@@ -7,8 +7,8 @@ point. For a keras-hub ``CausalLM`` the same ``ReversibleEmbedding`` also comput
 (``token_embedding(h, reverse=True)``); only the lookup is replaced, the projection keeps using the
 real weights (:mod:`tf_pathattr.engine.layers`).
 
-* :func:`token_attributions` - per-token scores ``[B, T]`` (sum over the embedding axis; the L2 norm
-  too) next to the full ``[B, T, E]`` map, for any registered method that takes ``layer=``;
+* :func:`token_attributions` - per-token scores ``[B, T]`` (the signed sum over the embedding axis
+  for methods with a completeness target, the L2 norm for the others; both kept) next to the full ``[B, T, E]`` map, for any registered method that takes ``layer=``;
   padding positions are exactly 0 and excluded; token strings when a tokenizer is given.
 * Targets for language models (``[B, T, V]`` logits): :func:`next_token` (a given token, or the
   model's own greedy one, as a log-probability or a logit) and :func:`continuation` (the sum of the
@@ -304,7 +304,12 @@ class TokenAttributions:
     Attributes
     ----------
     scores : ndarray ``[B, T]``
-        Per-token score: the attributions summed over the embedding axis (signed); 0 where not attributed.
+        Per-token score, reduced over the embedding axis as ``reduction`` says; 0 where not attributed.
+    reduction : {"sum", "l2"}
+        How ``scores`` was reduced from ``attributions``: ``"sum"`` (signed; the default for methods
+        with a completeness target, whose token scores then add up to ``F(x) - F(baseline)``) or
+        ``"l2"`` (= ``l2``; the default for methods without one, e.g. plain gradients, whose signed
+        sum behind a LayerNorm is ~0 at every token because the norm's Jacobian removes the mean).
     l2 : ndarray ``[B, T]``
         Per-token L2 norm of the attribution vector (unsigned); 0 where not attributed.
     attributions : ndarray ``[B, T, E]``
@@ -332,6 +337,7 @@ class TokenAttributions:
     delta: Optional[np.ndarray] = None
     target_tokens: Optional[np.ndarray] = None
     extra: dict = field(default_factory=dict)
+    reduction: str = "sum"
 
     def pairs(self, i: int = 0, kind: str = "scores"):
         """``[(token, score), ...]`` over the attributed positions of example ``i``."""
@@ -418,6 +424,7 @@ def token_attributions(
     keep_special: bool = False,
     attributed=None,
     return_convergence_delta: bool = False,
+    reduction: str = "auto",
     **method_options,
 ) -> TokenAttributions:
     """Attribute a text model's output to its input tokens.
@@ -460,6 +467,11 @@ def token_attributions(
         Restrict the attributed positions further.
     return_convergence_delta : bool
         Fill ``delta`` (for methods with a completeness target).
+    reduction : {"auto", "sum", "l2"}
+        How ``scores`` reduces the embedding axis. ``"auto"``: the signed sum for methods with a
+        completeness target (registry ``completeness``), the L2 norm for the others (plain
+        gradients, SmoothGrad...: their signed sum carries no completeness meaning, and behind a
+        LayerNorm it is ~0 at every token). The result's ``reduction`` field names the one used.
     **method_options
         Passed to the method (``n_steps``, ``internal_batch_size``, ...).
 
@@ -467,6 +479,8 @@ def token_attributions(
     -------
     TokenAttributions
     """
+    if reduction not in ("auto", "sum", "l2"):
+        raise ValueError(f"reduction must be 'auto', 'sum' or 'l2', got {reduction!r}")
     spec = _registry.get(method) if isinstance(method, str) else _registry.spec_of(method)
     if spec is None:
         raise TypeError("method must be a registered method name or function (see tpa.METHODS)")
@@ -583,7 +597,7 @@ def token_attributions(
 
     # baseline at the attributed positions, real embeddings elsewhere
     opts = dict(method_options)
-    b_opt = spec.baseline_option
+    b_opt = _registry.wrapped_baseline_option(spec, opts)  # IDGI / noise tunnel: their base method's option
     user_baseline = not (isinstance(baseline, str) and baseline == "auto")
     if b_opt == "baseline" and "baseline" not in opts:
         kind = baseline if user_baseline else ("mask" if mask_id is not None else "pad")
@@ -617,9 +631,13 @@ def token_attributions(
         raise ValueError(f"method {spec.name!r} returned shape {attr.shape}, expected {tuple(acts.shape)}")
     attr = np.where(mask[..., None], attr, 0.0).astype(np.float32)
     tokens_str = token_strings(tokenizer, ids_np) if tokenizer is not None else None
+    l2 = np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32)
+    if reduction == "auto":
+        reduction = "sum" if spec.completeness is not None else "l2"
     return TokenAttributions(
-        scores=attr.sum(-1),
-        l2=np.sqrt((attr.astype(np.float64) ** 2).sum(-1)).astype(np.float32),
+        scores=attr.sum(-1) if reduction == "sum" else l2,
+        reduction=reduction,
+        l2=l2,
         attributions=attr,
         mask=mask,
         token_ids=ids_np,
@@ -657,7 +675,8 @@ def generation_attributions(
     """Attribute every continuation token to every prompt token: ``[B, T_out, T_in]``.
 
     Row ``t`` is the attribution of ``score(x_{P+t} | x_{<P+t})`` (teacher forced) to the prompt
-    tokens ``0..P-1`` (columns ``>= P`` are 0): exactly :func:`token_attributions` with
+    tokens ``0..P-1`` (columns ``>= P`` are 0; token scores reduced as :func:`token_attributions`'
+    ``reduction`` says, returned as ``result["reduction"]``): exactly :func:`token_attributions` with
     ``target=next_token(x_{P+t}, position=P+t-1)`` and only the prompt attributed. Output tokens are
     explained ``output_batch_size`` at a time: the batch is replicated once per output token and
     sent through the method in one call (the last group is padded to the same size, so one trace
@@ -674,8 +693,8 @@ def generation_attributions(
     matrix : ndarray ``[B, T_out, T]`` with ``T_out = T - prompt_length`` (rows of padded
         continuation tokens are 0)
     result : dict with ``"tokens"`` (continuation token ids ``[B, T_out]``), ``"valid"``
-        (``[B, T_out]`` real continuation tokens), ``"l2"`` (``[B, T_out, T]``, per-token L2 norms) and
-        ``"token_strings"`` (``[B][T]`` with a tokenizer, else ``None``)
+        (``[B, T_out]`` real continuation tokens), ``"l2"`` (``[B, T_out, T]``, per-token L2 norms),
+        ``"reduction"`` (how ``matrix`` reduced the embedding axis) and ``"token_strings"`` (``[B][T]`` with a tokenizer, else ``None``)
     """
     _check_score(score)
     if preprocessor is not None and tokenizer is None:
@@ -710,6 +729,7 @@ def generation_attributions(
     if options.get("attributed") is not None:
         prompt_mask &= np.asarray(options.pop("attributed")).astype(bool)
     g = min(output_batch_size, n_out)
+    reduction = "sum"
     matrix = np.zeros((batch, n_out, length), np.float32)
     l2 = np.zeros((batch, n_out, length), np.float32)
     for start in range(0, n_out, g):
@@ -727,6 +747,7 @@ def generation_attributions(
             attributed=np.tile(prompt_mask, (g, 1)),
             **options,
         )
+        reduction = res.reduction
         sc = res.scores.reshape(g, batch, length)
         nn = res.l2.reshape(g, batch, length)
         for r, t in enumerate(ts):
@@ -737,5 +758,6 @@ def generation_attributions(
         "tokens": cont,
         "valid": valid,
         "l2": l2,
+        "reduction": reduction,
         "token_strings": token_strings(tokenizer, ids) if tokenizer is not None else None,
     }

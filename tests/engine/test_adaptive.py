@@ -155,3 +155,40 @@ def test_layer_attribution_uses_grouped_rows():
     fixed = ig(model, ids, 1, layer="emb", n_steps=64)
     assert det["converged"].all()
     np.testing.assert_allclose(auto.numpy(), fixed.numpy(), atol=1e-5 * np.abs(fixed.numpy()).max())
+
+
+def _cancelling(x):
+    """relu(x1 - .5) - relu(x2 - .5): F(x) = F(0) = 0 at x = (1, 1), IG = (0.5, -0.5) exactly."""
+    return tf.nn.relu(x[:, 0:1] - 0.5) - tf.nn.relu(x[:, 1:2] - 0.5)
+
+
+@pytest.mark.parametrize("rtol", [1e-2, 1e-3])
+def test_cancelling_errors_do_not_stop_the_refinement(rtol):
+    """Issue 18 item 3: every level's sum is exact here (F(x) - F(x') = 0 and both features' errors
+    cancel), so a sum-only rule stopped at 3 nodes with (0.33, -0.33) and said converged. The rule
+    bounds the per-feature change between nested levels relative to the attribution's L1 norm; the
+    result is then within the tolerance of the closed form, or reported as not converged."""
+    x = np.array([[1.0, 1.0]], np.float32)
+    closed = np.array([[0.5, -0.5]])
+    attr, det = ig(_cancelling, x, 0, n_steps="auto", rtol=rtol, return_details=True)
+    assert det["n_steps"][0] > 3
+    err = np.abs(attr.numpy() - closed).sum()  # L1 error; ||IG||_1 = 1
+    if det["converged"][0]:
+        assert err <= rtol, (err, det)
+    else:
+        assert det["n_steps"][0] == 1023  # the whole budget spent, and said so
+    assert rtol == 1e-3 or det["converged"][0]  # a loose tolerance is met within the budget
+
+
+def test_tolerance_does_not_collapse_when_the_output_does_not_change():
+    """F(x) = F(x') with nonzero attributions: the tolerance scales with the attributions, not with
+    |F(x) - F(x')| = 0 (which needed an exact zero delta)."""
+
+    def smooth(x):  # tanh(x1)^2 - tanh(x2)^2: F(x) = F(0) = 0 at x1 = x2, IG = (t^2, -t^2)
+        return tf.tanh(x[:, 0:1]) ** 2 - tf.tanh(x[:, 1:2]) ** 2
+
+    x = np.array([[1.5, 1.5]], np.float32)
+    t2 = np.tanh(1.5) ** 2
+    attr, det = ig(smooth, x, 0, n_steps="auto", rtol=1e-3, return_details=True)
+    assert det["converged"][0] and det["n_steps"][0] < 1023
+    np.testing.assert_allclose(attr.numpy(), [[t2, -t2]], atol=1e-3 * 2 * t2)

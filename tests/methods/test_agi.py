@@ -36,7 +36,7 @@ def images():
     return np.random.default_rng(0).random((3, 8, 8, 3)).astype(np.float32)
 
 
-def agi_restated(model, x, c, classes, eps, max_iter, compat, clip=(0.0, 1.0)):
+def agi_restated(model, x, c, classes, eps, max_iter, compat, clip=None):
     """One example, one walk per false class, plain Python loop (the released per-image algorithm)."""
 
     @tf.function
@@ -146,3 +146,23 @@ def test_errors(cnn, images):
         agi(cnn, images, 0, clip=(1.0, 0.0))
     with pytest.raises(ValueError, match="class_selection"):
         agi(cnn, images, 0, class_selection="top")
+
+
+def test_no_box_by_default_and_a_given_box_must_hold_the_inputs(cnn):
+    """Issue 18 item 2: inputs in [-1, 1] (standardised) were moved into the old default box (0, 1) at
+    the first step, silently. Now the walk has no box unless one is given, and a box that does not
+    hold the inputs is refused, naming clip=."""
+    x = np.random.default_rng(1).uniform(-1.0, 1.0, (2, 8, 8, 3)).astype(np.float32)
+    fc = np.array([[1, 3], [0, 4]])
+    attr = agi(cnn, x, [0, 2], false_classes=fc, max_iter=4).numpy()
+    for b in range(2):
+        free = agi_restated(cnn, x[b], [0, 2][b], fc[b], 0.05, 4, False)
+        boxed = agi_restated(cnn, x[b], [0, 2][b], fc[b], 0.05, 4, False, clip=(0.0, 1.0))
+        assert np.abs(attr[b] - free).max() <= 1e-5 * np.abs(free).max()
+        assert np.abs(boxed - free).max() > 0.1 * np.abs(free).max()  # the old default was far off
+    with pytest.raises(ValueError, match=r"clip=.*outside"):
+        agi(cnn, x, 0, k=1, clip=(0.0, 1.0))
+    inside = agi(cnn, x, [0, 2], false_classes=fc, max_iter=4, clip=(-1.0, 1.0)).numpy()
+    for b in range(2):
+        ref = agi_restated(cnn, x[b], [0, 2][b], fc[b], 0.05, 4, False, clip=(-1.0, 1.0))
+        assert np.abs(inside[b] - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -255,3 +255,62 @@ def test_xrai_per_example_base_attribution_and_segments_are_tiled(toy_cnn, rng):
     opts = dict(base_attribution=base, segments=segments, min_pixel_diff=1)
     nt = tpa.noise_tunnel("xrai", toy_cnn, x, 1, stdevs=0.0, nt_samples=2, **opts)
     np.testing.assert_allclose(nt, tpa.xrai(toy_cnn, x, 1, **opts), rtol=1e-6)
+
+
+def test_smoothgrad_over_a_layer_of_a_linear_tail_is_the_exact_layer_gradient():
+    """Issue 18 item 6: ids -> Embedding -> Flatten -> Dense is linear in the embedding output, so its
+    gradient there is the Dense kernel at every point: SmoothGrad over layer= equals it exactly,
+    whatever the noise."""
+    import models as zoo
+
+    model = zoo.linear_text_model()
+    ids = zoo.ids(3)
+    kernel = model.get_layer("logits").get_weights()[0]  # [T * E, C]
+    exact = np.broadcast_to(kernel[:, 1].reshape(6, 4), (3, 6, 4))
+    sg = noise_tunnel_module.smoothgrad(model, ids, 1, layer="embedding", nt_samples=4, stdevs=0.5, seed=0)
+    np.testing.assert_allclose(sg.numpy(), exact, rtol=1e-5, atol=1e-7)
+    nt = tpa.noise_tunnel("gradients", model, ids, 1, layer="embedding", nt_samples=4, stdevs=0.5, seed=0)
+    np.testing.assert_allclose(nt.numpy(), exact, rtol=1e-5, atol=1e-7)
+
+
+def test_noise_in_the_layer_space_is_scaled_to_each_examples_activation_range():
+    """The noise goes on the layer's output, sigma_b = stdevs * (max - min of example b's activations)
+    (AllenNLP's SmoothGradient for embeddings): SmoothGrad over layer= equals the mean of the tail
+    model's gradients (plain GradientTape) at the noisy embeddings."""
+    import models as zoo
+
+    model = zoo.text_model()
+    tail = zoo.embedding_tail(model)
+    ids = zoo.ids(3)
+    emb = model.get_layer("embedding")(ids).numpy()
+    eps = np.random.default_rng(3).normal(size=(5,) + emb.shape).astype(np.float32)
+    sigma = 2.0 * (emb.reshape(3, -1).max(1) - emb.reshape(3, -1).min(1))
+    noisy = emb[None] + eps * sigma[None, :, None, None]
+    grads = []
+    for z in noisy:
+        zt = tf.constant(z)
+        with tf.GradientTape() as tape:
+            tape.watch(zt)
+            s = tail(zt)[:, 1]
+        grads.append(tape.gradient(s, zt).numpy())
+    expected = np.mean(grads, axis=0)
+    sg = noise_tunnel_module.smoothgrad(model, ids, 1, layer="embedding", nt_samples=5, stdevs=2.0, noise=eps)
+    np.testing.assert_allclose(sg.numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected - tpa.gradients(model, ids, 1, layer="embedding").numpy()).max() > 20 * (
+        1e-4 * np.abs(expected).max() + 1e-6
+    )  # the noise matters
+    # the noise tunnel over IG with the layer's baseline options (captum's zero_input too)
+    ig = tpa.noise_tunnel(
+        "ig", model, ids, 1, layer="embedding", nt_samples=5, stdevs=2.0, noise=eps, n_steps=16, baseline="zero_input"
+    )
+    zero_emb = model.get_layer("embedding")(np.zeros_like(ids)).numpy()
+    ref = np.mean([tpa.integrated_gradients(tail, z, 1, baseline=zero_emb, n_steps=16).numpy() for z in noisy], axis=0)
+    np.testing.assert_allclose(ig.numpy(), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_noise_tunnel_layer_refuses_a_base_method_without_layer():
+    import models as zoo
+
+    model = zoo.text_model()
+    with pytest.raises(ValueError, match="layer="):
+        tpa.noise_tunnel("agi", model, zoo.ids(2), 1, layer="embedding", nt_samples=2)

@@ -12,13 +12,23 @@ ReLU'(0) = 0), and a rule with end-point nodes (Clenshaw–Curtis, trapezoid) th
 fast as its end-point weight decays (measured on MobileNetV2: trapezoid needed 512 steps where
 Gauss–Legendre needed 4).
 
-Completeness gives a free error measure for the integral of ``dF/da`` along the path: after each
-level, every example's convergence delta ``delta = sum(attr) - (F(x) - F(x'))`` is compared with
-``rtol * |F(x) - F(x')|`` (plus a float32 floor of ``1e-6 (|F(x)| + |F(x')|)``); examples that meet
-it are finished and leave the computation, the others go one level up, until ``max_steps`` gradient
-evaluations (per example and baseline) are spent. ``delta`` measures the error of the *sum* of
-the attributions, not of each feature; a small delta at a coarse level can in principle come from
-cancelling errors.
+Two error measures decide when an example is finished, after each level ``L >= 1`` (level 0, 3
+nodes, has no coarser level to compare with, so every example runs at least 7 nodes):
+
+* per feature: the L1 change of the attributions ``(x - x') * A_L`` between nested levels,
+  ``||(x - x') (A_L - A_{L-1})||_1 <= rtol * ||(x - x') A_L||_1`` (the coarser level's error
+  estimated from the finer one, as in adaptive Clenshaw–Curtis / Gauss–Kronrod codes);
+* completeness: ``|delta| = |sum(attr) - (F(x) - F(x'))| <= rtol * max(|F(x) - F(x')|, ||attr||_1)``
+  (plus a float32 floor of ``1e-6 (|F(x)| + |F(x')|)``).
+
+The sum alone is not enough: its errors can cancel between features. With ``F = relu(x1 - .5) -
+relu(x2 - .5)`` at ``x = (1, 1)`` and ``x' = 0``, every level's sum is exactly ``F(x) - F(x') = 0``
+while the 3-node estimate is ``(0.33, -0.33)`` against the true ``(0.5, -0.5)``; and the
+tolerance must not be relative to ``|F(x) - F(x')|`` alone, which is 0 there. Examples that meet
+both are finished and leave the computation, the others go one level up, until ``max_steps``
+gradient evaluations (per example and baseline) are spent (``converged`` False then). Both rules
+use the attributions ``(x - x') A_L`` also with ``multiply_by_inputs=False``, so the local
+attributions stop at the same level.
 
 Everything runs in one ``tf.function``: a ``tf.while_loop`` over levels, and inside it a
 ``tf.while_loop`` over chunks of at most ``internal_batch_size`` model rows. A chunk holds the
@@ -153,7 +163,7 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
         f_b = eng.scores(problem, [eng.rows(b, k_count, batch) for b in flat_base], indices)  # [K*B]
         f_x_e = tf.tile(f_x, [k_count])
         target = f_x_e - f_b
-        tol = tf.maximum(rtol * tf.abs(target), 1e-6 * (tf.abs(f_x_e) + tf.abs(f_b)))
+        floor = 1e-6 * (tf.abs(f_x_e) + tf.abs(f_b))  # float32 rounding of the two model outputs
         x_e = [tf.reshape(tf.tile(x[None], [k_count] + [1] * x.shape.rank), [n_ex, n]) for x, n in zip(flat_x, sizes)]
         b_e = [tf.reshape(b, [n_ex, n]) for b, n in zip(flat_base, sizes)]
         d_e = [x - b for x, b in zip(x_e, b_e)]
@@ -206,13 +216,25 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
                 lambda c, acc: c < n_chunks, chunk_body, [tf.constant(0, tf.int32), acc], parallel_iterations=1
             )
             est = [tf.gather(a_i, r) for a_i in acc]  # [E, n] path-averaged gradient at level r
+            prev = [tf.gather(a_i, tf.maximum(r - 1, 0)) for a_i in acc]  # level r - 1 (nested: its nodes are r's)
             total = tf.add_n([tf.reduce_sum(e_i * d_i, axis=1) for e_i, d_i in zip(est, d_e)])
             dlt = total - target
+            # per-feature error estimate: L1 change of the IG attributions (x - x') * est between nested
+            # levels, against their L1 norm (a sum-only rule stops on errors that cancel between
+            # features); the same rule with multiply_by_inputs=False, so both stop at the same level
+            norm = tf.add_n([tf.reduce_sum(tf.abs(e_i * d_i), axis=1) for e_i, d_i in zip(est, d_e)])
+            change = tf.add_n(
+                [tf.reduce_sum(tf.abs((e_i - p_i) * d_i), axis=1) for e_i, p_i, d_i in zip(est, prev, d_e)]
+            )
+            tol_sum = tf.maximum(rtol * tf.maximum(tf.abs(target), norm), floor)
             act_col = active[:, None]
             out = [tf.where(act_col, e_i, o) for e_i, o in zip(est, out)]
             delta = tf.where(active, dlt, delta)
             steps = tf.where(active, tf.gather(level_nodes, r), steps)
-            done = tf.abs(dlt) <= tol
+            done = tf.logical_and(
+                r > 0,  # level 0 has no coarser level to compare with
+                tf.logical_and(tf.abs(dlt) <= tol_sum, change <= max(rtol, 1e-6) * norm),
+            )
             evals = evals + (n_pairs if compact else tf.reduce_sum(tf.cast(active, tf.int32)) * m)
             return r + 1, tf.logical_and(active, tf.logical_not(done)), acc, out, delta, steps, evals
 
@@ -284,7 +306,11 @@ def integrated_gradients_auto(
         if internal_batch_size is None
         else _shapes.check_positive_int(internal_batch_size, "internal_batch_size")
     )
-    compact = problem.target.kind != _targets.CALLABLE and problem.layer is None
+    compact = (
+        problem.target.kind != _targets.CALLABLE
+        and problem.layer is None
+        and not getattr(problem.model, "grouped_rows", False)  # the noise tunnel's layer-space model
+    )
     pad = bool(jit_compile) or not compact
     rows = max(ibs, 1 if compact else batch)
     tables = nested_tables(levels)

@@ -160,10 +160,16 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
 
     out_shape = output_shape(model, raw_forward, raw)
     spec = _targets.resolve_target(target, batch, out_shape)
+
+    def zero_input():
+        """The layer's activations at an all-zero model input (``baseline="zero_input"``)."""
+        zeros = raw_structure.pack([tf.zeros_like(r) for r in raw])
+        return tf.cast(layer_probe(model, lay, call_index, zeros)[0], tf.float32)
+
     problem = Problem(
         model,
         forward,
-        [acts],
+        _shapes.LayerActivations([acts], zero_input),
         _shapes.Structure("single"),
         batch,
         spec,

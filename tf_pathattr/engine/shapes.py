@@ -227,6 +227,20 @@ def check_against_model(model, flat, structure: Structure, name: str = "inputs")
             raise ValueError(f"{label}: expected a batch [{dims}], got an array of shape {tuple(t.shape)}{hint}")
 
 
+#: The named baseline of ``layer=`` attribution: the layer's activation at an all-zero model input
+#: (captum's layer baseline), where the default baseline is zeros in the layer's own space.
+ZERO_INPUT = "zero_input"
+
+
+class LayerActivations(list):
+    """``flat_x`` of a ``layer=`` problem: the layer's activations for the explicands, with
+    ``zero_input()`` giving its activations ``[B, *S]`` at an all-zero model input."""
+
+    def __init__(self, items, zero_input):
+        super().__init__(items)
+        self.zero_input = zero_input
+
+
 def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "baseline", seed=None):
     """Bring baselines to ``[K, B, *S]`` per input (``K`` baselines that get averaged).
 
@@ -236,7 +250,9 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     * ``S`` -> one baseline shared by all examples;
     * ``[B, *S]`` -> one baseline per example (``[1, *S]`` broadcasts);
     * ``[K, *S]`` with ``K != B`` -> K shared baselines, averaged;
-    * ``[K, B, *S]`` or ``[K, 1, *S]`` -> K baselines per example, averaged.
+    * ``[K, B, *S]`` or ``[K, 1, *S]`` -> K baselines per example, averaged;
+    * ``"zero_input"`` (with ``layer=``: ``flat_x`` is a :class:`LayerActivations`) -> the layer's
+      activations at an all-zero model input, one per example (captum's layer baseline).
 
     A ``[B, *S]`` array is always read as per-example; to pass ``K == B`` shared baselines use
     ``[K, 1, *S]``. All inputs must agree on ``K``. A ``tpa.baselines`` recipe is drawn for the
@@ -244,6 +260,16 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
     """
     if baseline is None:
         baseline = 0.0
+    if isinstance(baseline, str):
+        if baseline != ZERO_INPUT:
+            raise ValueError(f"{name}: the only named baseline is {ZERO_INPUT!r} (with layer=), got {baseline!r}")
+        zero_input = getattr(flat_x, "zero_input", None)
+        if zero_input is None:
+            raise ValueError(
+                f"{name}={ZERO_INPUT!r} is a layer's activation at an all-zero model input; it needs layer= "
+                "(without layer= pass baseline=0.0)"
+            )
+        baseline = zero_input()  # [B, *S]: one per example
     per_input = structure.flatten(baseline, name)
     out = []
     ks = set()

@@ -172,7 +172,7 @@ def adversarial_gradient_integration(
     class_selection: str = "random",
     false_classes=None,
     reference_compat: bool = False,
-    clip=(0.0, 1.0),
+    clip=None,
     softmax: bool = True,
     seed=None,
     internal_batch_size=None,
@@ -192,21 +192,28 @@ def adversarial_gradient_integration(
         The explained class ``c`` (``None``: the predicted class). A callable target is refused:
         AGI needs the class index to walk towards the other classes.
     epsilon : float
-        Step size of the signed ascent (default 0.05, the released default; inputs in [0, 1]).
+        Step size of the signed ascent, in input units (default 0.05, the released default for
+        inputs in [0, 1]; scale it with the inputs' range).
     max_iter : int
         Most steps per walk (default 20, the paper's value; the released script uses 15).
     k : int, optional
         Number of false classes per example (default ``min(20, C - 1)``; the paper uses 20).
     class_selection : {"random", "spaced"}
-        ``"random"``: ``k`` distinct classes other than ``c``, drawn per example with the stateless
-        ``seed`` (the released quantitative scripts sample at random). ``"spaced"``: the released
+        ``"random"``: ``k`` distinct classes other than ``c``, from one stateless draw of ``seed``
+        shared by the whole batch (one uniform number per class; each example takes the ``k``
+        smallest among the classes other than its own ``c``), so an example's classes do not depend
+        on the batch it is explained in and two examples with the same ``c`` get the same classes
+        (the released quantitative scripts sample at random). ``"spaced"``: the released
         demo's ``range(0, C - 1, C // k)`` for every example; a class equal to ``c`` is skipped.
     false_classes : array ``(k,)`` or ``(B, k)`` of ints, optional
         Explicit false classes (overrides ``k`` and ``class_selection``; ``c`` itself is skipped).
     reference_compat : bool
         Take every step from the original input, as the released code does (see the module notes).
     clip : (lo, hi) or None
-        Box the walk stays in (default ``(0, 1)``, the released code's pixel range); ``None``: none.
+        Box the walk stays in, e.g. ``(0, 1)`` (the released code's pixel range) or the model's
+        input range. Default ``None``: no box (a box is a property of the model's inputs, which a
+        model does not declare; the old default ``(0, 1)`` silently moved standardised or [-1, 1]
+        inputs into it at the first step). Inputs outside a given box raise a ``ValueError``.
     softmax : bool
         Apply a softmax to the outputs to get ``p`` (True, for logit models); False when the model
         already outputs probabilities. (The released quantitative scripts apply a softmax to a model
@@ -257,6 +264,16 @@ def adversarial_gradient_integration(
             "it walks towards the other classes of a [B, C] classifier, so a callable target "
             "cannot be used"
         )
+    if lo is not None:
+        for i, x in enumerate(problem.flat_x):
+            x_lo, x_hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+            if x_lo < lo or x_hi > hi:
+                where = "inputs" if len(problem.flat_x) == 1 else f"input {i}"
+                raise ValueError(
+                    f"clip=({lo:g}, {hi:g}): the {where} lie outside the box (values in [{x_lo:.4g}, {x_hi:.4g}]); "
+                    "the walk would move them into it at the first step. Pass the inputs' own range as clip= "
+                    "or clip=None (no box)"
+                )
     out_shape = eng.output_shape(problem.model, problem.forward, problem.flat_x)
     if problem.target.single_unit or out_shape is None or len(out_shape) != 1 or (out_shape[0] or 0) < 2:
         raise ValueError(

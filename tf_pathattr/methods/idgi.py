@@ -151,5 +151,7 @@ SPEC = MethodSpec(
     layer=True,
     wraps_method=True,
     per_example_options={"baseline": tile_baseline},
+    # the default base method's (IG's) option; tpa.text asks the chosen base method (wrapped_baseline_option)
+    baseline_option="baseline",
     test_options={"n_steps": 8},
 )

@@ -198,8 +198,9 @@ def integrated_gradients(
         Several baselines are averaged (see :func:`tf_pathattr.engine.shapes.prepare_baselines`).
     n_steps : int or "auto"
         Quadrature nodes (default 64). ``"auto"``: refine a nested Fejér (open Clenshaw–Curtis) rule
-        per example (3, 7, 15, 31, ... nodes) until ``|delta| <= rtol * |F(x) - F(x')|`` or ``max_steps``
-        gradient evaluations; examples that have converged stop costing gradient calls (see
+        per example (3, 7, 15, 31, ... nodes) until the attributions change by at most ``rtol`` of their
+        L1 norm between nested levels and ``|delta| <= rtol * max(|F(x) - F(x')|, ||attr||_1)``, or
+        ``max_steps`` gradient evaluations; examples that have converged stop costing gradient calls (see
         :mod:`tf_pathattr.engine.adaptive`; ``rule`` is then not used).
     rule : {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "pair"}
         Quadrature rule (default ``"gausslegendre"``); all weights sum to 1. ``pair`` reproduces PAIR
@@ -226,7 +227,8 @@ def integrated_gradients(
         Deprecated name of ``rule`` (kept for one release; ``DeprecationWarning``).
 
     rtol : float
-        ``n_steps="auto"`` only: relative tolerance on the convergence delta (default 1e-3).
+        ``n_steps="auto"`` only: relative tolerance on the per-feature change between levels and
+        on the convergence delta (default 1e-3).
     max_steps : int
         ``n_steps="auto"`` only: most gradient evaluations per example and baseline (default 1023;
         levels of 3, 7, 15, ..., 1023 nodes).
@@ -341,7 +343,7 @@ SPEC = MethodSpec(
     summary=(
         "straight path from a baseline; quadrature `rule=` `gausslegendre` (default, 64 steps), "
         "`riemann_left/right/middle/trapezoid` (weights sum to 1), `pair` (PAIR parity); any baseline, "
-        'several averaged; `n_steps="auto"` refines per example until the delta is within `rtol` of F(x) − F(x\')'
+        'several averaged; `n_steps="auto"` refines per example until the attributions (per feature) and the delta settle within `rtol`'
     ),
     paper="M. Sundararajan, A. Taly, Q. Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
     completeness="F(x) − mean_k F(x'_k)",

@@ -8,7 +8,9 @@ With ``eps_j ~ N(0, sigma^2 I)`` and any method ``A``:
     SG^2(x) = \\frac1n \\sum_j A(x + \\epsilon_j)^2, \\quad
     VarGrad(x) = SG^2(x) - SG(x)^2 .
 
-The noise goes on the inputs only (baselines are not perturbed). ``stdevs`` is a *fraction of each
+The noise goes on the inputs only (baselines are not perturbed); with ``layer=`` it goes on that
+layer's output instead (the token embeddings of a text model, as AllenNLP's ``SmoothGradient``
+does), scaled to each example's activations, and the wrapped method attributes to that output. ``stdevs`` is a *fraction of each
 example's value range*, ``sigma_b = stdevs * (max x_b - min x_b)`` (PAIR's ``stdev_spread``
 semantics; captum's ``stdevs`` is an absolute standard deviation). Noise samples are batched: the
 wrapped method runs once on ``nt_samples_batch_size * B`` noisy rows instead of once per sample.
@@ -29,6 +31,7 @@ import tensorflow as tf
 
 from ..engine import gradients as eng
 from ..engine import targets as tgt
+from ..engine import shapes as _shapes
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from . import registry
 from .registry import MethodSpec, TileContext
@@ -53,6 +56,36 @@ def _example_noise(x, seed):
     example's result does not depend on the batch it is explained in."""
     one = tf.concat([[1], tf.shape(x)[1:]], 0)
     return tf.broadcast_to(tf.random.stateless_normal(one, seed=seed), tf.shape(x))
+
+
+class _LayerSpace:
+    """The model as a function of one layer's output: ``points [g * B, *S] -> outputs``, the real model
+    inputs (token ids, masks) fed unchanged, tiled to the ``g`` groups of ``B`` rows.
+
+    The noise tunnel runs the wrapped method on this callable with the noisy activations as its
+    inputs. Rows must come in point-major groups of all ``B`` examples (as with ``layer=`` itself);
+    ``grouped_rows`` tells ``n_steps="auto"`` not to reorder them. Holds the model only for the
+    duration of one call (a fresh object per call; what the engine caches on it goes with it).
+    """
+
+    grouped_rows = True
+
+    def __init__(self, problem):
+        self._forward = problem.forward
+        self._batch = problem.batch_size
+
+    def __call__(self, points):
+        rows = points.shape[0]
+        if rows is not None and 0 < rows < self._batch:  # a probe of the first examples (output shape)
+            pad = tf.zeros(tf.concat([[self._batch - rows], tf.shape(points)[1:]], 0), points.dtype)
+            out = self._forward([tf.concat([points, pad], 0)])
+            return tf.nest.map_structure(lambda o: o[:rows], out)
+        if rows is None or rows % self._batch:
+            raise ValueError(
+                f"noise_tunnel(layer=): the wrapped method called the model on {rows} rows, not a multiple "
+                f"of the batch ({self._batch})"
+            )
+        return self._forward([points])
 
 
 def inner_seed(seed, start: int) -> int:
@@ -161,6 +194,14 @@ def noise_tunnel(
     nt_samples_batch_size : int, optional
         Deprecated (one release, ``DeprecationWarning``): noise samples per call of the wrapped
         method; use ``internal_batch_size`` (model rows per call).
+    layer : keras layer, layer name or ``(layer, call_index)``, optional
+        Perturb and attribute that layer's output ``h`` (e.g. the token ``Embedding``; the model
+        inputs may then be integer ids): the wrapped method explains ``h + eps_j`` with
+        ``sigma_b = stdevs * (max h_b - min h_b)`` over example ``b``'s activations, and
+        ``noise`` has the activations' shape ``[n, B, *S]``. The wrapped method must support
+        ``layer=`` (its registry entry); its ``baseline`` lives in the layer's space
+        (``"zero_input"``: the activations at an all-zero model input). Not embeddable in a
+        SavedModel.
     **method_options
         Passed to the wrapped method (``n_steps``, ``baseline``...). The options its registry entry
         declares per-example (``tpa.methods.registry.get(name).per_example_options``: a per-example
@@ -171,10 +212,16 @@ def noise_tunnel(
     """
     from . import resolve_method  # late import: the registry imports this module
 
-    if method_options.get("layer") is not None:
-        registry.require(SPEC, "layer", "layer=")
-
+    layer = method_options.pop("layer", None)
     fn = resolve_method(method)
+    wrapped = registry.spec_of(method)
+    if layer is not None:
+        if wrapped is None:
+            raise ValueError(
+                "layer=: the noise tunnel over layer= needs a registered method (a name from tpa.METHODS) "
+                "whose registry entry declares layer= support; got an unregistered callable"
+            )
+        registry.require(wrapped, "layer", f"layer= with method {wrapped.name!r}")
     check_choice(nt_type, "nt_type", NT_TYPES)
     n = check_positive_int(nt_samples, "nt_samples")
     if not np.isfinite(stdevs) or stdevs < 0:
@@ -194,7 +241,15 @@ def noise_tunnel(
     if return_convergence_delta and nt_type != "smoothgrad":
         raise ValueError("return_convergence_delta is only defined for nt_type='smoothgrad'")
 
-    problem = eng.prepare(model, inputs, target, no_layer=SPEC.layer)
+    if layer is None:
+        problem = eng.prepare(model, inputs, target)
+        run_model = model
+    else:  # noise in the layer's output space: the wrapped method runs on the model after the layer
+        problem = eng.prepare(model, inputs, target, layer=layer)
+        run_model = _LayerSpace(problem)
+        if isinstance(method_options.get("baseline"), str):  # "zero_input": resolved here, in the layer space
+            (base,) = _shapes.prepare_baselines(method_options["baseline"], problem.flat_x, problem.structure)
+            method_options = dict(method_options, baseline=base[0])
     batch = problem.batch_size
     if ibs is not None:
         group = max(1, ibs // batch)
@@ -211,7 +266,6 @@ def noise_tunnel(
             idx = spec.indices.numpy()
         target_rows = lambda reps: np.tile(idx, reps)  # noqa: E731
     group = min(group, n)
-    wrapped = registry.spec_of(method)
     stochastic = wrapped is not None and wrapped.stochastic
     seed_int = eng.as_numpy_seed(seed)
 
@@ -248,7 +302,7 @@ def noise_tunnel(
             options["seed"] = inner_seed(seed_int, start)
         if return_convergence_delta:
             options["return_convergence_delta"] = True
-        res = fn(model, problem.pack(noisy), target_rows(g), **options)
+        res = fn(run_model, problem.pack(noisy), target_rows(g), **options)
         if return_convergence_delta:
             res, delta = res
             delta_sum = delta_sum + tf.reduce_sum(tf.reshape(delta, [g, batch]), axis=0)
@@ -295,6 +349,11 @@ def plan_noise_tunnel(
     all ``nt_samples * B`` noisy rows. Needs a wrapped method with a planner and an index target."""
     from . import resolve_method  # late import: the registry imports this module
 
+    if method_options.get("layer") is not None:
+        raise ValueError(
+            "layer=: an embedded noise_tunnel perturbs the model inputs in-graph; noise in a layer's output "
+            "space (noise_tunnel(..., layer=)) runs eagerly only and cannot be exported"
+        )
     fn = resolve_method(method)
     check_choice(nt_type, "nt_type", NT_TYPES)
     n = check_positive_int(nt_samples, "nt_samples")
@@ -312,7 +371,7 @@ def plan_noise_tunnel(
         raise ValueError(
             f"method: {getattr(fn, '__name__', fn)!r} hands over no plan, so noise_tunnel over it cannot be embedded"
         )
-    problem = eng.prepare(model, inputs, target, no_layer=SPEC.layer)
+    problem = eng.prepare(model, inputs, target)
     if problem.target.kind == tgt.CALLABLE:
         raise ValueError("target: an embedded noise_tunnel needs class indices, not a callable")
     batch = problem.batch_size
@@ -370,10 +429,9 @@ def smoothgrad(model, inputs, target=None, *, nt_type: str = "smoothgrad", **opt
     """SmoothGrad (Smilkov et al. 2017): plain input gradients averaged over noisy copies of the inputs.
 
     ``noise_tunnel("gradients", ...)``; ``nt_type="smoothgrad_sq"`` / ``"vargrad"`` give SG² and
-    VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`.
+    VarGrad of the gradients. Options are those of :func:`noise_tunnel` and :func:`gradients`;
+    with ``layer=`` the noise goes on that layer's output (see :func:`noise_tunnel`).
     """
-    if options.get("layer") is not None:
-        registry.require(SMOOTHGRAD_SPEC, "layer", "layer=")
     return noise_tunnel("gradients", model, inputs, target, nt_type=nt_type, **options)
 
 
@@ -391,8 +449,9 @@ SPEC = MethodSpec(
     "sensitivity to parameter randomization, 2018",
     completeness="SmoothGrad over a complete method: mean_j F(x + ε_j) − F(x')",
     stochastic=True,
-    layer="noise_tunnel perturbs the inputs; it does not support layer= attribution",
     wraps_method=True,
+    # the default base method's (IG's) option, passed through unchanged (not perturbed)
+    baseline_option="baseline",
     test_options={"nt_samples": 2, "n_steps": 8, "seed": 0},
 )
 
@@ -403,6 +462,5 @@ SMOOTHGRAD_SPEC = MethodSpec(
     paper="D. Smilkov, N. Thorat, B. Kim, F. Viégas, M. Wattenberg, SmoothGrad: removing noise by adding noise, "
     "arXiv 1706.03825 (2017)",
     stochastic=True,
-    layer="smoothgrad perturbs the inputs; it does not support layer= attribution",
     test_options={"nt_samples": 2, "seed": 0},
 )

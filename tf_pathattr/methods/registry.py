@@ -27,6 +27,7 @@ __all__ = [
     "names",
     "specs",
     "aliases_of",
+    "wrapped_baseline_option",
     "supports",
     "require",
     "tile_batch_axis",
@@ -101,7 +102,9 @@ class MethodSpec:
     baseline_option : str or None
         The keyword option that takes the path's starting point(s) in the attributed space
         (``"baseline"``, ``"background"``, ``"references"``), or ``None`` when the method has none;
-        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it.
+        :mod:`tf_pathattr.text` passes its padding / ``[MASK]`` embeddings through it. A wrapping
+        method (``wraps_method``) declares its default base method's option and passes the value on;
+        :func:`wrapped_baseline_option` gives the option of the base method a call actually runs.
     test_options : mapping
         Small, fast options for the contract tests, benchmarks and the demo; a value may be a
         callable ``f(x_numpy) -> value`` of the probe batch.
@@ -189,6 +192,24 @@ def specs() -> Tuple[MethodSpec, ...]:
 def aliases_of(name) -> Tuple[str, ...]:
     full = canonical(name)
     return tuple(sorted(a for a, n in _ALIASES.items() if n == full))
+
+
+def wrapped_baseline_option(spec: MethodSpec, options: Mapping[str, Any]) -> Optional[str]:
+    """The baseline option a call of ``spec`` with ``options`` takes: a wrapping method (IDGI, the noise
+    tunnel) passes its baseline to the base method it runs (``options["base_method"]``, else the
+    function's default), so it takes exactly that method's ``baseline_option``."""
+    if not spec.wraps_method:
+        return spec.baseline_option
+    base = options.get("base_method")
+    if base is None:
+        import inspect
+
+        param = inspect.signature(spec.function).parameters.get("base_method")
+        base = None if param is None else param.default
+    if isinstance(base, str):
+        return get(base).baseline_option
+    inner = spec_of(base) if base is not None else None
+    return inner.baseline_option if inner is not None else None
 
 
 def supports(spec: MethodSpec, capability: str) -> bool:
