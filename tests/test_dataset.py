@@ -228,7 +228,7 @@ def test_split_method_writes_both_parts(model, digits, tmp_path):
 def test_other_configuration_in_same_folder_is_refused(model, digits, tmp_path):
     x = digits[0][:4]
     D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 8}, progress=False)
-    with pytest.raises(ValueError, match="different configuration.*options"):
+    with pytest.raises(ValueError, match="another run.*options.n_steps.*overwrite"):
         D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False)
     r = D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False, overwrite=True)
     assert r.n_explained == 4 and r.shards_skipped == 0

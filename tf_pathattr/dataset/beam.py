@@ -1,0 +1,812 @@
+"""Apache Beam: attribution over whole datasets on any Beam runner (``pip install 'tf_pathattr[beam]'``).
+
+Beam's own TensorFlow model handlers cannot load a Keras 3 SavedModel (apache/beam#30616) and
+import ``tensorflow_hub``, so :class:`AttributionModelHandler` is a ``RunInference`` model handler
+of its own. It loads a ``.keras`` file, a SavedModel folder (``model.export``) or a SavedModel written
+by :func:`tf_pathattr.saved_model.export` (through its ``serve`` endpoint) once per worker process,
+and runs any registered method on the batches ``RunInference`` forms::
+
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from tf_pathattr.beam import AttributionModelHandler
+
+    handler = AttributionModelHandler("model.keras", method="guided_ig", options={"n_steps": 64},
+                                      min_batch_size=32, max_batch_size=32)
+    with beam.Pipeline() as p:
+        results = (p | beam.Create([("a", x_a), ("b", x_b)])
+                     | RunInference(KeyedModelHandler(handler)))   # (key, PredictionResult)
+
+Each ``PredictionResult.inference`` is a dict: the attributions (``"attributions"``, or
+``"attributions_left"`` / ``"attributions_right"`` for Split IG), ``"target"`` (the explained
+class), ``"score"`` (``F_target(x)``) and the requested metrics (``"completeness_gap"``, ...), or
+``{"error": reason}`` for a record that could not be explained. Records are checked one by one
+(shape, numbers, finiteness) and a batch whose method call fails is retried example by example,
+so one bad record never takes its batch down: :class:`ExplainRecords` splits the results from the
+dead letters, and records in = results + dead letters.
+
+:func:`explain_files` is the whole job (read images / ``.npy`` / TFRecord files, explain, write
+sharded ``.npz`` or TFRecord attributions, a Parquet table and JSON-lines dead letters in the
+layout of :func:`tf_pathattr.dataset.explain_dataset`, readable by
+:func:`tf_pathattr.dataset.read_results`); ``tf-pathattr explain-dataset --runner ...`` runs it.
+
+``import tf_pathattr`` does not import this module (nor Beam).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+try:
+    import apache_beam as beam
+except ImportError as exc:  # the optional extra is missing
+    raise ImportError(
+        "tf_pathattr.beam needs Apache Beam: pip install 'tf_pathattr[beam]' (apache-beam>=2.76); "
+        "tf_pathattr.dataset.explain_dataset runs in-process without it"
+    ) from exc
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from ..engine.shapes import check_choice, check_positive_int
+from ..files import (
+    FILE_SUFFIXES,
+    ImageTransform,
+    Record,
+    RecordError,
+    check_example,
+    decode_file,
+    first_line,
+    load_model,
+    model_input_shape,
+)
+from .explainer import BatchExplainer
+from .fingerprint import differences, jsonable, path_fingerprint
+from .output import RESULT_GLOBS, arrays_bytes, dead_letters_bytes, table_bytes, table_columns
+from .run import FORMATS
+
+__all__ = [
+    "AttributionModelHandler",
+    "ExplainRecords",
+    "explain_files",
+    "shard_of",
+    "check_pipeline_args",
+    "default_pipeline_args",
+    "BeamJobError",
+    "NAMESPACE",
+]
+
+NAMESPACE = "tf_pathattr"
+INFLIGHT = "_inflight"
+
+
+class BeamJobError(RuntimeError):
+    """The Beam job failed; the message is one line naming the cause (and the records in flight)."""
+
+
+class Example(NamedTuple):
+    """A record as :class:`ExplainRecords` hands it to the handler: its id travels with it."""
+
+    id: str
+    x: Any
+    target: Optional[int] = None
+
+
+def _split_example(example):
+    """``(x, target or None, id or None)`` from an :class:`Example`, an array, or an ``(array, int)`` pair."""
+    if isinstance(example, Example):
+        return example.x, example.target, example.id
+    if (
+        isinstance(example, tuple)
+        and len(example) == 2
+        and np.ndim(example[1]) == 0
+        and not isinstance(example[1], (str, bytes))
+    ):
+        return example[0], (None if example[1] is None else int(example[1])), None
+    return example, None, None
+
+
+class _Loaded:
+    """What ``load_model`` returns: the model wrapped in a :class:`~tf_pathattr.dataset.BatchExplainer`."""
+
+    def __init__(self, explainer, shape):
+        self.explainer, self.shape = explainer, shape
+
+
+def _check_picklable(model) -> None:
+    """Refuse a model that would not reach the workers (pickled into the pipeline, unpickled there)."""
+    import pickle
+
+    try:
+        import cloudpickle
+
+        pickle.loads(cloudpickle.dumps(model))
+    except Exception as exc:
+        raise TypeError(
+            f"model: this in-memory {type(model).__name__} cannot travel to Beam workers (pickling it "
+            f"failed: {type(exc).__name__}: {first_line(exc)}); give a path (.keras / SavedModel folder) "
+            "or model_loader= a picklable function that builds or loads the model on each worker"
+        ) from None
+
+
+class AttributionModelHandler(ModelHandler):
+    """A ``RunInference`` model handler that explains each example with a tf_pathattr method.
+
+    Parameters
+    ----------
+    model : str, path or keras.Model
+        A ``.keras`` / ``.h5`` file, or a SavedModel folder (Keras ``model.export``,
+        ``tf.saved_model.save`` or :func:`tf_pathattr.saved_model.export`), loaded on each worker in
+        ``load_model`` (paths on shared storage such as ``gs://`` need TensorFlow's file systems);
+        or a Keras model, pickled into the pipeline (checked here: a model that does not survive
+        pickling is refused, with advice).
+    method : str
+        A name from ``tpa.METHODS`` (or an alias); checked here.
+    target : None, int or callable
+        As for every method (``None``: the predicted class). An example given as ``(x, k)``
+        is explained for class ``k``.
+    options : dict, optional
+        The method's options (checked here against the method's signature).
+    metrics : sequence of str
+        Any of :data:`tf_pathattr.dataset.METRICS`.
+    score : str, optional
+        The score of the deletion / insertion AUC columns (as for :func:`tf_pathattr.metrics.deletion`).
+    model_loader : callable, optional
+        Instead of ``model``: a picklable ``loader() -> model`` called on each worker.
+    input_shape : tuple, optional
+        Per-example input shape, when the model does not tell.
+    inflight_dir : str, optional
+        A folder (any Beam file system) where each batch leaves a note of its record ids while it
+        runs, so a job whose worker dies can name them (:func:`explain_files` sets it).
+    **batching
+        Passed to ``ModelHandler``: ``min_batch_size``, ``max_batch_size``, ``max_batch_duration_secs``,
+        ``max_batch_weight``, ``element_size_fn``, ``large_model``, ``model_copies``, ``env_vars``.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        method="integrated_gradients",
+        *,
+        target=None,
+        options=None,
+        metrics=("completeness_gap",),
+        score=None,
+        model_loader=None,
+        input_shape=None,
+        inflight_dir=None,
+        **batching,
+    ):
+        super().__init__(**batching)
+        from ..methods import registry
+
+        if (model is None) == (model_loader is None):
+            raise ValueError("model: give a model path (or Keras model), or model_loader=, not both or neither")
+        if isinstance(model, (str, Path)):
+            model = str(model)
+        elif model is not None:
+            import keras
+
+            if not isinstance(model, keras.layers.Layer):
+                raise TypeError(
+                    "model: expected a .keras / SavedModel path or a Keras model; wrap other callables "
+                    f"in model_loader=lambda: ..., got {type(model).__name__}"
+                )
+            _check_picklable(model)
+        if model_loader is not None and not callable(model_loader):
+            raise TypeError("model_loader: expected a callable loader() -> model")
+        self._model, self._loader = model, model_loader
+        self._method = registry.canonical(method)
+        if isinstance(target, str) or (target is not None and not callable(target) and np.ndim(target) != 0):
+            raise ValueError("target: expected None, an int or a callable; give per-example classes as (x, k) examples")
+        self._target = target
+        self._options = dict(options or {})
+        self._metrics = tuple(metrics or ())
+        self._score = score
+        self._input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self._inflight_dir = inflight_dir
+        # fixed-size batches: pad the last, partial batch of a bundle rather than tracing the method again
+        self._pad_to = (
+            batching.get("max_batch_size") if batching.get("max_batch_size") == batching.get("min_batch_size") else None
+        )
+        # check options and metrics now (in the driver) rather than on the workers
+        BatchExplainer(None, self._method, self._options, self._metrics, score=score)
+
+    # ModelHandler contract -----------------------------------------------------------------
+    def load_model(self):
+        if self._loader is not None:
+            model = self._loader()
+            shape = model_input_shape(model)
+        elif isinstance(self._model, str):
+            model, shape = load_model(self._model)
+        else:
+            model, shape = self._model, model_input_shape(self._model)
+        if self._input_shape is not None:
+            shape = self._input_shape
+        explainer = BatchExplainer(model, self._method, self._options, self._metrics, score=self._score)
+        return _Loaded(explainer, shape)
+
+    def _groups(self, xs, ts, shape_known):
+        """Indices explained together: one label kind and (shape unknown) one input shape per group."""
+        groups: Dict[tuple, list] = {}
+        for j, (x, t) in enumerate(zip(xs, ts)):
+            key = (t is None, None if shape_known else tuple(x.shape))
+            groups.setdefault(key, []).append(j)
+        return list(groups.values())
+
+    def run_inference(self, batch: Sequence[Any], model: _Loaded, inference_args=None) -> Iterable[PredictionResult]:
+        note = self._note_inflight(batch)
+        results: List[Optional[PredictionResult]] = [None] * len(batch)
+        xs, ts, idx = [], [], []
+        for i, example in enumerate(batch):
+            x, t, _ = _split_example(example)
+            try:
+                x = check_example(x, model.shape)
+            except RecordError as exc:
+                results[i] = PredictionResult(example, {"error": str(exc)})
+                continue
+            xs.append(x)
+            ts.append(t)
+            idx.append(i)
+        for g in self._groups(xs, ts, model.shape is not None):
+            outs = model.explainer.explain_records(
+                [xs[j] for j in g], [ts[j] for j in g], self._target, pad_to=self._pad_to
+            )
+            for j, (row, reason) in zip(g, outs):
+                results[idx[j]] = PredictionResult(batch[idx[j]], row if row is not None else {"error": reason})
+        if note is not None:  # the batch is done: its note becomes a count for the progress line
+            with FileSystems.create(FileSystems.join(self._inflight_dir, f"done-{len(batch)}-{uuid.uuid4().hex}")):
+                pass
+            FileSystems.delete([note])
+        return results
+
+    def _note_inflight(self, batch) -> Optional[str]:
+        """Leave the batch's record ids in ``inflight_dir`` while it runs (removed when it returns)."""
+        if self._inflight_dir is None:
+            return None
+        ids = [_split_example(e)[2] for e in batch]
+        path = FileSystems.join(self._inflight_dir, f"run-{uuid.uuid4().hex}.json")
+        with FileSystems.create(path) as fh:
+            fh.write(json.dumps([i for i in ids if i is not None]).encode())
+        return path
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return sum(int(getattr(_split_example(e)[0], "nbytes", 0)) for e in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+class _SplitErrors(beam.DoFn):
+    def process(self, element):
+        key, result = element
+        inference = result.inference
+        if "error" in inference:
+            yield beam.pvalue.TaggedOutput("dead_letters", (key, inference["error"]))
+        else:
+            yield key, inference
+
+
+def _as_example(kv):
+    rid, example = kv
+    x, target, _ = _split_example(example)
+    return rid, Example(str(rid), x, target)
+
+
+class ExplainRecords(beam.PTransform):
+    """``(id, example)`` records -> ``results`` ``(id, inference dict)`` and ``dead_letters`` ``(id, reason)``.
+
+    Apply as ``out = records | ExplainRecords(handler)``; ``out.results`` and ``out.dead_letters``.
+    """
+
+    def __init__(self, handler: AttributionModelHandler, inference_args=None):
+        super().__init__()
+        self.handler, self.inference_args = handler, inference_args
+
+    def expand(self, records):
+        explained = (
+            records
+            | "WithIds" >> beam.Map(_as_example)
+            | "RunInference" >> RunInference(KeyedModelHandler(self.handler), inference_args=self.inference_args)
+        )
+        return explained | "SplitErrors" >> beam.ParDo(_SplitErrors()).with_outputs("dead_letters", main="results")
+
+
+# --------------------------------------------------------------------------------------------
+# the file job
+
+
+def shard_of(record_id: str, num_shards: int) -> int:
+    """A stable shard for a record id (md5), so reruns write the same records to the same files."""
+    return int(hashlib.md5(record_id.encode("utf-8")).hexdigest(), 16) % num_shards
+
+
+class _DecodeFile(beam.DoFn):
+    def __init__(self, shape, use_labels, transform):
+        self.shape, self.use_labels, self.transform = shape, use_labels, transform
+        self.records = Metrics.counter(NAMESPACE, "records")
+
+    def process(self, readable):
+        path = readable.metadata.path
+        try:
+            data = readable.read()
+        except Exception as exc:
+            recs = [Record(path, error=f"cannot read the file: {first_line(exc)}")]
+        else:
+            recs = decode_file(path, data, self.shape, self.transform)
+        for r in recs:
+            self.records.inc()
+            if r.error is not None:
+                yield beam.pvalue.TaggedOutput("dead_letters", (r.id, r.error))
+            elif self.use_labels:
+                if r.target is None:
+                    yield beam.pvalue.TaggedOutput("dead_letters", (r.id, "target='labels': the record has no label"))
+                else:
+                    yield r.id, (r.x, r.target)
+            else:
+                yield r.id, r.x
+
+
+def _write(path: str, data: bytes):
+    """Write through Beam's file systems (local, gs://, ...): a temporary name, then a rename."""
+    tmp = path + ".tmp"
+    with FileSystems.create(tmp) as fh:
+        fh.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+class _WriteShard(beam.DoFn):
+    """One shard: results sorted by id (a repeated id after the first is a dead letter), dead letters."""
+
+    def __init__(self, out, num_shards, fmt, array_names, metrics):
+        self.out, self.num_shards, self.fmt = out, num_shards, fmt
+        self.array_names, self.metrics = tuple(array_names), tuple(metrics)
+        self.results = Metrics.counter(NAMESPACE, "results")
+        self.dead = Metrics.counter(NAMESPACE, "dead_letters")
+        self.shards = Metrics.counter(NAMESPACE, "shards_written")
+
+    def process(self, element):
+        k, items = element
+        good = sorted((kv for tag, kv in items if tag == "r"), key=lambda kv: kv[0])
+        dead = sorted((kv for tag, kv in items if tag == "d"), key=lambda kv: kv[0])
+        name = f"{k:05d}-of-{self.num_shards:05d}"
+        ids = [rid for rid, _ in good]
+        if good:
+            arrays = {a: np.stack([row[a] for _, row in good]) for a in self.array_names}
+            _write(
+                FileSystems.join(self.out, f"attributions-{name}.{'npz' if self.fmt == 'npz' else 'tfrecord'}"),
+                arrays_bytes(ids, arrays, self.fmt),
+            )
+            rows = {c: [row[c] for _, row in good] for c in ("target", "score") + self.metrics}
+            _write(
+                FileSystems.join(self.out, f"examples-{name}.parquet"),
+                table_bytes(table_columns(ids, rows, self.metrics), "parquet"),
+            )
+        if dead:
+            _write(FileSystems.join(self.out, f"dead_letters-{name}.jsonl"), dead_letters_bytes(dead))
+        self.results.inc(len(good))
+        self.dead.inc(len(dead))
+        self.shards.inc()
+        yield k
+
+
+def _existing_results(out: str) -> List[str]:
+    found = []
+    for pat in RESULT_GLOBS:
+        for m in FileSystems.match([FileSystems.join(out, pat)])[0].metadata_list:
+            found.append(m.path)
+    return sorted(set(found))
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline options
+
+
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner")
+
+
+def _beam_option_parser():
+    """An argument parser holding every option of every Beam ``PipelineOptions`` class (Beam's own list)."""
+    from apache_beam.options import pipeline_options as po
+
+    try:
+        parser = po._BeamArgumentParser(allow_abbrev=False)
+    except AttributeError:  # pragma: no cover - a Beam without the private parser
+        import argparse
+
+        parser = argparse.ArgumentParser(allow_abbrev=False)
+    seen, todo = set(), list(po.PipelineOptions.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)
+        except Exception:  # an option two classes declare: argparse refuses the second
+            continue
+    return parser
+
+
+def check_pipeline_args(args: Sequence[str]) -> List[str]:
+    """``args`` when Beam knows every one of them; else ``ValueError`` naming the unknown ones."""
+    args = [str(a) for a in args]
+    parser = _beam_option_parser()
+    try:
+        _, unknown = parser.parse_known_args(args)
+    except SystemExit:  # argparse: a known option with a bad value
+        raise ValueError(f"Beam pipeline options: cannot parse {' '.join(args)}") from None
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {' '.join(unknown)}: neither a tf-pathattr option nor a Beam pipeline option"
+        )
+    return args
+
+
+def _runner_of(args: Sequence[str]) -> Optional[str]:
+    for i, a in enumerate(args):
+        if a.startswith("--runner="):
+            return a.split("=", 1)[1]
+        if a == "--runner" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def default_pipeline_args(args: Sequence[str] = ()) -> List[str]:
+    """``args`` plus the local defaults: Beam's Python runner (``FnApiRunner``) in multi-threading mode,
+    one thread per core, unless ``args`` choose a runner or a mode.
+
+    Multi-threading keeps one process and one model (TensorFlow releases the GIL); multi-processing
+    (``--direct_running_mode=multi_processing``) starts one Python per worker, each importing
+    TensorFlow and loading the model, and is slower for jobs shorter than minutes
+    (``docs/dataset_scale.md``, ``benchmarks/RESULTS.md``)."""
+    args = list(args)
+    given = " ".join(args)
+    if _runner_of(args) is None:
+        args.append("--runner=FnApiRunner")
+    if _runner_of(args) in LOCAL_RUNNERS:
+        if "--direct_running_mode" not in given:
+            args.append("--direct_running_mode=multi_threading")
+        if "--direct_num_workers" not in given and "--direct_running_mode=in_memory" not in args:
+            args.append(f"--direct_num_workers={_cores()}")
+    return args
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# explain_files
+
+
+def _match_files(patterns) -> List[str]:
+    files = []
+    for pat in patterns:
+        if os.path.isdir(pat):
+            pat = os.path.join(pat, "*")
+        files += [m.path for m in FileSystems.match([pat])[0].metadata_list]
+    files = sorted({f for f in files if os.path.splitext(f)[1].lower() in FILE_SUFFIXES})
+    if not files:
+        raise FileNotFoundError(f"inputs: no {'/'.join(FILE_SUFFIXES)} files match {patterns}")
+    return files
+
+
+def _files_fingerprint(files: List[str]) -> Dict[str, Any]:
+    listing = [[m.path, m.size_in_bytes, getattr(m, "last_updated_in_seconds", None)] for m in _metadata(files)]
+    return {
+        "kind": "files",
+        "n_files": len(files),
+        "files_sha1": hashlib.sha1(repr(listing).encode()).hexdigest(),
+    }
+
+
+def _metadata(files):
+    out = []
+    for f in files:
+        out.extend(FileSystems.match([f])[0].metadata_list)
+    return out
+
+
+def _count_records(files: List[str], shape) -> int:
+    """Records in local files (``.npy`` batches and TFRecords counted from their contents); a remote
+    file counts as one."""
+    from .sources import FileSource
+
+    local = [f for f in files if os.path.exists(f)]
+    return FileSource(local, shape).count() + (len(files) - len(local))
+
+
+def _claim_beam_folder(out: str, config: dict, overwrite: bool) -> None:
+    """One run per folder: a finished run or another run is refused (``--overwrite``); the same run that
+    did not finish (a failed job) is redone from scratch."""
+    if not FileSystems.exists(out):
+        FileSystems.mkdirs(out)
+    existing = _existing_results(out)
+    if existing and not overwrite:
+        run_file = FileSystems.join(out, "run.json")
+        old = json.loads(FileSystems.open(run_file).read().decode()) if FileSystems.exists(run_file) else None
+        finished = FileSystems.exists(FileSystems.join(out, "summary.json"))
+        if old is None or old != config:
+            diff = ", ".join(differences(old, config)) if old is not None else "no run.json"
+            raise ValueError(
+                f"out: {out} already holds results of another run ({diff}); use a new folder or "
+                "overwrite=True (--overwrite)"
+            )
+        if finished:
+            raise ValueError(
+                f"out: {out} already holds results of this run (finished); use a new folder or overwrite=True "
+                "(--overwrite)"
+            )
+    if existing:
+        FileSystems.delete(existing)
+    inflight = FileSystems.join(out, INFLIGHT)
+    if FileSystems.exists(inflight):
+        FileSystems.delete([inflight])
+    _write(FileSystems.join(out, "run.json"), json.dumps(config, indent=1, sort_keys=True).encode())
+
+
+def _inflight_ids(out: str) -> List[str]:
+    ids = []
+    for m in FileSystems.match([FileSystems.join(out, INFLIGHT, "run-*.json")])[0].metadata_list:
+        try:
+            ids += json.loads(FileSystems.open(m.path).read().decode())
+        except Exception:
+            continue
+    return sorted(set(ids))
+
+
+def _failure_line(exc, out: str) -> str:
+    from .explainer import failure_reason
+
+    ids = _inflight_ids(out)
+    text = str(exc)
+    cause = failure_reason(exc)
+    for line in text.splitlines()[::-1]:  # Beam wraps the worker's error: keep its last line
+        line = line.strip()
+        if line and not line.startswith(("File ", "[while running", "Traceback")):
+            cause = line
+            break
+    if len(cause) > 300:
+        cause = cause[:300] + "..."
+    where = f" while explaining records {ids[:10]}{' ...' if len(ids) > 10 else ''}" if ids else ""
+    return (
+        f"the Beam job failed{where}: {cause}. Finished shards are kept in {out}; rerun the same command to "
+        "redo the job, or add --overwrite (overwrite=True) to replace it with another run"
+    )
+
+
+def _pipeline(p, files, shape, use_labels, transform, handler, out, num_shards, fmt, explainer):
+    readable = (
+        p
+        | "Files" >> beam.Create(files)
+        | "Match" >> fileio.MatchAll()
+        | "Read" >> fileio.ReadMatches()
+        | "Spread" >> beam.Reshuffle()
+    )
+    decoded = readable | "Decode" >> beam.ParDo(_DecodeFile(shape, use_labels, transform)).with_outputs(
+        "dead_letters", main="records"
+    )
+    # spread the records of a file (a .npy batch, a TFRecord file) over the workers before explaining
+    explained = decoded.records | "SpreadRecords" >> beam.Reshuffle() | "Explain" >> ExplainRecords(handler)
+    n = num_shards
+    keyed_good = explained.results | "KeyResults" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("r", kv)))
+    keyed_dead = (
+        (decoded.dead_letters, explained.dead_letters)
+        | "AllDead" >> beam.Flatten()
+        | "KeyDead" >> beam.Map(lambda kv: (shard_of(kv[0], n), ("d", kv)))
+    )
+    _ = (
+        (keyed_good, keyed_dead)
+        | "Both" >> beam.Flatten()
+        | "ByShard" >> beam.GroupByKey()
+        | "Write" >> beam.ParDo(_WriteShard(out, num_shards, fmt, explainer.array_names(), explainer.metrics))
+    )
+
+
+def _counters(result) -> Dict[str, int]:
+    counters: Dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
+    return counters
+
+
+def explain_files(
+    model,
+    inputs,
+    out,
+    *,
+    method="integrated_gradients",
+    target=None,
+    options=None,
+    metrics=("completeness_gap",),
+    score=None,
+    batch_size: int = 32,
+    num_shards: Optional[int] = None,
+    format: str = "npz",
+    input_shape=None,
+    scale: str = "0,1",
+    preprocess: Optional[str] = None,
+    pipeline_args: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """Explain every record of ``inputs`` (glob patterns or files) on a Beam runner; write into ``out``.
+
+    Parameters
+    ----------
+    model : str
+        ``.keras`` / ``.h5`` file or SavedModel folder, readable from every worker.
+    inputs : str or sequence of str
+        Glob patterns or files (PNG / JPEG, ``.npy``, TFRecord; see
+        :func:`tf_pathattr.files.decode_file`).
+    out : str
+        Output folder (local or any Beam file system). The layout of
+        :func:`tf_pathattr.dataset.explain_dataset`, shards named ``-SSSSS-of-NNNNN``; records go
+        to shard ``md5(id) % num_shards`` and are sorted by id within it, so a rerun rewrites the
+        same files with the same content.
+    target : None, int or "labels"
+        ``"labels"`` explains the ``label`` feature of TFRecord examples.
+    batch_size : int
+        The batches ``RunInference`` forms (``min_batch_size = max_batch_size``).
+    num_shards : int, optional
+        Default: one per 1,024 records (counted in local files: a ``.npy`` batch counts its rows).
+    scale : {"0,1", "-1,1", "0,255", "caffe", "torch"}
+        Image files only: the model's input range (see :func:`tf_pathattr.files.scale_pixels`).
+    preprocess : str, optional
+        Image files only, instead of ``scale``: ``"module:function"`` (importable on the workers).
+    pipeline_args : sequence of str
+        Beam pipeline options (``--runner=DataflowRunner --project=...``), checked against Beam's
+        own option list (an unknown option is an error naming it); see
+        :func:`default_pipeline_args` for the local default.
+    overwrite : bool
+        Delete earlier results in ``out`` first. Without it, a folder holding another run or a
+        finished run is refused; the same run that did not finish (a failed job) is redone.
+    progress : bool
+        Print a progress line (records explained so far) on stderr while the job runs.
+
+    Returns
+    -------
+    dict : ``records``, ``results``, ``dead_letters`` (Beam counters), ``seconds``, ``num_shards``, ``out``.
+
+    Raises
+    ------
+    BeamJobError
+        The job failed: one line with the cause, the ids of the records being explained when it
+        failed (a worker that died), and what to do next. Shards written before are kept.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    fmt = check_choice(format, "format", FORMATS)
+    transform = ImageTransform(scale, preprocess)
+    use_labels = isinstance(target, str) and target == "labels"
+    if isinstance(target, str) and not use_labels:
+        raise ValueError(f"target: expected None, an int or 'labels', got {target!r}")
+    args = default_pipeline_args(check_pipeline_args(pipeline_args))
+    patterns = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
+    files = _match_files(patterns)
+    shape = tuple(input_shape) if input_shape is not None else load_model(model)[1]
+    if num_shards is None:
+        num_shards = max(1, -(-_count_records(files, shape) // 1024))
+    num_shards = check_positive_int(num_shards, "num_shards")
+    out = str(out)
+    handler = AttributionModelHandler(
+        str(model),
+        method,
+        target=None if use_labels else target,
+        options=options,
+        metrics=metrics,
+        score=score,
+        input_shape=shape,
+        inflight_dir=FileSystems.join(out, INFLIGHT),
+        min_batch_size=batch_size,
+        max_batch_size=batch_size,
+    )
+    explainer = BatchExplainer(None, method, options, metrics, score=score)
+    config = jsonable(
+        {
+            "version": 2,
+            "model": path_fingerprint(model) if os.path.exists(str(model)) else {"path": str(model)},
+            "method": explainer.method_name,
+            "options": explainer.options,
+            "target": target,
+            "metrics": list(explainer.metrics),
+            "score": score,
+            "batch_size": batch_size,
+            "num_shards": num_shards,
+            "format": fmt,
+            "table": "parquet",
+            "data": _files_fingerprint(files),
+            "input_shape": list(shape) if shape is not None else None,
+            "images": transform.describe(),
+            "runner": "beam",
+            "pipeline_args": args,
+        }
+    )
+    _claim_beam_folder(out, config, overwrite)
+    FileSystems.mkdirs(FileSystems.join(out, INFLIGHT))
+
+    t0 = time.perf_counter()
+    p = beam.Pipeline(options=PipelineOptions(args))
+    _pipeline(p, files, shape, use_labels, transform, handler, out, num_shards, fmt, explainer)
+    line = _ProgressLine(out, _count_records(files, shape) if progress else None) if progress else None
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        raise BeamJobError(_failure_line(exc, out)) from exc
+    finally:
+        if line is not None:
+            line.stop()
+    seconds = time.perf_counter() - t0
+    FileSystems.delete([FileSystems.join(out, INFLIGHT)])
+    counters = _counters(result)
+    summary = {
+        "records": int(counters.get("records", 0)),
+        "results": int(counters.get("results", 0)),
+        "dead_letters": int(counters.get("dead_letters", 0)),
+        "shards": num_shards,
+        "seconds": round(seconds, 3),
+        "runner": "beam",
+        "out": out,
+    }
+    _write(FileSystems.join(out, "summary.json"), json.dumps(summary, indent=1, sort_keys=True).encode())
+    return summary
+
+
+class _ProgressLine:
+    """A line on stderr, redrawn every 2 s while the job runs: records explained (counted from the notes
+    finished batches leave in ``out/_inflight``), of the total, and the ETA."""
+
+    def __init__(self, out: str, total: Optional[int]):
+        import threading
+
+        self.out, self.total, self.t0 = out, total, time.perf_counter()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def explained(self) -> int:
+        pattern = FileSystems.join(self.out, INFLIGHT, "done-*")
+        try:
+            names = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        except Exception:
+            return 0
+        return sum(int(os.path.basename(n).split("-")[1]) for n in names)
+
+    def text(self) -> str:
+        n, elapsed = self.explained(), time.perf_counter() - self.t0
+        if self.total and n:
+            eta = (self.total - n) * elapsed / n
+            return f"Beam: {n}/{self.total} records explained, {elapsed:.0f} s, ETA {eta:.0f} s"
+        return f"Beam: {n} records explained, {elapsed:.0f} s"
+
+    def _run(self):
+        import sys
+
+        while not self.done.wait(2.0):
+            print("\r" + self.text(), end="", file=sys.stderr, flush=True)
+
+    def stop(self):
+        import sys
+
+        self.done.set()
+        self.thread.join()
+        print("\r" + self.text(), file=sys.stderr, flush=True)
