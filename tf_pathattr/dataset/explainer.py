@@ -147,8 +147,11 @@ class BatchExplainer:
             fn = self._score_fns[key] = tf.function(score_fn, autograph=False)
         return fn(problem.flat_x[0], problem.target.indices)
 
-    def __call__(self, x, target=None) -> Dict[str, np.ndarray]:
+    def __call__(self, x, target=None, n_valid: Optional[int] = None) -> Dict[str, np.ndarray]:
+        """Per-example arrays for the batch ``x``; ``n_valid``: only the first rows are real (the rest
+        padding), and the metric columns are computed for those only (NaN on the padding)."""
         x = np.asarray(x, np.float32)
+        n_valid = len(x) if n_valid is None else n_valid
         strategy = self.strategy
         n_rep = strategy.num_replicas_in_sync if strategy is not None else 1
         if n_rep > 1 and len(x) >= n_rep:
@@ -158,21 +161,36 @@ class BatchExplainer:
         explained = None if callable(target) else res["target"]
         for name in ("deletion_auc", "insertion_auc"):
             if name in self.metrics:
-                res[name] = self._auc_column(name, x, res["attributions"], target if callable(target) else explained)
+                tgt = target if callable(target) else explained[:n_valid]
+                column = self._auc_column(name, x[:n_valid], res["attributions"][:n_valid], tgt)
+                res[name] = np.concatenate([column, np.full((len(x) - n_valid,), np.nan)])
         return res
 
     def _auc_column(self, name, x, attributions, target):
-        """One deletion / insertion AUC column; NaN with the reason kept in :attr:`column_errors` when the
-        metric cannot be computed (a failing column costs the column, not the records)."""
+        """One deletion / insertion AUC column. Where the metric cannot be computed for a batch it runs
+        record by record; a record it still fails on gets NaN, with the reason kept in
+        :attr:`column_errors` (a failing column costs the column, not the records)."""
         from .. import metrics as _metrics
 
         fn = _metrics.deletion if name == "deletion_auc" else _metrics.insertion
+
+        def auc(sl):
+            t = target if target is None or callable(target) or np.ndim(target) == 0 else np.asarray(target)[sl]
+            return np.asarray(fn(self.model, x[sl], attributions[sl], t, score=self.score).auc, np.float64)
+
         try:
-            return np.asarray(fn(self.model, x, attributions, target, score=self.score).auc, np.float64).reshape(-1)
+            return auc(slice(None)).reshape(-1)
         except Exception as exc:
-            entry = self.column_errors.setdefault(name, [0, failure_reason(exc)])
-            entry[0] += len(x)
-            return np.full((len(x),), np.nan, np.float64)
+            if len(x) == 1:
+                entry = self.column_errors.setdefault(name, [0, failure_reason(exc)])
+                entry[0] += 1
+                return np.full((1,), np.nan, np.float64)
+        return np.concatenate(
+            [
+                self._auc_column(name, x[i : i + 1], attributions[i : i + 1], _index_target(target, i))
+                for i in range(len(x))
+            ]
+        )
 
     def _distributed(self, x, target, n_rep):
         import tensorflow as tf
@@ -227,7 +245,7 @@ class BatchExplainer:
             if t is not None and not callable(t) and np.ndim(t) == 1:
                 t = np.concatenate([np.asarray(t), np.repeat(np.asarray(t)[-1:], pad_to - n)])
         try:
-            res = self(batch, t)
+            res = self(batch, t, n_valid=n)
             res = {k: v[:n] for k, v in res.items()}
         except Exception as exc:
             if len(xs) == 1:

@@ -66,13 +66,9 @@ def model_fingerprint(model, path=None) -> Dict[str, str]:
         import keras
 
         if isinstance(model, keras.Model):
-            try:
-                h.update(model.to_json().encode())
-            except Exception:  # subclassed models without get_config
-                h.update(kind.encode())
-            for w in model.weights:
-                h.update(w.path.encode() + b"\0")
-                h.update(fingerprint_array(_numpy(w)).encode())
+            h.update(_architecture(model).encode())
+            for w in model.weights:  # in order; their names hold per-process counters, so they are left out
+                h.update(str(tuple(w.shape)).encode() + fingerprint_array(_numpy(w)).encode())
             return {"keras": kind, "sha1": h.hexdigest(), "n_weights": str(len(model.weights))}
     except ImportError:  # pragma: no cover
         pass
@@ -82,6 +78,26 @@ def model_fingerprint(model, path=None) -> Dict[str, str]:
     for v in variables:
         h.update(fingerprint_array(_numpy(v)).encode())
     return {"callable": name, "sha1": h.hexdigest(), "n_variables": str(len(variables))}
+
+
+def _without_names(config):
+    """A Keras config with the generated names (``dense_3``, ``sequential_1``) left out."""
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k not in ("name", "inbound_nodes", "build_config")}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
+
+
+def _architecture(model) -> str:
+    """The model's architecture as text: its Keras config without layer names (the layer classes in
+    order where the model has no config)."""
+    import json
+
+    try:
+        return json.dumps(_without_names(model.get_config()), sort_keys=True, default=repr)
+    except Exception:  # subclassed models without get_config
+        return type(model).__name__ + ":" + ",".join(type(layer).__name__ for layer in model._flatten_layers())
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> List[str]:
