@@ -7,6 +7,7 @@ from .dataset.beam import (  # noqa: F401
     BeamJobError,
     ExplainRecords,
     check_pipeline_args,
+    default_num_shards,
     default_pipeline_args,
     explain_files,
     shard_of,

@@ -81,6 +81,7 @@ __all__ = [
     "shard_of",
     "check_pipeline_args",
     "default_pipeline_args",
+    "default_num_shards",
     "BeamJobError",
     "NAMESPACE",
 ]
@@ -532,6 +533,14 @@ def _count_records(files: List[str], shape) -> int:
     return FileSource(local, shape).count() + (len(files) - len(local))
 
 
+RECORDS_PER_SHARD = 1024
+
+
+def default_num_shards(files: List[str], shape) -> int:
+    """One output shard per :data:`RECORDS_PER_SHARD` records (a ``.npy`` batch counts its rows), at least one."""
+    return max(1, -(-_count_records(files, shape) // RECORDS_PER_SHARD))
+
+
 def _claim_beam_folder(out: str, config: dict, overwrite: bool) -> None:
     """One run per folder: a finished run or another run is refused (``--overwrite``); the same run that
     did not finish (a failed job) is redone from scratch."""
@@ -704,7 +713,7 @@ def explain_files(
     files = _match_files(patterns)
     shape = tuple(input_shape) if input_shape is not None else load_model(model)[1]
     if num_shards is None:
-        num_shards = max(1, -(-_count_records(files, shape) // 1024))
+        num_shards = default_num_shards(files, shape)
     num_shards = check_positive_int(num_shards, "num_shards")
     out = str(out)
     handler = AttributionModelHandler(
