@@ -322,6 +322,30 @@ def _counters(result) -> Dict[str, int]:
     return counters
 
 
+def _job_config(model, explainer, target, score, batch_size, num_shards, fmt, files, shape, transform, args):
+    """What ``run.json`` records for a Beam job (as :func:`tf_pathattr.dataset.explain_dataset` does)."""
+    return jsonable(
+        {
+            "version": 2,
+            "model": path_fingerprint(model) if os.path.exists(str(model)) else {"path": str(model)},
+            "method": explainer.method_name,
+            "options": explainer.options,
+            "target": target,
+            "metrics": list(explainer.metrics),
+            "score": score,
+            "batch_size": batch_size,
+            "num_shards": num_shards,
+            "format": fmt,
+            "table": "parquet",
+            "data": _files_fingerprint(files),
+            "input_shape": list(shape) if shape is not None else None,
+            "images": transform.describe(),
+            "runner": "beam",
+            "pipeline_args": args,
+        }
+    )
+
+
 def explain_files(
     model,
     inputs,
@@ -415,26 +439,7 @@ def explain_files(
         max_batch_size=batch_size,
     )
     explainer = BatchExplainer(None, method, options, metrics, score=score)
-    config = jsonable(
-        {
-            "version": 2,
-            "model": path_fingerprint(model) if os.path.exists(str(model)) else {"path": str(model)},
-            "method": explainer.method_name,
-            "options": explainer.options,
-            "target": target,
-            "metrics": list(explainer.metrics),
-            "score": score,
-            "batch_size": batch_size,
-            "num_shards": num_shards,
-            "format": fmt,
-            "table": "parquet",
-            "data": _files_fingerprint(files),
-            "input_shape": list(shape) if shape is not None else None,
-            "images": transform.describe(),
-            "runner": "beam",
-            "pipeline_args": args,
-        }
-    )
+    config = _job_config(model, explainer, target, score, batch_size, num_shards, fmt, files, shape, transform, args)
     _claim_beam_folder(out, config, overwrite)
     FileSystems.mkdirs(FileSystems.join(out, INFLIGHT))
 

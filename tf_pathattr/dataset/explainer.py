@@ -52,7 +52,11 @@ class BatchExplainer:
         :func:`tf_pathattr.metrics.deletion` / ``insertion`` with their defaults.
     strategy : tf.distribute.Strategy, optional
         Split every batch across its replicas (``strategy.run``).
+    score : str, optional
+        The score of the deletion / insertion AUC columns (as for :func:`tf_pathattr.metrics.deletion`).
 
+    Notes
+    -----
     Calling ``explainer(x, target)`` returns a dict of per-example numpy arrays: the attribution
     arrays (:meth:`array_names`) and the table columns ``target``, ``score`` and the metrics.
     """

@@ -261,6 +261,25 @@ def _warn_stochastic(explainer) -> None:
         )
 
 
+def _run_config(model, model_path, explainer, target, score, batch_size, shard_size, folder, source, shape):
+    """What ``run.json`` records: everything a resumed run must share with the run it resumes."""
+    return {
+        "version": CONFIG_VERSION,
+        "model": model_fingerprint(model, model_path),
+        "method": explainer.method_name,
+        "options": explainer.options,
+        "target": target,
+        "metrics": list(explainer.metrics),
+        "score": score,
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "format": folder.fmt,
+        "table": folder.table,
+        "data": source.fingerprint,
+        "input_shape": list(shape) if shape is not None else None,
+    }
+
+
 def explain_dataset(
     model,
     data,
@@ -384,22 +403,8 @@ def explain_dataset(
     _warn_stochastic(explainer)
     source = make_source(data, shape, batched, transform)
     folder = RunFolder(out, fmt, table)
-    config = {
-        "version": CONFIG_VERSION,
-        "model": model_fingerprint(model, model_path),
-        "method": explainer.method_name,
-        "options": explainer.options,
-        "target": target,
-        "metrics": list(explainer.metrics),
-        "score": score,
-        "batch_size": batch_size,
-        "shard_size": shard_size,
-        "format": fmt,
-        "table": table,
-        "data": source.fingerprint,
-        "input_shape": list(shape) if shape is not None else None,
-        "images": transform.describe(),
-    }
+    config = _run_config(model, model_path, explainer, target, score, batch_size, shard_size, folder, source, shape)
+    config["images"] = transform.describe()
     _claim_folder(folder, config, overwrite)
     run = _Run(folder, explainer, source, shape, batch_size, shard_size, target, progress)
     run.go()
