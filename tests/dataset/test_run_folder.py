@@ -270,3 +270,14 @@ def test_progress_has_a_total_and_an_eta(x, tmp_path, monkeypatch, capsys):
     bar = _progress.PlainProgress(total=10, desc="d", unit="ex")
     bar.n, bar.start = 4, bar.start - 8.0  # 4 done in 8 s: 0.5 ex/s, 6 left -> 12 s
     assert bar.line().startswith("d: 4/10 ex (40%), 0.5 ex/s, ETA 00:12")
+
+
+def test_an_option_value_every_record_fails_on_stops_the_run_and_leaves_the_folder_free(x, tmp_path):
+    from tf_pathattr.dataset.run import MISCONFIGURED_AFTER
+
+    data = np.concatenate([x] * 3)[: MISCONFIGURED_AFTER + 4]
+    with pytest.raises(ValueError, match=r"first 64 records all failed.*n_steps must be >= 1"):
+        run(zoo.toy_cnn(), data, tmp_path, options={"n_steps": 0}, batch_size=8)
+    assert list(tmp_path.iterdir()) == []  # no run.json: the corrected rerun is not refused
+    r = run(zoo.toy_cnn(), data, tmp_path, batch_size=8)
+    assert r.n_results == len(data)

@@ -30,6 +30,12 @@ __all__ = ["explain_dataset", "DatasetResult", "FORMATS", "CONFIG_VERSION"]
 
 FORMATS = ("npz", "tfrecord")
 CONFIG_VERSION = 2
+#: A run stops when this many records, the first of the run, all fail alike (see ``_Run._no_result_yet``).
+MISCONFIGURED_AFTER = 64
+
+
+class MisconfiguredRun(ValueError):
+    """Every record so far failed the same way: the method's configuration, not the data."""
 
 
 @dataclass
@@ -98,6 +104,7 @@ class _Run:
         self.seen: Dict[str, int] = {}
         self.done = set(folder.finished())
         self.n_shards = 0
+        self.failures: Optional[Dict[str, int]] = {} if not self.done else None
         self.bar = None
         if progress:
             total = source.n if source.n is not None else getattr(source, "count", lambda: None)()
@@ -182,8 +189,10 @@ class _Run:
             for (pos, r), (row, reason) in zip(chunk, results):
                 if row is None:
                     dead[pos] = (r.id, reason)
+                    self._no_result_yet(reason)
                 else:
                     rows[pos] = row
+                    self.failures = None
             self.counts["explained"] += len(chunk)
             if self.bar is not None:
                 self.bar.update(len(chunk))
@@ -202,6 +211,19 @@ class _Run:
         )
         self.counts["results"] += len(ids)
         self.counts["dead"] += len(dead)
+
+    def _no_result_yet(self, reason: str) -> None:
+        """Stop a run whose method has failed the same way on its first :data:`MISCONFIGURED_AFTER`
+        records and on every batch size alike, before any result: that is the configuration (an option's
+        value), not the records. One bad record, wherever it stands, never trips this."""
+        if self.failures is None:  # a record was explained: failures are the records' own
+            return
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        if len(self.failures) == 1 and self.failures[reason] >= MISCONFIGURED_AFTER:
+            raise MisconfiguredRun(
+                f"{self.explainer.method_name}: the first {MISCONFIGURED_AFTER} records all failed with the same "
+                f"error and none was explained; check the method and its options: {reason}"
+            )
 
     # the pass -----------------------------------------------------------------------------
     def go(self) -> None:
@@ -407,7 +429,12 @@ def explain_dataset(
     config["images"] = transform.describe()
     _claim_folder(folder, config, overwrite)
     run = _Run(folder, explainer, source, shape, batch_size, shard_size, target, progress)
-    run.go()
+    try:
+        run.go()
+    except MisconfiguredRun:
+        if not folder.finished():  # nothing written: leave no run.json that would block the corrected rerun
+            folder.clear()
+        raise
     return _finish(run, folder, explainer, strategy, time.perf_counter() - t0)
 
 
