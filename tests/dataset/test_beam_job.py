@@ -11,14 +11,8 @@ beam = pytest.importorskip("apache_beam")
 
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import dataset as D  # noqa: E402
-from tf_pathattr.beam import (  # noqa: E402
-    AttributionModelHandler,
-    BeamJobError,
-    check_pipeline_args,
-    default_num_shards,
-    default_pipeline_args,
-    explain_files,
-)
+from tf_pathattr import beam as B  # noqa: E402
+from tf_pathattr.beam import AttributionModelHandler, default_pipeline_args, explain_files  # noqa: E402
 
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 IG8 = {"n_steps": 8}
@@ -37,11 +31,11 @@ def setup(tmp_path_factory):
 
 
 def test_unknown_pipeline_options_are_errors_naming_them():
-    assert check_pipeline_args(["--runner=FnApiRunner", "--direct_num_workers=2", "--project=p"])
+    assert B.check_pipeline_args(["--runner=FnApiRunner", "--direct_num_workers=2", "--project=p"])
     with pytest.raises(ValueError, match="--direct_num_wrkers=2"):
-        check_pipeline_args(["--runner=FnApiRunner", "--direct_num_wrkers=2"])
+        B.check_pipeline_args(["--runner=FnApiRunner", "--direct_num_wrkers=2"])
     with pytest.raises(ValueError, match="--preprocess"):
-        check_pipeline_args(["--preprocess", "m:f"])
+        B.check_pipeline_args(["--preprocess", "m:f"])
 
 
 def test_the_local_default_is_multi_threading_and_multi_processing_is_opt_in():
@@ -56,8 +50,8 @@ def test_num_shards_default_counts_records_not_files(tmp_path):
     np.save(tmp_path / "big.npy", np.zeros((2000, 8, 8, 3), np.float32))
     np.save(tmp_path / "one.npy", np.zeros((8, 8, 3), np.float32))
     files = [str(tmp_path / "big.npy"), str(tmp_path / "one.npy")]
-    assert default_num_shards(files, (8, 8, 3)) == 2  # 2,001 records: two shards of at most 1,024
-    assert default_num_shards(files[1:], (8, 8, 3)) == 1
+    assert B.default_num_shards(files, (8, 8, 3)) == 2  # 2,001 records: two shards of at most 1,024
+    assert B.default_num_shards(files[1:], (8, 8, 3)) == 1
 
 
 def test_handler_refuses_an_unpicklable_model_at_construction():
@@ -90,7 +84,7 @@ def test_a_dying_worker_names_its_records_and_the_same_job_reruns(setup, tmp_pat
 
     monkeypatch.setattr(D.BatchExplainer, "explain_records", dies_on_second_batch)
     kw = dict(method="ig", options=IG8, batch_size=4, num_shards=2, pipeline_args=IN_MEMORY)
-    with pytest.raises(BeamJobError) as info:
+    with pytest.raises(B.BeamJobError) as info:
         explain_files(str(root / "m.keras"), str(src / "*"), str(tmp_path / "o"), **kw)
     line = str(info.value)
     assert "\n" not in line and "worker lost" in line and "--overwrite" in line
