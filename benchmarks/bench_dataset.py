@@ -163,11 +163,10 @@ def main():
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Reading it: the local defaults (in-process for the command line, multi-threading for Beam) run at the "
-        "same rate within the noise; multi-processing pays the start of its worker processes (a TensorFlow "
-        "import and a model load in each) once per job, so it reaches the in-process rate only on jobs long "
-        "enough to hide that, and is opt-in. Single runs on a shared machine: see the load column before "
-        "comparing close numbers.",
+        "Reading it: the command line's default (in-process) is the reference; Beam's local default "
+        "(multi-threading) keeps one process and one model; multi-processing (opt-in) pays the start of its worker "
+        "processes (a TensorFlow import and a model load in each) once per job. Single runs on a shared machine: see "
+        "the load column before comparing close numbers.",
     ]
     write_section("dataset", "\n".join(body))
     print("\n".join(body))
