@@ -352,9 +352,9 @@ def test_partial_batches_are_padded_to_the_batch_size(model, digits, tmp_path, m
     sizes = []
     call = D.BatchExplainer.__call__
 
-    def spy(self, xb, target=None):
+    def spy(self, xb, target=None, **kw):
         sizes.append(len(xb))
-        return call(self, xb, target)
+        return call(self, xb, target, **kw)
 
     monkeypatch.setattr(D.BatchExplainer, "__call__", spy)
     res = D.explain_dataset(
