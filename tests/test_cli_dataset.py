@@ -91,7 +91,6 @@ def test_cli_without_beam_falls_back_in_process(files, tmp_path):
         beam=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "apache-beam is not installed" in res.stderr
     assert "records 14 = results 12 + dead letters 2 (in-process)" in res.stdout
     check_out(tmp_path / "o", model, x, src)
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["runner"] == "in-process"
@@ -115,7 +114,7 @@ def test_cli_without_beam_falls_back_in_process(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_on_beam_direct_multiprocessing(files, tmp_path):
+def test_cli_on_beam_direct_runner(files, tmp_path):
     pytest.importorskip("apache_beam")
     root, model, x, src = files
     res = cli(
@@ -134,12 +133,18 @@ def test_cli_on_beam_direct_multiprocessing(files, tmp_path):
         4,
         "--num-shards",
         2,
+        "--runner",
+        "FnApiRunner",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "records 14 = results 12 + dead letters 2 (Beam)" in res.stdout
+    assert "dead letters: " in res.stdout
+    # no Beam / TensorFlow INFO lines without --verbose; a progress line on the Beam path
+    assert not [ln for ln in res.stderr.splitlines() if "INFO" in ln or ln.startswith("I0000")], res.stderr
+    assert "Beam: 12/14 records explained" in res.stderr.replace("\r", "\n")
     check_out(tmp_path / "o", model, x, src)
     run = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert "--direct_running_mode=multi_processing" in run["pipeline_args"]
+    assert "--direct_running_mode=multi_threading" in run["pipeline_args"]
     assert sorted(p.name for p in (tmp_path / "o").glob("examples-*")) == [
         "examples-00000-of-00002.parquet",
         "examples-00001-of-00002.parquet",

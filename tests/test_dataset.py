@@ -228,7 +228,7 @@ def test_split_method_writes_both_parts(model, digits, tmp_path):
 def test_other_configuration_in_same_folder_is_refused(model, digits, tmp_path):
     x = digits[0][:4]
     D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 8}, progress=False)
-    with pytest.raises(ValueError, match="different configuration.*options"):
+    with pytest.raises(ValueError, match="another run.*options.n_steps.*overwrite"):
         D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False)
     r = D.explain_dataset(model, x, method="ig", out=tmp_path, options={"n_steps": 16}, progress=False, overwrite=True)
     assert r.n_explained == 4 and r.shards_skipped == 0
@@ -352,9 +352,9 @@ def test_partial_batches_are_padded_to_the_batch_size(model, digits, tmp_path, m
     sizes = []
     call = D.BatchExplainer.__call__
 
-    def spy(self, xb, target=None):
+    def spy(self, xb, target=None, **kw):
         sizes.append(len(xb))
-        return call(self, xb, target)
+        return call(self, xb, target, **kw)
 
     monkeypatch.setattr(D.BatchExplainer, "__call__", spy)
     res = D.explain_dataset(

@@ -39,6 +39,9 @@ import numpy as np
 from .engine.shapes import check_positive_int
 from .methods import registry, resolve_method
 
+# completeness_mode / explain_with_gap live beside the registry; importable from here for one release
+from .methods.calling import completeness_mode, explain_with_gap  # noqa: F401
+
 __all__ = ["AttributionLogger", "TextAttributionLogger", "text_markdown"]
 
 METRICS = ("completeness_gap", "deletion_auc")
@@ -82,44 +85,6 @@ def _write_histogram(tf_summary, tag, values, step):
 
 def _is_image(shape) -> bool:
     return len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))
-
-
-def completeness_mode(method) -> str:
-    """How a method reports completeness, from its registry entry: ``"delta"``
-    (``return_convergence_delta``), ``"details"`` (a ``completeness_residual`` in ``return_details``,
-    e.g. IG2) or ``"none"`` (no completeness target, or a callable that is not registered)."""
-    spec = registry.spec_of(method)
-    if spec is None:
-        return "none"
-    if spec.completeness is not None:
-        return "delta"
-    if spec.details:
-        return "details"
-    return "none"
-
-
-def explain_with_gap(method, model, inputs, target, options, want_gap=True):
-    """Run ``method`` and return ``(attributions, delta)``; ``delta`` is the per-example completeness
-    residual ``sum(attr) - (F(x) - F(path start))`` when the method reports one, else ``None``."""
-    opts = dict(options or {})
-    mode = completeness_mode(method) if want_gap else "none"
-    if mode == "delta":
-        opts["return_convergence_delta"] = True
-    elif mode == "details":
-        opts["return_details"] = True
-    out = method(model, inputs, target, **opts)
-    if mode == "delta":
-        attr, delta = out
-        return attr, _numpy(delta)
-    if mode == "details":
-        attr, details = out
-        residual = details.get("completeness_residual") if isinstance(details, dict) else None
-        if residual is None:
-            return attr, None
-        residual = _numpy(residual).astype(np.float64)
-        # per example: the residual of the mean attribution is the mean of the per-reference residuals
-        return attr, residual.reshape(residual.shape[0], -1).mean(axis=1)
-    return out, None
 
 
 class AttributionLogger(keras.callbacks.Callback):

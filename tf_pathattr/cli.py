@@ -8,8 +8,9 @@
                         [--png] [--batch-size N]
     tf-pathattr methods
     tf-pathattr explain-dataset --model M --input GLOB|FILE [...] --method NAME --out DIR
-                        [--runner DirectRunner|PrismRunner|FlinkRunner|SparkRunner|DataflowRunner]
-                        [--no-beam] [beam pipeline options]
+                        [--scale RANGE | --preprocess MODULE:FUNCTION] [--overwrite]
+                        [--runner FnApiRunner|DirectRunner|FlinkRunner|SparkRunner|DataflowRunner
+                         [beam pipeline options]]
     (every command takes --verbose: show TensorFlow's C++ INFO lines, hidden by default)
 
 ``explain`` reads a ``.keras`` / ``.h5`` / ``.hdf5`` model (loaded with Keras' safe mode on) or a
@@ -21,166 +22,58 @@ writes the attributions, ``.png`` a strip of signed overlays, a folder both
 (``attributions.npy``, ``attributions.png``). The model's predicted class and probability are
 printed with the result. Errors are one line on stderr and a non-zero exit status.
 
-``explain-dataset`` explains every record of image / ``.npy`` / TFRecord files on Apache Beam
-(:func:`tf_pathattr.beam.explain_files`; locally: Beam's Python direct runner in multi-processing
-mode, one worker per core), or in-process (:func:`tf_pathattr.dataset.explain_dataset`, resumable)
-with ``--no-beam`` or when apache-beam is not installed. Options it does not know are Beam pipeline
-options (``--project=...``, ``--num_workers=...``).
+``explain-dataset`` explains every record of image / ``.npy`` / TFRecord files into one resumable
+output folder, in-process by default (:func:`tf_pathattr.dataset.explain_dataset`, the fastest on one
+machine: ``docs/dataset_scale.md``), or on Apache Beam when ``--runner`` or Beam pipeline options
+(``--project=...``, ``--num_workers=...``) are given (:func:`tf_pathattr.dataset.beam.explain_files`).
+Options that are neither tf-pathattr's nor Beam's are an error naming them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
+from . import files as _files
 
-
-class CLIError(Exception):
-    """An error reported as one line, without a traceback."""
-
-
-def _err(msg: str) -> None:
-    print(f"tf-pathattr: error: {msg}", file=sys.stderr)
+from ._cli_common import EXIT_ERROR, CLIError, load_model, prefixed  # noqa: F401  (re-exported)
+from ._cli_common import err as _err
+from ._cli_common import load_preprocess as load_preprocess
+from ._cli_common import method_options as _method_options
+from .cli_dataset import add_parser as _add_dataset_parser
+from .cli_dataset import cmd_explain_dataset  # noqa: F401  (re-exported)
 
 
 # --------------------------------------------------------------------------------------------
 # loading
 
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-def load_model(path):
-    """``(model, per-example input shape or None)`` from a ``.keras`` / ``.h5`` / ``.hdf5`` file or a SavedModel folder."""
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"--model: no such file or folder: {path}")
-    if p.is_dir():
-        if not (p / "saved_model.pb").exists():
-            raise CLIError(f"--model: {path} is a folder but not a SavedModel (no saved_model.pb)")
-        from .saved_model import load
-
-        try:
-            fn = load(p)
-        except Exception as exc:
-            raise CLIError(f"--model: cannot load the SavedModel at {path}: {_first_line(exc)}") from None
-        shape = None
-        try:
-            cf = fn.fn.concrete_functions[0] if hasattr(fn.fn, "concrete_functions") else None
-            if cf is not None:
-                spec = [s for s in cf.structured_input_signature[0]][0]
-                if all(d is not None for d in spec.shape[1:]):
-                    shape = tuple(int(d) for d in spec.shape[1:])
-        except Exception:
-            shape = None
-        return fn, shape
-    if p.suffix.lower() not in MODEL_SUFFIXES:
-        raise CLIError(f"--model: expected a .keras, .h5 or .hdf5 file or a SavedModel folder, got {path}")
-    import keras
-
-    try:
-        model = keras.models.load_model(p, safe_mode=True, compile=False)
-    except Exception as exc:
-        raise CLIError(f"--model: cannot load {path}: {_first_line(exc)}") from None
-    shape = None
-    inputs = getattr(model, "inputs", None)
-    if inputs and len(inputs) == 1 and all(d is not None for d in inputs[0].shape[1:]):
-        shape = tuple(int(d) for d in inputs[0].shape[1:])
-    return model, shape
-
-
-SCALES = ("0,1", "-1,1", "0,255", "caffe", "torch")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MODEL_SUFFIXES = _files.MODEL_SUFFIXES
+SCALES = _files.SCALES
 
 
 def is_image_file(path) -> bool:
-    return Path(path).suffix.lower() in _IMAGE_SUFFIXES
+    return _files.is_image_file(path)
 
 
 def read_image(path, shape):
-    """Pixels ``[1, H, W, C]`` float32 in 0..255, converted to the model's channel count and resized to its input."""
-    import numpy as np
-
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            channels = shape[-1] if shape is not None and len(shape) == 3 else 3
-            im = im.convert("L" if channels == 1 else "RGB")
-            if shape is not None and len(shape) == 3 and im.size != (shape[1], shape[0]):
-                im = im.resize((shape[1], shape[0]), Image.BILINEAR)
-            x = np.asarray(im, dtype=np.float32)
-    except Exception as exc:
-        raise CLIError(f"--input: cannot read {path} as an image: {_first_line(exc)}") from None
-    if x.ndim == 2:
-        x = x[..., None]
-    return x[None]
+    """Pixels ``[1, H, W, C]`` in 0..255 (:func:`tf_pathattr.files.read_image`) for ``--input``."""
+    return prefixed("--input", _files.read_image, path, shape)
 
 
 def scale_pixels(pixels, scale: str):
-    """Bring 0..255 pixels ``[B, H, W, C]`` to a model's input range.
-
-    ``0,1``: ``p / 255``; ``-1,1``: ``p / 127.5 - 1``; ``0,255``: unchanged; ``caffe``: RGB -> BGR
-    minus the ImageNet channel means (VGG, ResNet50 in Keras); ``torch``: ``p / 255`` minus the
-    ImageNet means, divided by the standard deviations (DenseNet, EfficientNetV2 with
-    ``include_preprocessing=False``). ``caffe`` and ``torch`` need RGB images.
-    """
-    import numpy as np
-
-    p = np.asarray(pixels, np.float32)
-    if scale == "0,1":
-        return p / 255.0
-    if scale == "-1,1":
-        return p / 127.5 - 1.0
-    if scale == "0,255":
-        return p.copy()
-    if scale in ("caffe", "torch"):
-        if p.shape[-1] != 3:
-            raise CLIError(f"--scale {scale}: needs RGB images (3 channels), the model takes {p.shape[-1]}")
-        import keras
-
-        return np.asarray(keras.applications.imagenet_utils.preprocess_input(p.copy(), mode=scale), np.float32)
-    raise CLIError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
-
-
-def load_preprocess(spec: str):
-    """The function named by ``module:function`` (the current folder is importable)."""
-    import importlib
-
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise CLIError(f"--preprocess: expected MODULE:FUNCTION (e.g. my_model:preprocess), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """:func:`tf_pathattr.files.scale_pixels` for ``--scale``."""
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise CLIError(f"--preprocess: cannot import {module_name}: {_first_line(exc)}") from None
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise CLIError(f"--preprocess: {module_name} has no function {func_name!r}")
-    return fn
+        return _files.scale_pixels(pixels, scale)
+    except ValueError as exc:
+        raise CLIError("--" + str(exc)) from None
 
 
 def apply_preprocess(fn, pixels, spec: str):
     """``fn(pixels 0..255 float32 [B, H, W, C]) -> model inputs`` with the batch size kept."""
-    import numpy as np
-
-    try:
-        out = fn(np.array(pixels, np.float32))
-        x = np.asarray(out.numpy() if hasattr(out, "numpy") else out)
-    except Exception as exc:
-        raise CLIError(f"--preprocess: {spec} failed: {type(exc).__name__}: {_first_line(exc)}") from None
-    if x.dtype.kind not in "fiub" or x.ndim < 1 or x.shape[0] != pixels.shape[0]:
-        raise CLIError(
-            f"--preprocess: {spec} must return a numeric array with the batch size kept "
-            f"({pixels.shape[0]}), got {x.dtype} {tuple(x.shape)}"
-        )
-    return x.astype(np.float32)
+    return prefixed("--preprocess", _files.apply_preprocess, fn, pixels, spec)
 
 
 def load_input(path, shape, scale=None, preprocess=None):
@@ -189,7 +82,6 @@ def load_input(path, shape, scale=None, preprocess=None):
     ``.npy`` arrays are used as they are; images are read as 0..255 pixels and mapped to the model's
     input range by ``scale`` (default ``"0,1"``) or ``preprocess`` (``module:function``).
     """
-    import numpy as np
 
     p = Path(path)
     if not p.is_file():
@@ -199,17 +91,11 @@ def load_input(path, shape, scale=None, preprocess=None):
         if scale is not None or preprocess is not None:
             flag = "--scale" if scale is not None else "--preprocess"
             raise CLIError(f"{flag}: applies to image inputs (.png, .jpg); a .npy input is used as it is")
-        try:
-            x = np.load(p, allow_pickle=False)
-        except Exception as exc:
-            raise CLIError(f"--input: cannot read {path} as a .npy array: {_first_line(exc)}") from None
-        if x.dtype.kind not in "fiub":
-            raise CLIError(f"--input: {path} holds {x.dtype} values, expected numbers")
-        x = x.astype(np.float32)
+        x = prefixed("--input", _files.read_npy, p)
         if shape is not None and tuple(x.shape) == tuple(shape):
             x = x[None]
         display = x if x.ndim in (3, 4) else None
-    elif suffix in _IMAGE_SUFFIXES:
+    elif suffix in _files.IMAGE_SUFFIXES:
         pixels = read_image(p, shape)
         if preprocess is not None:
             x = apply_preprocess(load_preprocess(preprocess), pixels, preprocess)
@@ -226,9 +112,7 @@ def load_input(path, shape, scale=None, preprocess=None):
     return x, display
 
 
-def _first_line(exc) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+_first_line = _files.first_line
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,9 +201,9 @@ def explain_batches(fn, model, x, target, options: dict, batch_size: int, method
     parts = []
     starts = range(0, len(x), batch_size)
     if len(starts) > 1:
-        from .demo import _progress
+        from ._progress import progress
 
-        starts = _progress(starts, desc="explaining", unit="batch")
+        starts = progress(starts, desc="explaining", unit="batch")
     for s in starts:
         try:
             attr = fn(model, x[s : s + batch_size], target, **options)
@@ -342,16 +226,6 @@ def write_picture(path, display, attr) -> bool:
     strip = np.concatenate([viz.overlay(display[i], attr[i], "signed") for i in range(len(attr))], axis=1)
     viz.save_png(strip, path)
     return True
-
-
-def _method_options(text):
-    try:
-        options = json.loads(text) if text else {}
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"--options: not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(options, dict):
-        raise CLIError("--options: expected a JSON object such as '{\"n_steps\": 32}'")
-    return options
 
 
 def cmd_explain(args) -> int:
@@ -451,114 +325,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _beam_available() -> bool:
-    try:
-        import apache_beam  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def cmd_explain_dataset(args, pipeline_args=()) -> int:
-    """Explain every record of the input files; write sharded results into ``--out``."""
-    from .methods import registry
-
-    try:
-        method = registry.canonical(args.method)
-    except ValueError as exc:
-        raise CLIError(f"--method: {exc}".replace("method: ", "", 1)) from None
-    try:
-        options = json.loads(args.options) if args.options else {}
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"--options: not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(options, dict):
-        raise CLIError("--options: expected a JSON object such as '{\"n_steps\": 32}'")
-    target = args.target
-    if target is not None and target != "labels":
-        try:
-            target = int(target)
-        except ValueError:
-            raise CLIError(f"--target: expected a class index or 'labels', got {target!r}") from None
-    metrics = tuple(m for m in (args.metrics or "").split(",") if m)
-    from . import dataset as _ds
-
-    unknown = [m for m in metrics if m not in _ds.METRICS]
-    if unknown:
-        raise CLIError(f"--metrics: unknown {unknown}; available: {','.join(_ds.METRICS)}")
-    try:
-        files = _ds.list_files(args.input)
-    except FileNotFoundError as exc:
-        raise CLIError(f"--input: {_first_line(exc).replace('data: ', '', 1)}") from None
-    use_beam = not args.no_beam
-    if use_beam and not _beam_available():
-        if args.runner or pipeline_args:
-            raise CLIError(
-                "--runner and Beam pipeline options need apache-beam: pip install 'tf_pathattr[beam]' "
-                "(or run in-process with --no-beam)"
-            )
-        print(
-            "tf-pathattr: note: apache-beam is not installed; explaining in-process without Beam "
-            "(pip install 'tf_pathattr[beam]' for Beam runners)",
-            file=sys.stderr,
-        )
-        use_beam = False
-    if not use_beam and pipeline_args:
-        raise CLIError(f"unrecognized arguments (Beam pipeline options need Beam): {' '.join(pipeline_args)}")
-    model, shape = load_model(args.model)  # one clear error line for a bad --model, before any work
-    try:
-        if use_beam:
-            import logging
-
-            from .beam import explain_files
-
-            if not args.verbose:  # Beam logs every stage at INFO
-                logging.getLogger("apache_beam").setLevel(logging.WARNING)
-
-            extra = list(pipeline_args) + ([f"--runner={args.runner}"] if args.runner else [])
-            summary = explain_files(
-                args.model,
-                files,
-                args.out,
-                method=method,
-                target=target,
-                options=options,
-                metrics=metrics,
-                batch_size=args.batch_size,
-                num_shards=args.num_shards,
-                format=args.format,
-                input_shape=shape,
-                scale=args.scale,
-                pipeline_args=extra,
-                overwrite=args.overwrite,
-            )
-            records, results, dead = summary["records"], summary["results"], summary["dead_letters"]
-        else:
-            res = _ds.explain_dataset(
-                model,
-                files,
-                target,
-                method=method,
-                out=args.out,
-                options=options,
-                batch_size=args.batch_size,
-                shard_size=args.shard_size,
-                format=args.format,
-                metrics=metrics,
-                input_shape=shape,
-                scale=args.scale,
-                overwrite=args.overwrite,
-                progress=True,
-            )
-            records, results, dead = res.n_records, res.n_results, res.n_dead_letters
-            if res.shards_skipped:
-                print(f"resumed: {res.shards_skipped} finished shard(s) skipped")
-    except (TypeError, ValueError, NotImplementedError, FileNotFoundError) as exc:
-        raise CLIError(f"{args.method}: {_first_line(exc)}") from None
-    print(f"records {records} = results {results} + dead letters {dead} ({'Beam' if use_beam else 'in-process'})")
-    print(f"wrote {args.out}")
-    return 0
-
-
 def _warn_line(message: str) -> None:
     """One warning line on stderr, on a line of its own even while a progress bar is drawn there."""
     try:
@@ -651,53 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sanity-check", action="store_true", help="skip the model-randomization sanity check")
     p.add_argument("--fast", action="store_true", help="the registry's small options (a quick look)")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser(
-        "explain-dataset",
-        parents=common,
-        help="explain every record of image / .npy / TFRecord files (Apache Beam, or in-process)",
-    )
-    p.add_argument("--model", required=True, help=".keras / .h5 file or SavedModel folder")
-    p.add_argument(
-        "--input",
-        required=True,
-        nargs="+",
-        help="glob patterns, files or folders (PNG / JPEG, .npy, TFRecord of tf.train.Example)",
-    )
-    p.add_argument("--method", required=True, help="method name (see `tf-pathattr methods`)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--target", default=None, help="class index, or 'labels' (TFRecord label feature); default: the predicted class"
-    )
-    p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
-    p.add_argument("--batch-size", type=int, default=32, help="explicands per method call (default 32)")
-    p.add_argument(
-        "--metrics",
-        default="completeness_gap",
-        help="comma-separated table columns: completeness_gap,deletion_auc,insertion_auc",
-    )
-    p.add_argument("--format", choices=("npz", "tfrecord"), default="npz", help="attribution shards (default npz)")
-    p.add_argument(
-        "--scale",
-        choices=SCALES,
-        default="0,1",
-        help="image files: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
-    )
-    p.add_argument(
-        "--runner",
-        default=None,
-        help="Beam runner (DirectRunner, PrismRunner, FlinkRunner, SparkRunner, "
-        "DataflowRunner, ...); default: the local FnApiRunner in multi-processing mode",
-    )
-    p.add_argument("--num-shards", type=int, default=None, help="Beam: output shards (default: one per 256 files)")
-    p.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        help="in-process: examples per shard, the unit of resumption (default 8 x batch size)",
-    )
-    p.add_argument("--no-beam", action="store_true", help="explain in-process without Beam (resumable)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
-    p.set_defaults(func=cmd_explain_dataset, pipeline_args=True)
+    _add_dataset_parser(sub, common)
     p = sub.add_parser("methods", parents=common, help="list the available methods")
     p.set_defaults(func=cmd_methods)
     return parser

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -111,11 +110,10 @@ def demo_options(name: str, x, pool_x, pool_y, quick: bool = False) -> dict:
 
 
 def _progress(iterable, **kw):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the dev extra
-        return iterable
-    return tqdm(iterable, file=sys.stderr, **kw)
+    """The shared progress bar (:func:`tf_pathattr._progress.progress`)."""
+    from ._progress import progress
+
+    return progress(iterable, **kw)
 
 
 def _short_name(name: str) -> str:
@@ -161,7 +159,7 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
     import tf_pathattr as tpa
 
     from . import viz
-    from .callbacks import explain_with_gap
+    from .methods.calling import explain_with_gap
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

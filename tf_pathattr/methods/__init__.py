@@ -48,16 +48,4 @@ del _spec
 METHODS = registry.names()
 
 
-def resolve_method(method):
-    """The attribution function for a name, an alias or a callable."""
-    if callable(method):
-        return method
-    return registry.get(method).function
-
-
-def attribute(model, inputs, target=None, method="integrated_gradients", **options):
-    """Run the attribution method called ``method`` (a name from :data:`METHODS` or an alias).
-
-    ``options`` are the method's keyword options (see ``tpa.methods.registry.get(method)``).
-    """
-    return resolve_method(method)(model, inputs, target, **options)
+from .calling import attribute, completeness_mode, explain_with_gap, resolve_method  # noqa: E402,F401
