@@ -239,5 +239,5 @@ def test_text_report_shows_token_heatmaps_for_methods_that_take_layer(tmp_path):
     ref = tpa.text.token_attributions(model, ids, data.target, method="ig", layer="embedding", n_steps=8)
     np.testing.assert_allclose(ig.maps, ref.scores, rtol=1e-5, atol=1e-7)
     assert np.nanmax(ig.gap) < 1e-3
-    with pytest.raises(ValueError, match="smoothgrad"):
-        _run.choose_methods(["smoothgrad"], "text")
+    with pytest.raises(ValueError, match="adversarial_gradient_integration"):  # AGI refuses layer=
+        _run.choose_methods(["agi"], "text")

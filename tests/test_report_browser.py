@@ -103,7 +103,7 @@ def test_script_runs_and_the_method_toggle_changes_what_is_shown(browser, page):
 def test_sort_and_enlarge_through_the_fragment(browser, page):
     dom = dump(browser, page, "#sort=method&dir=desc&example=1")
     assert re.search(r'<body[^>]*data-sort="method:desc"', dom)
-    from tf_pathattr.demo import _short_name
+    from tf_pathattr.methods.registry import short_name as _short_name
 
     by_short = sorted(["gradients", "integrated_gradients"], key=_short_name)  # the column shows short names
     assert re.findall(r'<tr data-method="([^"]+)"', dom) == by_short[::-1]

@@ -47,5 +47,6 @@ from .methods.noise_tunnel import smoothgrad  # noqa: F401
 from .methods.split_ig import split_integrated_gradients  # noqa: F401
 from .methods.split_ig import split_integrated_gradients as split_ig  # noqa: F401
 from .methods.xrai import xrai  # noqa: F401
+
 # --- end of the generated method names ---
 from .report import report  # noqa: F401, E402

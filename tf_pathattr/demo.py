@@ -116,13 +116,6 @@ def _progress(iterable, **kw):
     return progress(iterable, **kw)
 
 
-def _short_name(name: str) -> str:
-    """The shortest alias of a method (column titles), e.g. ``guided_ig`` for ``guided_integrated_gradients``."""
-    from .methods import registry
-
-    return min(registry.aliases_of(name) + (name,), key=len)
-
-
 def _first_array(attr):
     if isinstance(attr, dict):
         attr = next(iter(attr.values()))
@@ -209,7 +202,7 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
         path=out / "attributions.png",
         cell_inches=1.2,
         dpi=100,
-        titles=["input"] + [_short_name(n) for n in maps],
+        titles=["input"] + [tpa.methods.registry.short_name(n) for n in maps],
     )
     info = {"model": str(model_path), "test_accuracy": acc, "examples": picks, "quick": bool(quick), "rows": rows}
     (out / "metrics.json").write_text(json.dumps(info, indent=2))

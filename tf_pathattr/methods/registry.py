@@ -194,6 +194,12 @@ def aliases_of(name) -> Tuple[str, ...]:
     return tuple(sorted(a for a, n in _ALIASES.items() if n == full))
 
 
+def short_name(name) -> str:
+    """The shortest name of a method (column titles), e.g. ``guided_ig`` for ``guided_integrated_gradients``."""
+    full = canonical(name)
+    return min(aliases_of(full) + (full,), key=len)
+
+
 def wrapped_baseline_option(spec: MethodSpec, options: Mapping[str, Any]) -> Optional[str]:
     """The baseline option a call of ``spec`` with ``options`` takes: a wrapping method (IDGI, the noise
     tunnel) passes its baseline to the base method it runs (``options["base_method"]``, else the

@@ -44,7 +44,7 @@ def _target_text(target) -> str:
 def _progress(names, enabled: bool):
     if not enabled:
         return names
-    from ..demo import _progress as progress
+    from .._progress import progress
 
     return progress(names, desc="report", unit="method")
 

@@ -173,11 +173,10 @@ def _first_array(attr):
 def explain(name, model, x, target, opts, kind, text_args) -> MethodRun:
     """Run one method (timed) and keep its maps and completeness gap."""
     from .. import text as _text
-    from ..callbacks import explain_with_gap
-    from ..demo import _short_name
     from ..methods import registry, resolve_method
+    from ..methods.calling import explain_with_gap
 
-    run = MethodRun(name=name, short=_short_name(name))
+    run = MethodRun(name=name, short=registry.short_name(name))
     t0 = time.perf_counter()
     if kind == "text":
         want = registry.get(name).completeness is not None
