@@ -429,7 +429,7 @@ def guided_integrated_gradients(
 
         Batch = per-example holds up to the model's own float rounding: many Keras/oneDNN
         kernels give input gradients that differ in the last bits with the batch size, and Guided
-        IG's discrete feature selection can amplify that on max-pool models (measured: up to 26 %
+        IG's discrete feature selection can amplify that on max-pool models (measured: up to 15-26 %
         of ``max|attr|`` for one example, sums within 2.3 %; registry ``batch_tolerance``). For
         bit-reproducible per-example results explain one example per call.
     return_convergence_delta : bool
@@ -540,14 +540,16 @@ SPEC = MethodSpec(
     "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
     completeness="F(x) − F(x') (loose on max-pool models, by design)",
     details=True,
-    # Measured, not fixed (issue 9 defect 11): Guided IG shares no state across rows (with a model called
-    # row by row, an example's result inside a batch is bit-identical to its result alone, fast and parity
-    # modes; tests/methods/test_guided_ig.py). The difference comes from the model: oneDNN picks
-    # batch-size-dependent kernels, so input gradients of a batch of 3 and of 1 differ by ~4e-9, and Guided
-    # IG's discrete choices (which features sit below the |g| quantile, which reach the window ceiling)
-    # amplify that on max-pool models, whose gradients have many near-ties. Measured max|batch - single| /
-    # max|single| on two random-weight 48x48 max-pool/BatchNorm CNNs, 6 examples, fast and parity modes,
-    # 50 and 200 steps: 0.26 (attribution sums within 2.3 %); smooth models stay at float rounding.
+    # Measured, not fixed (issue 9 defect 11, re-measured for issue 21 after the rounds moved to module-level XLA
+    # clusters without float reductions): Guided IG shares no state across rows (with a model called row by row, an
+    # example's result inside a batch is bit-identical to its result alone, fast and parity modes;
+    # tests/methods/test_guided_ig.py). Any difference comes from the model: oneDNN picks batch-size-dependent
+    # kernels, so input gradients of a batch of 3 and of 1 can differ by ~4e-9, and Guided IG's discrete choices
+    # amplify that on max-pool models with many near-ties. Measured max|batch - single| / max|single| (B = 3,
+    # 8 / 50 / 200 steps, fast and parity): the contract suite's max-pool CNN (zoo.maxpool_cnn(16)) 1.6e-7 at most;
+    # a random-weight 48x48 max-pool/BatchNorm CNN 2e-7 at 8-50 steps, 0.15 (fast) and 0.06 (parity) at 200-50
+    # steps (issue 9 measured 0.26 there); MobileNetV3Small (96x96, 8 and 32 steps) 0.0. Smooth models stay at
+    # float rounding.
     batch_tolerance=0.3,
     per_example_options={"baseline": tile_baseline},
     baseline_option="baseline",
