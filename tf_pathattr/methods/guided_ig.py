@@ -237,18 +237,24 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
                 return None
             return tf.where(tf.equal(c, 0.0), b, tf.where(tf.equal(c, 1.0), x, b + d_full * c))
 
-        def advance(z, attr, g, base, end, a_min, a_max, goal_frac, active0):
-            """One step's selection rounds (the gradient ``g`` is fixed); returns the new z, attr, rounds, cut-off."""
+        def segment(base, end):
+            """What a step needs of its segment: ``delta``, its L1 length, the catch-up tolerance, the mask
+            of features that move and ``delta`` made safe to divide by."""
             delta = end - base
-            lo = base + delta * a_min
-            hi = base + delta * a_max
             seg_len = tf.reduce_sum(tf.abs(delta), axis=1)
-            goal = seg_len * goal_frac
             # float32: the ceiling line(1) = b + (x - b) * 1 misses x by an ulp per feature, so the
             # catch-up test needs an absolute tolerance on the scale of the path length L
             tol = abs_tol if parity else tf.maximum(abs_tol, rel_tol * seg_len)
             moving = tf.not_equal(delta, 0.0)
             safe = tf.where(moving, delta, tf.ones_like(delta))
+            return delta, seg_len, tol, moving, safe
+
+        def advance(z, attr, g, base, end, seg, a_min, a_max, goal_frac, active0):
+            """One step's selection rounds (the gradient ``g`` is fixed); returns the new z, attr, rounds, cut-off."""
+            delta, seg_len, tol, moving, safe = seg
+            lo = base + delta * a_min
+            hi = base + delta * a_max
+            goal = seg_len * goal_frac
 
             def round_body(r, z, attr, s, active):
                 z1, s1, sel, cur_abs, sel_abs = select(z, s, base, end, lo, hi, a_min, a_max, moving, safe, kth)
@@ -281,10 +287,12 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
             if accumulator is not None:  # IDGI: the (F, g) pair of the path point z_t
                 idgi_state = (accumulator.update(idgi_state[0], f[None], [gr[None] for gr in grads]),)
             g = flatten(grads)
-            z, attr, r, cut = advance(z, attr, g, base, end, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
+            seg = segment(base, end) if anchored else whole_line
+            z, attr, r, cut = advance(z, attr, g, base, end, seg, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
             return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut)) + tuple(idgi_state)
 
         any_moving = tf.reduce_any(total > 0)
+        whole_line = None if anchored else segment(b, x)  # without anchors every step runs on the line b -> x
         init = [
             tf.constant(0, tf.int32),
             b,
