@@ -69,25 +69,34 @@ def _run(fn):
 
 
 def interleaved(rows: dict, rounds: int) -> dict:
-    """``rows``: name -> (candidate, floor) callables. Per round and row: both run next to each other
-    (alternating order), giving one wall and one CPU ratio. Returns name -> lists of the raw numbers."""
-    for cand, floor in rows.values():  # warm-up: traces and first-call costs
+    """``rows``: name -> (candidate, floor) callables; rows may share a floor. Each round runs, per floor,
+    its candidates with the floor in their middle (the order reversed every round), so each candidate runs
+    within a few calls of the floor it is divided by; one wall and one CPU ratio per candidate and round.
+    Returns name -> lists of the raw numbers."""
+    groups = {}
+    for name, (cand, floor) in rows.items():
+        groups.setdefault(id(floor), (floor, []))[1].append((name, cand))
+    for floor, cands in groups.values():  # warm-up: traces and first-call costs
         _force(floor())
-        _force(cand())
+        for _, cand in cands:
+            _force(cand())
     out = {name: {"wall": [], "cpu": [], "floor_wall": [], "floor_cpu": []} for name in rows}
     for r in range(rounds):
-        for name, (cand, floor) in rows.items():
-            if r % 2:
-                fw, fc = _run(floor)
-                cw, cc = _run(cand)
-            else:
-                cw, cc = _run(cand)
-                fw, fc = _run(floor)
-            rec = out[name]
-            rec["wall"].append(cw)
-            rec["cpu"].append(cc)
-            rec["floor_wall"].append(fw)
-            rec["floor_cpu"].append(fc)
+        for floor, cands in groups.values():
+            order = list(cands) if r % 2 == 0 else list(reversed(cands))
+            half = len(order) // 2 if len(order) > 1 else (r % 2)
+            sequence = order[:half] + [(None, floor)] + order[half:]
+            times = {}
+            for name, fn in sequence:
+                times[name] = _run(fn)
+            fw, fc = times[None]
+            for name, _ in cands:
+                cw, cc = times[name]
+                rec = out[name]
+                rec["wall"].append(cw)
+                rec["cpu"].append(cc)
+                rec["floor_wall"].append(fw)
+                rec["floor_cpu"].append(fc)
     return out
 
 
