@@ -556,9 +556,10 @@ def _spawn(args, timeout):
         out = f.name
     cmd = [sys.executable, "-m", "benchmarks.guard", *args, "--out", out]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     took = time.perf_counter() - t0
+    print(f"    (process CPU time {_children_cpu() - c0:.0f} s)", flush=True)
     try:
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -566,6 +567,11 @@ def _spawn(args, timeout):
         return json.loads(Path(out).read_text()), took, ""
     finally:
         Path(out).unlink(missing_ok=True)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _median_ratio(rec, key="wall"):
