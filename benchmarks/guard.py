@@ -525,12 +525,8 @@ def _pair():
 
 
 CASES = {"registry": case_registry, "ig": case_ig, "guided_ig": case_guided_ig, "text": case_text}
-MEMORY = [
-    ("integrated_gradients", 64),
-    ("integrated_gradients", 256),
-    ("guided_integrated_gradients", 64),
-    ("guided_integrated_gradients", 256),
-]
+MEMORY_METHODS = ("integrated_gradients", "guided_integrated_gradients")
+MEMORY_STEPS = {"quick": (64, 128), "full": (64, 256)}  # more steps: the peak over the floor must not grow
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,7 +632,7 @@ def main(argv=None):
             sections.append(_case_table(case, merged, meta))
     if "memory" in wanted:
         mem_rows = []
-        for method, steps in MEMORY:
+        for method, steps in [(m, n) for m in MEMORY_METHODS for n in MEMORY_STEPS["quick" if a.quick else "full"]]:
             res, took, err = _spawn(["--worker", method, "--steps", str(steps)], timeout=900)
             print(f"[memory] {method} {steps} steps: {took:.0f} s {'ERROR ' + err if err else ''}", flush=True)
             if res is None:
