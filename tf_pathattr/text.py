@@ -614,7 +614,9 @@ def token_attributions(
             raise ValueError(f"return_convergence_delta: method {spec.name!r} has no completeness target")
         opts["return_convergence_delta"] = True
 
-    result = spec.function(run_model, run_inputs, run_target, layer=(lay, call_index), **opts)
+    # the method's own layer probe would repeat the forward pass above: hand it the activations
+    with _eng.known_layer_activations(run_model, run_inputs, lay, call_index, acts):
+        result = spec.function(run_model, run_inputs, run_target, layer=(lay, call_index), **opts)
     delta = None
     extra = {}
     if return_convergence_delta:

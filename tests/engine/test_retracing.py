@@ -74,3 +74,29 @@ def test_no_retracing_over_batch_sizes(toy_cnn, tf_log, name):
     assert {k: fn.experimental_get_tracing_count() for k, fn in again.items()} == counts
     retracing = [m for m in tf_log.messages if "retracing" in m]
     assert not retracing, retracing[0]
+
+
+def test_token_attributions_probe_the_model_once(monkeypatch):
+    # issue 21: tpa.text probes the embedding layer (one forward pass) and the method's prepare used to
+    # probe it again on the same inputs; the method now takes the activations from the caller
+    import models as zoo
+    import tf_pathattr as tpa
+
+    model = zoo.text_model()
+    ids = zoo.ids(2)
+    calls = []
+    probe = eng.layer_probe
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(eng, "layer_probe", counted)
+    once = tpa.text.token_attributions(model, ids, [0, 2], n_steps=8)
+    assert len(calls) == 1
+    # the same result as when the method probes for itself
+    monkeypatch.setattr(eng, "_KNOWN_ACTIVATIONS", __import__("contextvars").ContextVar("off", default=None))
+    monkeypatch.setattr(eng, "known_layer_activations", lambda *a: __import__("contextlib").nullcontext())
+    twice = tpa.text.token_attributions(model, ids, [0, 2], n_steps=8)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(once.attributions, twice.attributions)

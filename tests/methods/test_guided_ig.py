@@ -517,3 +517,33 @@ def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
         one = gig(model, x[i : i + 1], None, n_steps=50).numpy()[0]
         worst = max(worst, np.abs(batch[i] - one).max() / np.abs(one).max())
     assert worst <= tol
+
+
+def test_selection_rounds_compile_once_per_shape_not_per_model():
+    # issue 21: the fast mode's XLA-compiled round halves are module-level functions of tensors only, so a
+    # new model of the same input shape adds no trace (and no XLA executable); the former module flag
+    # XLA_ROUNDS compiled a new nested function for every model and grew XLA's cache with each one
+    assert not hasattr(gig_mod, "XLA_ROUNDS")
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (2, 8, 8, 3)).astype(np.float32)
+    gig(zoo.toy_cnn(seed=1), x, 0, n_steps=4)
+    fns = (gig_mod._select_round_xla, gig_mod._move_round_xla)
+    counts = [f.experimental_get_tracing_count() for f in fns]
+    for seed in (2, 3):
+        gig(zoo.toy_cnn(seed=seed), x, 0, n_steps=4)
+    assert [f.experimental_get_tracing_count() for f in fns] == counts
+
+
+def test_fast_rounds_match_the_plain_tf_rounds(cnn, images):
+    # the XLA-compiled round halves compute what the same functions compute as plain TF ops
+    eng.CACHE.clear()
+    fast = gig(cnn, images[:2], 0, n_steps=20).numpy()
+    orig = gig_mod._select_round_xla, gig_mod._move_round_xla
+    try:
+        gig_mod._select_round_xla, gig_mod._move_round_xla = gig_mod._select_round, gig_mod._move_round
+        eng.CACHE.clear()
+        plain = gig(cnn, images[:2], 0, n_steps=20).numpy()
+    finally:
+        gig_mod._select_round_xla, gig_mod._move_round_xla = orig
+        eng.CACHE.clear()
+    assert np.corrcoef(fast.ravel(), plain.ravel())[0, 1] > 0.999
+    np.testing.assert_allclose(fast.sum(axis=(1, 2, 3)), plain.sum(axis=(1, 2, 3)), rtol=1e-3)

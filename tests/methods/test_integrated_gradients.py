@@ -261,3 +261,29 @@ def test_options_after_target_are_keyword_only(toy_cnn):
     x = np.zeros((1, 8, 8, 3), np.float32)
     with pytest.raises(TypeError):
         tpa.integrated_gradients(toy_cnn, x, 1, 0.0)
+
+
+def test_one_graph_execution_per_call():
+    # issue 21: a profile counted two executions per IG call; the second was an eager Fill (the zero
+    # baseline), not a graph. An IG call runs its cached tf.function once and nothing else compiled.
+    from tensorflow.python.eager import execute as tf_execute
+
+    model = zoo.toy_cnn()
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (3, 8, 8, 3)).astype(np.float32)
+    for inputs in (x, tf.constant(x)):
+        for rule in ("riemann_trapezoid", "gausslegendre"):
+            tpa.integrated_gradients(model, inputs, [0, 1, 2], n_steps=16, internal_batch_size=8, rule=rule)
+            seen = []
+            original = tf_execute.quick_execute, tf_execute.execute
+
+            def recording(op_name, *args, **kwargs):
+                seen.append(op_name)
+                return original[0](op_name, *args, **kwargs)
+
+            tf_execute.quick_execute = tf_execute.execute = recording  # functions run through execute.execute
+            try:
+                tpa.integrated_gradients(model, inputs, [0, 1, 2], n_steps=16, internal_batch_size=8, rule=rule)
+            finally:
+                tf_execute.quick_execute, tf_execute.execute = original
+            graphs = [name for name in seen if str(name).startswith("__inference")]
+            assert len(graphs) == 1, seen

@@ -11,6 +11,8 @@ memory is bounded by ``internal_batch_size`` and does not grow with ``n_steps``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import warnings
@@ -144,7 +146,11 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
     raw, raw_structure, batch = _shapes.prepare_inputs(inputs, name_inputs, allow_integer=True)
     _shapes.check_against_model(model, raw, raw_structure, name_inputs)
     lay, call_index = _layers.resolve_layer(model, layer)
-    acts, call_index, _, _ = layer_probe(model, lay, call_index, raw_structure.pack(raw))
+    known = _KNOWN_ACTIVATIONS.get()
+    if known is not None and known.matches(model, inputs, lay, call_index):
+        acts, call_index = known.activations, known.call_index  # the caller's own probe of these inputs
+    else:
+        acts, call_index, _, _ = layer_probe(model, lay, call_index, raw_structure.pack(raw))
     if not acts.dtype.is_floating:
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
@@ -181,6 +187,45 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
     )
     problem._context_holder = holder
     return problem
+
+
+@dataclass(frozen=True)
+class _KnownActivations:
+    model: Any
+    inputs: Any
+    layer: Any
+    call_index: int
+    activations: tf.Tensor
+
+    def matches(self, model, inputs, layer, call_index) -> bool:
+        return (
+            model is self.model
+            and inputs is self.inputs
+            and layer is self.layer
+            and call_index in (None, self.call_index)
+        )
+
+
+_KNOWN_ACTIVATIONS: "contextvars.ContextVar[Optional[_KnownActivations]]" = contextvars.ContextVar(
+    "tf_pathattr_known_activations", default=None
+)
+
+
+@contextlib.contextmanager
+def known_layer_activations(model, inputs, layer, call_index: int, activations):
+    """Within the block, :func:`prepare` with ``layer=layer`` on this very ``model`` and ``inputs`` object
+    (identity, not equality) takes ``activations`` as the layer's output instead of probing the model.
+
+    For a caller that has just probed the same layer on the same raw inputs (``tpa.text``: the user's
+    model, then a scoring wrapper around it that feeds the model those inputs unchanged) and would
+    otherwise pay a second forward pass per call. Scoped to the block (a context variable): nothing is
+    kept afterwards, and inputs that a method replaces or tiles are probed as usual.
+    """
+    token = _KNOWN_ACTIVATIONS.set(_KnownActivations(model, inputs, layer, int(call_index), activations))
+    try:
+        yield
+    finally:
+        _KNOWN_ACTIVATIONS.reset(token)
 
 
 def layer_probe(model, layer, call_index, inputs):

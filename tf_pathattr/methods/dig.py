@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
+from ..engine.paths import completeness_delta
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
 
@@ -265,9 +266,7 @@ def discretized_integrated_gradients(
             acc = eng.chunked_loop(n_pts - 1, chunk, body, tf.zeros_like(flat_x[0]))
             if not return_convergence_delta:
                 return [acc], tf.zeros((batch,), tf.float32)
-            f_x = eng.scores_at_x(problem, flat_x, indices, out_x)
-            f_b = eng.scores(problem, [path[0]], indices)
-            return [acc], tf.reduce_sum(tf.reshape(acc, [batch, -1]), axis=1) - (f_x - f_b)
+            return [acc], completeness_delta(problem, flat_x, [path[0][None]], indices, [acc], out_x)
 
         return fn
 

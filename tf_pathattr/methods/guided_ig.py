@@ -44,8 +44,8 @@ import tensorflow as tf
 
 from ..engine import accumulators as _acc
 from ..engine import gradients as eng
+from ..engine.paths import completeness_delta
 from ..engine.shapes import check_positive_int, prepare_baselines
-from .integrated_gradients import completeness_delta
 from .registry import MethodSpec, tile_baseline
 from .._typing import Attributions, Inputs, Model, Target
 
@@ -53,9 +53,6 @@ __all__ = ["guided_integrated_gradients", "guided_ig_tables", "max_rounds_per_st
 
 _PARITY_TOL = 1e-9  # math.isclose(rel_tol=1e-9, abs_tol=1e-9) as in the released code
 _FAST_REL_TOL = 1e-5
-#: Compile each step's selection rounds (fast mode only) with XLA, which fuses their ~30 small
-#: element-wise ops per round; parity mode keeps plain TF kernels (no FMA contraction).
-XLA_ROUNDS = False  # off: XLA reductions round by batch shape (batch != single), and each model grows XLA's cache
 
 
 def max_rounds_per_step(fraction: float) -> int:
@@ -151,6 +148,59 @@ def _kth_smallest_bisect(mag, k):
     return tf.bitcast(hi, tf.float32)
 
 
+def _select_round(z, s, base, end, lo, hi, a_min, a_max, moving, safe, kth):
+    """First half of a selection round, element-wise and per row only (no float reduction).
+
+    Pulls lagging features up to the window floor ``lo`` (``z1``), masks the features at the ceiling
+    ``hi`` with ``+inf`` (``s1``), and selects the features whose ``|s1|`` is at most the per-example
+    ``(kth+1)``-th smallest (numpy ``'lower'`` quantile). Returns ``z1, s1, sel`` and the two per-feature
+    terms whose row sums the second half needs: ``|z1 - end|`` and ``|z1 - hi|`` on the selection.
+    """
+    inf = tf.constant(np.inf, z.dtype)
+    progress = tf.where(moving, (z - base) / safe, a_max)
+    z1 = tf.where(progress < a_min, lo, z)
+    s1 = tf.where(tf.equal(z1, hi), inf, s)
+    mag = tf.abs(s1)
+    kth_smallest = _kth_smallest_bisect if z.dtype == tf.float32 else _kth_smallest_topk
+    tau = kth_smallest(mag, kth)[:, None]
+    sel = tf.logical_and(mag <= tau, tf.not_equal(s1, inf))
+    cur_abs = tf.abs(z1 - end)
+    sel_abs = tf.where(sel, tf.abs(z1 - hi), tf.zeros_like(z1))
+    return z1, s1, sel, cur_abs, sel_abs
+
+
+def _move_round(z, z1, s, s1, sel, l_cur, l_sel, goal, tol, hi, attr, g, active, rel_tol):
+    """Second half of a selection round, given the row sums ``l_cur = sum|z1 - end|`` and ``l_sel``.
+
+    Ends the step where ``l_cur`` is within tolerance of the goal; otherwise moves the selected features
+    to the ceiling, or by the common fraction ``gamma = (l_cur - goal) / l_sel`` of their gap to it.
+    Adds ``g * (z_new - z)`` to the attributions of the active rows. Returns ``z_new, attr, s, still``.
+    """
+    inf = tf.constant(np.inf, z.dtype)
+    close = tf.abs(l_cur - goal) <= tf.maximum(rel_tol * tf.maximum(tf.abs(l_cur), tf.abs(goal)), tol)
+    gamma = tf.where(l_sel > 0, (l_cur - goal) / tf.where(l_sel > 0, l_sel, tf.ones_like(l_sel)), inf)
+    gamma = tf.maximum(gamma, 0.0)  # float32 mode: never move backwards
+    big = gamma > 1.0
+    moved = tf.where(big[:, None], hi, z1 + (hi - z1) * tf.where(big, tf.zeros_like(gamma), gamma)[:, None])
+    z2 = tf.where(tf.logical_and(sel, tf.logical_not(close)[:, None]), moved, z1)
+    act = active[:, None]
+    z_new = tf.where(act, z2, z)
+    attr = attr + tf.where(act, (z_new - z) * g, tf.zeros_like(z))
+    # L_S = 0 (nothing left to move; only reachable through float32 rounding) also ends the step
+    still = tf.logical_and(active, tf.logical_and(tf.logical_not(close), tf.logical_and(big, l_sel > 0)))
+    return z_new, attr, tf.where(act, s1, s), still
+
+
+# Fast (float32) mode runs both halves of a round as XLA clusters: one fused kernel each instead of
+# ~30 element-wise TF ops and a 31-pass bisection of ~9 ops per round. They are module-level functions of
+# tensors and static numbers only (never a model), so XLA compiles them once per feature-matrix shape and
+# constants: explaining new models of the same input shape adds no executable. They hold no float
+# reduction (the bisection counts integers), so their results do not depend on the batch size; the two
+# row sums of a round run between them as plain TF reductions, as in parity mode.
+_select_round_xla = tf.function(_select_round, jit_compile=True, autograph=False, reduce_retracing=False)
+_move_round_xla = tf.function(_move_round, jit_compile=True, autograph=False, reduce_retracing=False)
+
+
 def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulator=None):
     """The traced body ``fn(flat_x, indices, tables, flat_base)`` (``accumulator``: the IDGI hook)."""
     dtype = tf.float64 if parity else tf.float32
@@ -162,9 +212,7 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
     n_feat = int(sum(sizes))
     kth = int(np.floor((n_feat - 1) * fraction))  # numpy 'lower' quantile index over all N features
     bound = max_rounds_per_step(fraction)
-    inf = tf.constant(np.inf, dtype)
-    kth_smallest = _kth_smallest_bisect if dtype == tf.float32 else _kth_smallest_topk
-    xla_rounds = XLA_ROUNDS and not parity
+    select, move = (_select_round, _move_round) if parity else (_select_round_xla, _move_round_xla)
 
     def flatten(flat):
         return tf.concat([tf.reshape(tf.cast(t, dtype), [batch, n]) for t, n in zip(flat, sizes)], axis=1)
@@ -189,41 +237,34 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
                 return None
             return tf.where(tf.equal(c, 0.0), b, tf.where(tf.equal(c, 1.0), x, b + d_full * c))
 
-        def advance(z, attr, g, base, end, a_min, a_max, goal_frac, active0):
-            """One step's selection rounds (the gradient ``g`` is fixed); returns the new z, attr, rounds, cut-off."""
+        def segment(base, end):
+            """What a step needs of its segment: ``delta``, its L1 length, the catch-up tolerance, the mask
+            of features that move and ``delta`` made safe to divide by."""
             delta = end - base
-            lo = base + delta * a_min
-            hi = base + delta * a_max
             seg_len = tf.reduce_sum(tf.abs(delta), axis=1)
-            goal = seg_len * goal_frac
             # float32: the ceiling line(1) = b + (x - b) * 1 misses x by an ulp per feature, so the
             # catch-up test needs an absolute tolerance on the scale of the path length L
             tol = abs_tol if parity else tf.maximum(abs_tol, rel_tol * seg_len)
             moving = tf.not_equal(delta, 0.0)
             safe = tf.where(moving, delta, tf.ones_like(delta))
+            return delta, seg_len, tol, moving, safe
+
+        def advance(z, attr, g, base, end, seg, a_min, a_max, goal_frac, active0):
+            """One step's selection rounds (the gradient ``g`` is fixed); returns the new z, attr, rounds, cut-off."""
+            delta, seg_len, tol, moving, safe = seg
+            lo = base + delta * a_min
+            hi = base + delta * a_max
+            goal = seg_len * goal_frac
 
             def round_body(r, z, attr, s, active):
-                z_prev = z
-                progress = tf.where(moving, (z - base) / safe, a_max)
-                z1 = tf.where(progress < a_min, lo, z)
-                l_cur = tf.reduce_sum(tf.abs(z1 - end), axis=1)
-                close = tf.abs(l_cur - goal) <= tf.maximum(rel_tol * tf.maximum(tf.abs(l_cur), tf.abs(goal)), tol)
-                s1 = tf.where(tf.equal(z1, hi), inf, s)
-                mag = tf.abs(s1)
-                tau = kth_smallest(mag, kth)[:, None]  # numpy 'lower' quantile of |s| per example
-                sel = tf.logical_and(mag <= tau, tf.not_equal(s1, inf))
-                l_sel = tf.reduce_sum(tf.where(sel, tf.abs(z1 - hi), tf.zeros_like(z1)), axis=1)
-                gamma = tf.where(l_sel > 0, (l_cur - goal) / tf.where(l_sel > 0, l_sel, tf.ones_like(l_sel)), inf)
-                gamma = tf.maximum(gamma, 0.0)  # float32 mode: never move backwards
-                big = gamma > 1.0
-                moved = tf.where(big[:, None], hi, z1 + (hi - z1) * tf.where(big, tf.zeros_like(gamma), gamma)[:, None])
-                z2 = tf.where(tf.logical_and(sel, tf.logical_not(close)[:, None]), moved, z1)
-                act = active[:, None]
-                z_new = tf.where(act, z2, z)
-                attr = attr + tf.where(act, (z_new - z_prev) * g, tf.zeros_like(z))
-                # L_S = 0 (nothing left to move; only reachable through float32 rounding) also ends the step
-                still = tf.logical_and(active, tf.logical_and(tf.logical_not(close), tf.logical_and(big, l_sel > 0)))
-                return r + 1, z_new, attr, tf.where(act, s1, s), still
+                z1, s1, sel, cur_abs, sel_abs = select(z, s, base, end, lo, hi, a_min, a_max, moving, safe, kth)
+                # the only float reductions of a round, as TF kernels (their rounding does not depend on B)
+                l_cur = tf.reduce_sum(cur_abs, axis=1)
+                l_sel = tf.reduce_sum(sel_abs, axis=1)
+                z_new, attr, s_new, still = move(
+                    z, z1, s, s1, sel, l_cur, l_sel, goal, tol, hi, attr, g, active, rel_tol
+                )
+                return r + 1, z_new, attr, s_new, still
 
             r, z, attr, _, still = tf.while_loop(
                 lambda r, z, attr, s, active: tf.reduce_any(active),
@@ -233,9 +274,6 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
                 parallel_iterations=1,
             )
             return z, attr, r, tf.reduce_any(still)
-
-        if xla_rounds:
-            advance = tf.function(advance, jit_compile=True, autograph=False)
 
         def step(t, z, attr, max_r, sum_r, hit, *idgi_state):
             if anchored:
@@ -249,10 +287,12 @@ def _build(problem, n_steps, fraction, parity, anchored, return_delta, accumulat
             if accumulator is not None:  # IDGI: the (F, g) pair of the path point z_t
                 idgi_state = (accumulator.update(idgi_state[0], f[None], [gr[None] for gr in grads]),)
             g = flatten(grads)
-            z, attr, r, cut = advance(z, attr, g, base, end, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
+            seg = segment(base, end) if anchored else whole_line
+            z, attr, r, cut = advance(z, attr, g, base, end, seg, a_min_t[t], a_max_t[t], goal_t[t], total > 0)
             return (t + 1, z, attr, tf.maximum(max_r, r), sum_r + r, tf.logical_or(hit, cut)) + tuple(idgi_state)
 
         any_moving = tf.reduce_any(total > 0)
+        whole_line = None if anchored else segment(b, x)  # without anchors every step runs on the line b -> x
         init = [
             tf.constant(0, tf.int32),
             b,
@@ -397,7 +437,7 @@ def guided_integrated_gradients(
 
         Batch = per-example holds up to the model's own float rounding: many Keras/oneDNN
         kernels give input gradients that differ in the last bits with the batch size, and Guided
-        IG's discrete feature selection can amplify that on max-pool models (measured: up to 26 %
+        IG's discrete feature selection can amplify that on max-pool models (measured: up to 15-26 %
         of ``max|attr|`` for one example, sums within 2.3 %; registry ``batch_tolerance``). For
         bit-reproducible per-example results explain one example per call.
     return_convergence_delta : bool
@@ -461,7 +501,6 @@ def guided_integrated_gradients(
         parity,
         bool(return_convergence_delta),
         problem.batch_size,
-        bool(XLA_ROUNDS),
         _acc.cache_token(accumulator),
     )
 
@@ -509,14 +548,16 @@ SPEC = MethodSpec(
     "Gradients: an Adaptive Path Method for Removing Noise, CVPR 2021",
     completeness="F(x) − F(x') (loose on max-pool models, by design)",
     details=True,
-    # Measured, not fixed (issue 9 defect 11): Guided IG shares no state across rows (with a model called
-    # row by row, an example's result inside a batch is bit-identical to its result alone, fast and parity
-    # modes; tests/methods/test_guided_ig.py). The difference comes from the model: oneDNN picks
-    # batch-size-dependent kernels, so input gradients of a batch of 3 and of 1 differ by ~4e-9, and Guided
-    # IG's discrete choices (which features sit below the |g| quantile, which reach the window ceiling)
-    # amplify that on max-pool models, whose gradients have many near-ties. Measured max|batch - single| /
-    # max|single| on two random-weight 48x48 max-pool/BatchNorm CNNs, 6 examples, fast and parity modes,
-    # 50 and 200 steps: 0.26 (attribution sums within 2.3 %); smooth models stay at float rounding.
+    # Measured, not fixed (issue 9 defect 11, re-measured for issue 21 after the rounds moved to module-level XLA
+    # clusters without float reductions): Guided IG shares no state across rows (with a model called row by row, an
+    # example's result inside a batch is bit-identical to its result alone, fast and parity modes;
+    # tests/methods/test_guided_ig.py). Any difference comes from the model: oneDNN picks batch-size-dependent
+    # kernels, so input gradients of a batch of 3 and of 1 can differ by ~4e-9, and Guided IG's discrete choices
+    # amplify that on max-pool models with many near-ties. Measured max|batch - single| / max|single| (B = 3,
+    # 8 / 50 / 200 steps, fast and parity): the contract suite's max-pool CNN (zoo.maxpool_cnn(16)) 1.6e-7 at most;
+    # a random-weight 48x48 max-pool/BatchNorm CNN 2e-7 at 8-50 steps, 0.15 (fast) and 0.06 (parity) at 200-50
+    # steps (issue 9 measured 0.26 there); MobileNetV3Small (96x96, 8 and 32 steps) 0.0. Smooth models stay at
+    # float rounding.
     batch_tolerance=0.3,
     per_example_options={"baseline": tile_baseline},
     baseline_option="baseline",
