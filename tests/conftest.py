@@ -10,8 +10,28 @@ import pytest  # noqa: E402
 import models as zoo  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow (CI does: `pytest --run-slow --durations=25`)",
+    )
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: longer tests (still run in CI)")
+    config.addinivalue_line("markers", "slow: longer tests, skipped unless --run-slow (CI runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``slow`` tests unless ``--run-slow``: the default ``pytest`` is the fast loop (under 5 minutes on
+    2 cores); ``pytest --run-slow`` runs everything. ``-m slow`` selects the slow tests explicitly and runs them."""
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
 
 
 # the zoo's builders under the names older tests import
