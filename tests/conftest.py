@@ -1,4 +1,4 @@
-"""Shared fixtures: models from the zoo (tests/models.py), and the PAIR `saliency` shim."""
+"""Shared fixtures (models from the shipped zoo, tf_pathattr.testing.models) and the --run-slow option."""
 
 import os
 
@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import models as zoo  # noqa: E402
+from tf_pathattr.testing import models as zoo  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -32,11 +32,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
-
-
-# the zoo's builders under the names older tests import
-make_smooth_cnn = zoo.smooth_cnn
-make_linear_model = zoo.linear_model
 
 
 @pytest.fixture

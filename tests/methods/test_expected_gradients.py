@@ -4,11 +4,11 @@ import pytest
 
 import tf_pathattr as tpa
 
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 def test_linear_model_identity_independent_of_alphas(rng):
-    model, w = make_linear_model(rng.normal(size=(5, 3)))
+    model, w = zoo.linear_model(rng.normal(size=(5, 3)))
     x = rng.normal(size=(2, 5)).astype("float32")
     bg = rng.normal(size=(7, 5)).astype("float32")
     idx = rng.integers(0, 7, size=(40, 2))

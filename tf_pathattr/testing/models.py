@@ -1,6 +1,7 @@
-"""The test model zoo: small Keras models with documented properties, shared by every test.
+"""The model zoo: small Keras models with documented properties, shared by tests, benchmarks and notebooks.
 
-Plain functions (no pytest) so tests, fixtures in ``conftest.py`` and benchmarks can call them.
+``from tf_pathattr.testing import models as zoo``. Plain functions (no pytest), so tests, fixtures in
+``tests/conftest.py``, benchmarks and users' own checks can call them.
 Every builder seeds Keras first (``seed=``), so the same call gives the same weights. ``dtype=`` is a
 *per-layer* dtype policy (``"float64"``, ``"mixed_float16"``, ``"mixed_bfloat16"``), never the global
 policy, so no test leaks a policy into the next; :func:`variant` builds such a variant with the
