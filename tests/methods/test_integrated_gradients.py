@@ -11,7 +11,6 @@ from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine.quadrature import RULES
 
 
-
 def power_model(p):
     """f(x) = (2 x0 + x1)^p as a plain callable (also exercises non-Keras models)."""
     w = tf.constant([[2.0], [1.0]])

@@ -123,12 +123,9 @@ def test_errors(toy_cnn, kwargs, match):
 
 
 def _two_input_model(kind):
-    """Inputs a [4] and b [3] -> concat -> Dense(8, tanh) -> Dense(3): list or dict inputs."""
-    keras.utils.set_random_seed(3)
-    ia, ib = keras.Input((4,), name="a"), keras.Input((3,), name="b")
-    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([ia, ib]))
-    out = keras.layers.Dense(3)(h)
-    return keras.Model({"a": ia, "b": ib} if kind == "dict" else [ia, ib], out)
+    """The zoo's two-input model (a [4], b [3]) with list or dict inputs."""
+    list_model, dict_model = zoo.two_input_models(seed=3, widths=(4, 3))
+    return dict_model if kind == "dict" else list_model
 
 
 @pytest.mark.parametrize("kind", ["list", "dict"])
