@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, ParamSpec
 
 import keras
 import numpy as np
@@ -147,10 +147,10 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs, no_layer=no_layer)
         _shapes.check_against_model(model, flat_x, structure, name_inputs)
-        forward = make_forward(model, structure)
-        out_shape = output_shape(model, forward, flat_x)
+        model_call = make_forward(model, structure)
+        out_shape = output_shape(model, model_call, flat_x)
         spec = _targets.resolve_target(target, batch, out_shape)
-        return Problem(model, forward, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
+        return Problem(model, model_call, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
 
     from . import layers as _layers
 
@@ -491,7 +491,7 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     inputs of the same shape and new targets reuse the same trace.
     """
     layer_key = None
-    if problem.layer is not None:
+    if problem.layer is not None and problem.context is not None:
         layer_key = (
             id(problem.layer),
             problem.layer_call,
@@ -609,7 +609,10 @@ def packed_finish(problem: Problem, return_convergence_delta: bool) -> Callable:
     return finish
 
 
-def planned(plan_fn: Callable) -> Callable:
+_Options = ParamSpec("_Options")
+
+
+def planned(plan_fn: Callable[_Options, Any]) -> Callable[_Options, Any]:
     """Make a public method from its planner ``plan_fn(model, inputs, target, **options) -> Plan``.
 
     The method runs the plan (a planner may also return a finished result, for option combinations
@@ -631,7 +634,7 @@ def planned(plan_fn: Callable) -> Callable:
             )
         return result
 
-    method.plan = plan
+    method.plan = plan  # type: ignore[attr-defined]  # the planner, for export (read by saved_model)
     return method
 
 

@@ -181,19 +181,67 @@ def place(
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[False] = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Attributions: ...
 
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[True],
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: bool = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Any: ...
 
 

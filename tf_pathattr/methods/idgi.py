@@ -54,19 +54,35 @@ def important_direction_gradient_integration(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
+    base_method: Any = ...,
+    zero_gradient: str = ...,
     **options: Any,
 ) -> Attributions: ...
 
 
 @overload
 def important_direction_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    base_method: Any = ...,
+    zero_gradient: str = ...,
+    **options: Any,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def important_direction_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    base_method: Any = ...,
+    zero_gradient: str = ...,
+    **options: Any,
 ) -> Any: ...
 
 
