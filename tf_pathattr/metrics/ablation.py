@@ -9,8 +9,7 @@ better; the LeRF - MoRF gap: higher is better.
 Draw ``r`` is keyed by ``(seed, r)`` and shared by every fraction and both orders (common random
 numbers), so at ``q = 1`` MoRF and LeRF give the same score, the score of a pure MEB sample.
 
-Reconstruction (``metrics.md`` section 5, ``smooth_taylor_and_meb.md`` B.2) of the "improved
-ablation evaluation" of H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
+A reconstruction, from the paper's description of its evaluation, of the "improved ablation evaluation" of H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
 arXiv 2204.05948; no code was released, so the exact protocol is not confirmed.
 """
 
