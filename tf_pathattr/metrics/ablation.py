@@ -27,6 +27,10 @@ from . import _common as C
 
 __all__ = ["AblationResult", "meb_ablation", "meb_noise"]
 
+#: the default fractions q = 0, 0.1, ..., 1 (read-only: a shared default must not be changed in place)
+DEFAULT_FRACTIONS = np.linspace(0, 1, 11)
+DEFAULT_FRACTIONS.setflags(write=False)
+
 
 @dataclass
 class AblationResult:
@@ -72,7 +76,7 @@ def meb_ablation(
     low,
     high,
     preprocess=None,
-    fractions=np.linspace(0, 1, 11),
+    fractions=DEFAULT_FRACTIONS,
     order: str = "morf",
     n_draws: int = 5,
     seed=None,
@@ -102,7 +106,7 @@ def meb_ablation(
     """
     check_choice(order, "order", ("morf", "lerf", "both"))
     n_draws = check_positive_int(n_draws, "n_draws")
-    fr = np.asarray(fractions, np.float64)
+    fr = np.array(fractions, np.float64)  # a copy: the result never aliases the shared default
     if fr.ndim != 1 or fr.size < 2 or np.any(fr < 0) or np.any(fr > 1) or np.any(np.diff(fr) <= 0):
         raise ValueError("fractions must be at least 2 strictly increasing values in [0, 1]")
     C.check_score_name(score)
