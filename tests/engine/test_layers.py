@@ -7,17 +7,12 @@ import tensorflow as tf
 
 import tf_pathattr as tpa
 from tf_pathattr.engine import layers as eng_layers
+from tf_pathattr.testing import models as zoo
 
 
-def text_model(seed=0, vocab=30, length=7, dim=5):
-    keras.utils.set_random_seed(seed)
-    ids = keras.Input((length,), dtype="int32", name="ids")
-    mask = keras.Input((length,), name="mask")
-    emb = keras.layers.Embedding(vocab, dim, name="embedding")(ids)
-    h = keras.layers.Dense(8, activation="tanh")(emb)
-    h = h * keras.ops.expand_dims(mask, -1)
-    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h))
-    return keras.Model([ids, mask], out)
+def text_model(seed=0):
+    """The zoo's masked two-input text model (ids [B, 7] in 0..29, mask), Embedding(30, 5) named "embedding"."""
+    return zoo.masked_text_model(vocab=30, length=7, dim=5, seed=seed)
 
 
 def test_embedding_ig_is_complete_and_matches_an_embedding_input_model(rng):

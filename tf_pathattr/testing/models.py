@@ -25,6 +25,7 @@ __all__ = [
     "DUMMY_ROWS",
     "two_input_models",
     "text_model",
+    "masked_text_model",
     "embedding_tail",
     "single_output_model",
     "multi_output_model",
@@ -186,6 +187,22 @@ def text_model(vocab=20, length=6, dim=4, classes=3, recurrent=False, seed=0):
         h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
         h = keras.layers.Dense(8, activation="tanh", name="hidden")(h)
     return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
+
+
+def masked_text_model(vocab=30, length=7, dim=5, hidden=8, classes=3, seed=0, embedding_name="embedding"):
+    """Two inputs, ``[ids [B, length] int32, mask [B, length] float]``: ``Embedding(vocab, dim, name=embedding_name)
+    -> Dense(hidden, tanh) -> (times mask) -> GlobalAveragePooling1D -> Dense(classes)``.
+
+    A position whose mask is 0 contributes nothing after its embedding (its attribution to the embedding is
+    exactly zero, whatever its id); the ids reach the output only through the Embedding, so they are explained
+    with ``layer=embedding_name`` while the mask is fed unchanged. Smooth (tanh, average pooling).
+    """
+    keras.utils.set_random_seed(seed)
+    ids_in = keras.Input((length,), dtype="int32", name="ids")
+    mask_in = keras.Input((length,), name="mask")
+    h = keras.layers.Dense(hidden, activation="tanh")(keras.layers.Embedding(vocab, dim, name=embedding_name)(ids_in))
+    h = h * keras.ops.expand_dims(mask_in, -1)
+    return keras.Model([ids_in, mask_in], keras.layers.Dense(classes)(keras.layers.GlobalAveragePooling1D()(h)))
 
 
 def embedding_tail(model):
