@@ -75,6 +75,7 @@ EXTRAS["test"] = sorted(
         + [
             "pytest>=7",
             "ruff>=0.6",
+            "mypy>=1.10",  # .ci/run and tests/test_typing.py: the engine, the registry, tests/typing/
             "setuptools>=64",  # tests/test_packaging.py builds the wheel without build isolation (offline)
             "wheel",
             "saliency==0.2.1",  # independent reference implementation (PAIR) for parity tests and benchmarks

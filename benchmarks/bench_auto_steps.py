@@ -21,14 +21,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
 from _harness import machine, table, time_interleaved, write_section  # noqa: E402
-from conftest import make_smooth_cnn  # noqa: E402
+from tf_pathattr.testing import models as zoo  # noqa: E402
 
 RTOL = 1e-3
 GL_GRID = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -39,7 +38,7 @@ def smooth_cnn_digits(seed=0):
     """The test suite's smooth CNN (tanh / softplus, average pooling) trained 10 epochs on the digits."""
     keras.utils.set_random_seed(seed)
     x, y = tpa.data.load_digits_images()
-    model = make_smooth_cnn(size=8, channels=1, classes=10, seed=seed)
+    model = zoo.smooth_cnn(size=8, channels=1, classes=10, seed=seed)
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:1400], y[:1400], batch_size=32, epochs=10, verbose=0)
     return model, x[1400:]

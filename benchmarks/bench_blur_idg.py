@@ -88,8 +88,7 @@ def gradient_floor(model, x, target, n_grad, n_fwd=0, internal_batch_size=None):
 
 def pair_blur_ig(model, x, targets, steps, batch_size=32):
     """PAIR ``saliency`` BlurIG, one image at a time, on one compiled gradient function."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    import reference  # noqa: E402  (numpy-2.4 shims)
+    from tf_pathattr.testing import reference  # noqa: E402  (numpy-2.4 shims)
 
     saliency = reference.saliency
     spec = [tf.TensorSpec([None] + list(x.shape[1:]), tf.float32), tf.TensorSpec([], tf.int32)]

@@ -7,7 +7,7 @@ Writes the ``guided_ig`` section of ``benchmarks/RESULTS.md``.
 * **tf_pathattr**: ``guided_integrated_gradients`` at PAIR's defaults (q = 0.25, D = 0.02) in fast
   (float32) and parity (float64) mode, and unbounded (D = 1).
 * **saliency**: ``saliency.core.GuidedIG().GetMask`` image by image, on a compiled batch-1
-  gradient function (``tests/reference.py``), i.e. ``B x T`` host round trips.
+  gradient function (``tf_pathattr/testing/reference.py``), i.e. ``B x T`` host round trips.
 
 Usage: ``python benchmarks/bench_guided_ig.py [--quick | --full] [--repeats N] [--no-mobilenet]``.
 The default run takes about 4 minutes on 2 shared cores (MobileNetV2's 200 gradient calls of 8
@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -81,7 +81,7 @@ def gradient_floor(model, x, target, n_steps):
 
 
 def saliency_runner(model, images, target, n_steps, **kw):
-    import reference
+    from tf_pathattr.testing import reference
 
     fn = reference.call_model_function(model, target)
     gig = reference.saliency.GuidedIG()

@@ -14,7 +14,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -76,7 +75,7 @@ def eager_loop(model, x, target, n_steps):
 
 
 def saliency_ig(model, x, target, n_steps, batch_size):
-    import reference  # tests/reference.py: PAIR saliency with numpy 2.4 shims
+    from tf_pathattr.testing import reference  # tf_pathattr/testing/reference.py: PAIR saliency with numpy 2.4 shims
 
     fns = [reference.call_model_function(model, int(t)) for t in target]
     ig = reference.saliency.IntegratedGradients()

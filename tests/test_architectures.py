@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 from test_contract import KNOWN_DEFECTS, check_result, explain, rel_diff, take
 from tf_pathattr.methods import registry
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from conftest import make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 
 
 def test_meb_draws_lie_in_per_feature_box_and_are_seeded(rng):
@@ -68,7 +68,7 @@ def test_meb_errors():
 
 
 def test_meb_ig_completeness_per_draw_and_average(rng):
-    model = make_smooth_cnn(8, seed=2)
+    model = zoo.smooth_cnn(8, seed=2)
     x = rng.uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
     meb = tpa.baselines.maximum_entropy(0.0, 1.0, n=3, seed=4)
     draws = meb.draw(x).numpy()  # [3, B, 8, 8, 3]
@@ -89,7 +89,7 @@ def test_meb_ig_completeness_per_draw_and_average(rng):
 
 def test_meb_linear_transformation_invariance(rng):
     """IG(F o T, p, p') == IG(F, T(p), T(p')) with the same raw MEB draw p', T(u) = (u - mu) / s."""
-    net = make_smooth_cnn(8, seed=3)
+    net = zoo.smooth_cnn(8, seed=3)
     mu = np.array([0.485, 0.456, 0.406], np.float32)
     s = np.array([0.229, 0.224, 0.225], np.float32)
     T = lambda u: (u - mu) / s  # noqa: E731

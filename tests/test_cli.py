@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 import tf_pathattr as tpa
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ not retrace; seeds are reproducible and matter; a feature the output ignores get
 batch of one works; float64 and mixed-precision models give float32 results close to the float32
 model; XLA equals eager; bad inputs raise one ``ValueError`` / ``TypeError`` naming the argument.
 
-Models come from the zoo (``tests/models.py``); the image model is ``dummy_feature_cnn`` (8x8x3,
+Models come from the zoo (``tf_pathattr/testing/models.py``); the image model is ``dummy_feature_cnn`` (8x8x3,
 rows 0-1 ignored by the model).
 """
 
@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 from tf_keras_vis.utils.scores import CategoricalScore
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods import registry
 
@@ -416,7 +416,7 @@ def test_dummy_feature_gets_zero(spec, x_img, image_model):
 
 
 # Tolerance: relative L2 distance to the float32 model's attributions, per dtype policy. Measured
-# on this model (tests/models.py dummy_feature_cnn, 3 images): plain gradients of the mixed models
+# on this model (tf_pathattr/testing/models.py dummy_feature_cnn, 3 images): plain gradients of the mixed models
 # differ from float32 by 1.1e-3 (float16) and 5.0e-3 (bfloat16); IG, EG, Guided IG, Blur IG, Split
 # IG, SmoothTaylor, the noise tunnel and XRAI stay within 1.2e-3 / 5.5e-3. The bounds allow 10x the
 # model's own rounding; float64 models differ from float32 by the float32 rounding (< 1e-5).

@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 import pytest
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 from test_contract import explain
 from tf_pathattr.methods import registry
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tf_pathattr as tpa
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def ranking_model():
     w = np.zeros((3, 5), np.float32)
     w[1] = [5.0, 4.0, 3.0, 2.0, 1.0]  # feature 1 > 0: ranking 0,1,2,3,4
     w[2] = [1.0, 2.0, 3.0, 4.0, 5.0]  # feature 2 > 0: ranking 4,3,2,1,0
-    model, _ = make_linear_model(w)
+    model, _ = zoo.linear_model(w)
     return model
 
 

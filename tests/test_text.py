@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods import registry
+from tf_pathattr.testing import hub_models
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -18,33 +19,7 @@ V = 100
 
 @pytest.fixture(scope="module")
 def models():
-    keras.utils.set_random_seed(0)
-    gpt2 = keras_hub.models.GPT2CausalLM(
-        backbone=keras_hub.models.GPT2Backbone(
-            vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
-        ),
-        preprocessor=None,
-    )
-    gemma = keras_hub.models.GemmaCausalLM(
-        backbone=keras_hub.models.GemmaBackbone(
-            vocabulary_size=V,
-            num_layers=2,
-            num_query_heads=2,
-            num_key_value_heads=1,
-            hidden_dim=16,
-            intermediate_dim=32,
-            head_dim=8,
-        ),
-        preprocessor=None,
-    )
-    bert = keras_hub.models.BertTextClassifier(
-        backbone=keras_hub.models.BertBackbone(
-            vocabulary_size=V, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
-        ),
-        num_classes=3,
-        preprocessor=None,
-    )
-    return {"gpt2": gpt2, "gemma": gemma, "bert": bert}
+    return {"gpt2": hub_models.tiny_gpt2(V), "gemma": hub_models.tiny_gemma(V), "bert": hub_models.tiny_bert(V)}
 
 
 def batch(name, length=8, seed=0):
@@ -237,13 +212,7 @@ def test_trained_transformer_recovers_trigger_tokens():
 
 
 def test_seq2seq_encoder_tokens_explain_a_decoder_token():
-    keras.utils.set_random_seed(0)
-    bart = keras_hub.models.BartSeq2SeqLM(
-        backbone=keras_hub.models.BartBackbone(
-            vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
-        ),
-        preprocessor=None,
-    )
+    bart = hub_models.tiny_bart(V)
     rng = np.random.default_rng(0)
     enc = rng.integers(5, V, size=(2, 6)).astype("int32")
     dec = rng.integers(5, V, size=(2, 5)).astype("int32")

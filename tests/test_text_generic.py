@@ -5,15 +5,12 @@ import numpy as np
 import pytest
 
 import tf_pathattr as tpa
+from tf_pathattr.testing import models as zoo
 
 
 def two_input_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    ids = keras.Input((6,), dtype="int32")
-    mask = keras.Input((6,))
-    h = keras.layers.Dense(4, activation="tanh")(keras.layers.Embedding(20, 3, name="emb")(ids))
-    h = h * keras.ops.expand_dims(mask, -1)
-    return keras.Model([ids, mask], keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(h)))
+    """The zoo's masked two-input text model: ids [B, 6] in 0..19 and a mask, Embedding(20, 3) named "emb"."""
+    return zoo.masked_text_model(vocab=20, length=6, dim=3, hidden=4, classes=2, seed=seed, embedding_name="emb")
 
 
 def test_list_inputs_pad_id_positions_and_completeness(rng):

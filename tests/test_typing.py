@@ -54,8 +54,9 @@ def test_overloads_follow_the_return_flags(name):
 
 @pytest.mark.parametrize("name", [s.name for s in registry.specs() if _flags(s)])
 def test_overloads_match_the_implementation(name):
-    """Each overload takes the implementation's positional parameters, its flags and ``**options``
-    (regenerate with ``python tools/write_overloads.py``), and the flags exist on the implementation."""
+    """Each overload takes the implementation's positional parameters and every one of its keywords, and
+    ``**options`` only where the implementation forwards options (regenerate with
+    ``python tools/write_overloads.py``); the flags exist on the implementation."""
     import inspect
 
     spec = registry.get(name)
@@ -68,8 +69,11 @@ def test_overloads_match_the_implementation(name):
         params = inspect.signature(ov).parameters
         kinds = [v.kind for v in params.values()]
         assert [p for p, v in params.items() if v.kind == v.POSITIONAL_OR_KEYWORD] == positional
-        assert [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY] == _flags(spec)
-        assert kinds[-1] == inspect.Parameter.VAR_KEYWORD
+        keywords = [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
+        assert keywords[: len(_flags(spec))] == _flags(spec)
+        assert sorted(keywords) == sorted(p for p, v in impl.items() if v.kind == v.KEYWORD_ONLY)
+        forwards = any(v.kind == v.VAR_KEYWORD for v in impl.values())
+        assert (kinds[-1] == inspect.Parameter.VAR_KEYWORD) == forwards, f"{name}: **options only if forwarded"
 
 
 def test_public_method_names_block_is_current():
@@ -87,3 +91,28 @@ def test_public_method_names_block_is_current():
     for name in registry.names():
         for alias in (name,) + registry.aliases_of(name):
             assert f" as {alias}  #" in src[start:end] or f" import {alias}  #" in src[start:end], alias
+
+
+TYPING = Path(__file__).parent / "typing"
+
+
+def _mypy(*paths):
+    mypy_api = pytest.importorskip("mypy.api")
+    root = Path(__file__).parents[1]
+    out, err, status = mypy_api.run(["--config-file", str(root / "pyproject.toml"), *map(str, paths)])
+    return status, out + err
+
+
+@pytest.mark.slow
+def test_mypy_accepts_the_typed_usage_example_and_the_engine():
+    status, report = _mypy()  # the files of [tool.mypy] in pyproject.toml (engine/, registry, usage example)
+    assert status == 0, report
+
+
+@pytest.mark.slow
+def test_mypy_rejects_a_misspelt_keyword():
+    status, report = _mypy(TYPING / "misspelt_keyword.py")
+    assert status == 1, report
+    assert 'No overload variant of "integrated_gradients"' in report  # n_step=: an overloaded method
+    assert 'Unexpected keyword argument "multiply_by_input" for "gradients"' in report  # a plain signature
+    assert report.count("misspelt_keyword.py:") and "usage_example" not in report

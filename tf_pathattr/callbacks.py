@@ -268,7 +268,7 @@ class AttributionLogger(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self.summary  # fail early, before the first epoch, if tensorboard is missing
+        _ = self.summary  # fail early, before the first epoch, if tensorboard is missing
 
     def _batch_end(self, batch, logs=None):
         # installed as on_train_batch_end only when every_n_batches is set: Keras turns off asynchronous

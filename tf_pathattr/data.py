@@ -5,7 +5,7 @@
 * :func:`tabular_gaussian` - XAI-Bench-style tabular data (Liu et al., NeurIPS 2021 Datasets and
   Benchmarks): correlated Gaussian features (constant correlation ``rho``) and a known linear or
   non-linear additive target, with exact Keras models of the known function and the exact
-  per-feature contributions (ground truth for path methods, ``metrics.md`` section 7).
+  per-feature contributions (ground truth for path methods: the path integral of an additive function splits per feature).
 * :func:`trigger_tokens` - token sequences whose label is set by trigger tokens.
 * :func:`load_digits_images`, :func:`load_breast_cancer_standardized` - the small real data sets
   bundled with scikit-learn (an optional dependency).
@@ -195,7 +195,7 @@ class TabularProblem:
     def ground_truth(self, x, baseline=0.0) -> np.ndarray:
         """Exact attribution of any path method from ``baseline`` to ``x``: ``g_i(x_i) - g_i(b_i)``.
 
-        Holds for every path because ``f`` is additive (``metrics.md`` section 7); discrete methods
+        Holds for every path because ``f`` is additive (its path integral splits per feature); discrete methods
         differ from it by their quadrature error only.
         """
         x = np.asarray(x, np.float64)

@@ -207,46 +207,11 @@ def _mask_key(inputs):
     return None
 
 
-class _ReplacedInput:
-    """Within the block, call ``call_index`` of ``layer`` receives ``ids`` as its first argument."""
-
-    def __init__(self, layer, call_index, ids):
-        self.layer, self.call_index, self.ids = layer, call_index, ids
-        self.output = None
-
-    def __enter__(self):
-        self._saved = self.layer.__dict__.get("call", None)
-        original = self.layer.call
-        state = {"k": 0}
-
-        def call(*args, **kwargs):
-            k = state["k"]
-            state["k"] = k + 1
-            if k != self.call_index:
-                return original(*args, **kwargs)
-            if args:
-                args = (self.ids,) + tuple(args[1:])
-            else:
-                kwargs = dict(kwargs, inputs=self.ids)
-            self.output = original(*args, **kwargs)
-            return self.output
-
-        object.__setattr__(self.layer, "call", call)
-        return self
-
-    def __exit__(self, *exc):
-        if self._saved is None:
-            object.__delattr__(self.layer, "call")
-        else:
-            object.__setattr__(self.layer, "call", self._saved)
-        return False
-
-
 def _embed_ids(model, layer, call_index, inputs, ids):
     """The selected call's output when it receives ``ids`` instead of its real input."""
-    with _ReplacedInput(layer, call_index, tf.convert_to_tensor(ids)) as rep:
+    with _layers.replaced_input(layer, call_index, tf.convert_to_tensor(ids)) as outputs:
         model(inputs, training=False)
-    return tf.cast(tf.convert_to_tensor(rep.output), tf.float32)
+    return tf.cast(tf.convert_to_tensor(outputs[0]), tf.float32)
 
 
 def token_strings(tokenizer, ids):

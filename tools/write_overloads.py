@@ -2,16 +2,22 @@
 
 A method whose ``return_convergence_delta`` / ``return_details`` flags change what it returns (the
 registry's ``completeness`` and ``details``) gets one overload per combination of ``Literal`` flag
-values plus a ``bool`` fallback; every other option is ``**options: Any``, so the declarations never
-go stale when options are added. Run ``python tools/write_overloads.py`` after adding a method or a
-flag; ``tests/test_typing.py`` checks the result.
+values plus a ``bool`` fallback. Every overload carries every keyword of the implementation with its
+type (the implementation's annotation, else :data:`OPTION_TYPES`, else ``bool`` for a bool default, else ``Any``), so
+editors complete ``n_steps``, ``rule``, ``baseline`` and a type checker rejects a misspelt keyword;
+``**options: Any`` only where the implementation itself forwards options to another method (IDGI's
+base method, the noise tunnel's wrapped method). Methods without flags need no overloads: their own
+signature (kept by ``engine.planned``) is what type checkers read.
 
 It also writes the block of ``tf_pathattr/__init__.py`` that makes every registered name and alias a
 public name (``tpa.ig``, ``tpa.blur_ig``, ``tpa.smoothgrad``...): plain ``from ... import ... as ...``
 lines that static tools (type checkers, IDEs) read, generated from the registry, the one source;
 ``tests/test_typing.py`` checks that the block is current and ``tests/test_contract.py`` that each
 name is the registered function.
-"""
+
+Run ``python tools/write_overloads.py`` after adding a method, a flag or an option (and after merging
+a branch that changed one); ``tests/test_typing.py`` checks the result and ``mypy`` (pyproject.toml)
+type-checks tests/typing/."""
 
 from __future__ import annotations
 
@@ -25,6 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RETURNS = {"return_convergence_delta": "tf.Tensor", "return_details": "dict"}
+
+#: types of unannotated options whose default says too little (``None`` or a number that also takes arrays)
+OPTION_TYPES = {
+    "baseline": "Any",  # scalar, array, per-example or stacked baselines, or a tpa.baselines recipe
+    "layer": "Any",  # a layer, its name, callable(model) -> layer, or (layer, call_index)
+    "seed": "int | None",
+    "internal_batch_size": "int | None",
+    "rule": "str | None",
+    "method": "str | None",
+    "data_format": "str | None",
+    "n_steps": "int",
+    "idgi": "Any",  # bool or an engine.accumulators.ImportantDirection
+}
+#: (method, option) pairs whose type is wider than the option's usual one
+METHOD_OPTION_TYPES = {
+    ("integrated_gradients", "n_steps"): 'int | Literal["auto"]',
+}
 
 
 def flags_of(spec):
@@ -40,17 +63,44 @@ def public_function(spec):
     return inspect.unwrap(public_callable(spec))
 
 
-def block(name, leading, flags):
+def option_type(method, param):
+    """The type expression of keyword ``param`` of ``method`` (see the module docstring)."""
+    if (method, param.name) in METHOD_OPTION_TYPES:
+        return METHOD_OPTION_TYPES[(method, param.name)]
+    if param.annotation is not param.empty:
+        ann = param.annotation
+        return ann if isinstance(ann, str) else inspect.formatannotation(ann)
+    if param.name in OPTION_TYPES:
+        return OPTION_TYPES[param.name]
+    # an unannotated number / string default may also take arrays or callables (noise_scale, objective):
+    # only a bool default says the type
+    return "bool" if isinstance(param.default, bool) else "Any"
+
+
+def keyword_options(fn, flags):
+    """``name: type = ...`` for every keyword-only option of ``fn`` that is not a return flag, and
+    ``**name: Any`` when ``fn`` forwards options."""
+    out = []
+    for p in inspect.signature(inspect.unwrap(fn)).parameters.values():
+        if p.kind == p.KEYWORD_ONLY and p.name not in flags:
+            out.append(f"{p.name}: {option_type(fn.__name__, p)} = ...")
+        elif p.kind == p.VAR_KEYWORD:
+            out.append(f"**{p.name}: Any")
+    return out
+
+
+def block(name, leading, flags, options):
     """The overload declarations for ``name`` with positional parameters ``leading``."""
     head = ", ".join(leading)
+    tail = "".join(f", {o}" for o in options)
     out = []
     for values in itertools.product((False, True), repeat=len(flags)):
         kw = ", ".join(f"{f}: Literal[{v}]" + (" = ..." if not v else "") for f, v in zip(flags, values))
         extra = [RETURNS[f] for f, v in zip(flags, values) if v]
         ret = "Attributions" if not extra else f"Tuple[{', '.join(['Attributions'] + extra)}]"
-        out.append(f"@overload\ndef {name}({head}, *, {kw}, **options: Any) -> {ret}: ...\n")
+        out.append(f"@overload\ndef {name}({head}, *, {kw}{tail}) -> {ret}: ...\n")
     kw = ", ".join(f"{f}: bool = ..." for f in flags)
-    out.append(f"@overload\ndef {name}({head}, *, {kw}, **options: Any) -> Any: ...\n")
+    out.append(f"@overload\ndef {name}({head}, *, {kw}{tail}) -> Any: ...\n")
     return "\n\n".join(out) + "\n\n"
 
 
@@ -133,7 +183,7 @@ def main():
             continue
         fn = public_function(spec)
         path = Path(inspect.getsourcefile(fn))
-        rewrite(path, fn.__name__, block(fn.__name__, leading_params(fn), flags))
+        rewrite(path, fn.__name__, block(fn.__name__, leading_params(fn), flags, keyword_options(fn, flags)))
         print(f"{path.relative_to(ROOT)}: {fn.__name__} ({', '.join(flags)})")
 
 

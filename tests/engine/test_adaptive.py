@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from conftest import make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine.adaptive import clenshaw_curtis, fejer2, levels_for_budget, nested_tables
 
 ig = tpa.integrated_gradients
@@ -88,7 +88,7 @@ def test_budget_hit_is_reported():
 
 
 def test_callable_target_and_xla_agree_with_compact():
-    model = make_smooth_cnn(8, classes=4)
+    model = zoo.smooth_cnn(8, classes=4)
     x = (4.0 * np.random.default_rng(1).random((3, 8, 8, 3))).astype(np.float32)
     a, d1 = ig(model, x, [1, 2, 3], n_steps="auto", rtol=1e-4, return_details=True)
     b, d2 = ig(
@@ -114,7 +114,7 @@ def test_callable_target_and_xla_agree_with_compact():
 
 
 def test_several_baselines_and_batch_equals_single():
-    model = make_smooth_cnn(8, classes=4)
+    model = zoo.smooth_cnn(8, classes=4)
     x = (3.0 * np.random.default_rng(2).random((2, 8, 8, 3))).astype(np.float32)
     bases = np.stack([np.zeros_like(x), np.full_like(x, 0.5)])
     both, det = ig(model, x, 1, baseline=bases, n_steps="auto", return_details=True)

@@ -3,30 +3,18 @@
 import gc
 import weakref
 
-import keras
 import numpy as np
 
 import tf_pathattr as tpa
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
-
-
-def _small_cnn(seed):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3, activation="tanh"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3),
-        ]
-    )
 
 
 X = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
 
 
 def test_functions_are_reused_per_model_and_die_with_it():
-    model = _small_cnn(0)
+    model = zoo.toy_cnn(seed=0)
     tpa.integrated_gradients(model, X, 1, n_steps=4)
     tpa.integrated_gradients(model, X + 0.1, [0, 2], n_steps=4)
     (fn,) = eng.CACHE.functions(model)
@@ -38,7 +26,7 @@ def test_functions_are_reused_per_model_and_die_with_it():
 
 
 def test_metric_and_export_plans_do_not_keep_models_alive():
-    model = _small_cnn(1)
+    model = zoo.toy_cnn(seed=1)
     tpa.metrics.deletion(model, X, tpa.gradients(model, X, 1), 1)
     plan = tpa.integrated_gradients.plan(model, X, 1, n_steps=4)
     plan.execute()
@@ -49,7 +37,7 @@ def test_metric_and_export_plans_do_not_keep_models_alive():
 
 
 def test_a_plain_function_model_is_cached_on_itself():
-    model = _small_cnn(2)
+    model = zoo.toy_cnn(seed=2)
 
     def fn(x):
         return model(x)
@@ -69,7 +57,7 @@ def test_bound_method_models_share_one_cache_entry():
         def score(self, x):
             return self.m(x)
 
-    w = Wrapper(_small_cnn(3))
+    w = Wrapper(zoo.toy_cnn(seed=3))
     tpa.gradients(w.score, X, 0)
     tpa.gradients(w.score, X, 1)  # a new bound-method object each time
     (compiled,) = eng.CACHE.functions(w.score)
@@ -77,7 +65,7 @@ def test_bound_method_models_share_one_cache_entry():
 
 
 def test_aupc_with_preprocess_does_not_keep_the_model_alive():
-    model = _small_cnn(4)
+    model = zoo.toy_cnn(seed=4)
     attr = tpa.gradients(model, X, 1).numpy()
     tpa.metrics.aupc(model, X, attr, 1, preprocess=lambda v: v * 1.0, n_regions=2, window=2, n_candidates=4)
     ref = weakref.ref(model)

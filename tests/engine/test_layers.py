@@ -6,17 +6,13 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
+from tf_pathattr.engine import layers as eng_layers
+from tf_pathattr.testing import models as zoo
 
 
-def text_model(seed=0, vocab=30, length=7, dim=5):
-    keras.utils.set_random_seed(seed)
-    ids = keras.Input((length,), dtype="int32", name="ids")
-    mask = keras.Input((length,), name="mask")
-    emb = keras.layers.Embedding(vocab, dim, name="embedding")(ids)
-    h = keras.layers.Dense(8, activation="tanh")(emb)
-    h = h * keras.ops.expand_dims(mask, -1)
-    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h))
-    return keras.Model([ids, mask], out)
+def text_model(seed=0):
+    """The zoo's masked two-input text model (ids [B, 7] in 0..29, mask), Embedding(30, 5) named "embedding"."""
+    return zoo.masked_text_model(vocab=30, length=7, dim=5, seed=seed)
 
 
 def test_embedding_ig_is_complete_and_matches_an_embedding_input_model(rng):
@@ -267,7 +263,8 @@ def test_layer_probe_is_cached_and_holds_the_model_weakly(rng):
     np.testing.assert_allclose(out, model([ids, mask]), rtol=1e-5, atol=1e-6)
     eng.layer_probe(model, lay, None, [tf.constant(ids + 1), tf.constant(mask)])
     probes = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model]
-    assert len(probes) == 1 and probes[0].experimental_get_tracing_count() == 1
+    assert len(probes) == 1 and probes[0].function.experimental_get_tracing_count() == 1
+    assert probes[0].call_index == 0  # resolved while tracing, kept with the cached function
     ref = weakref.ref(model)
     del model, probes
     gc.collect()
@@ -288,3 +285,87 @@ def test_call_index_errors_list_each_call_in_execution_order_with_its_input(rng)
         tpa.layer_activations(model, "shared", x)
     with pytest.raises(ValueError, match=listing):
         tpa.layer_activations(model, ("shared", 5), x)
+
+# --------------------------------------------------------------------------------------------------
+# patched_call: the one way a layer's call is patched (taps, replaced outputs, replaced inputs)
+
+
+def _dense(units=2):
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.Dense(units)
+    layer.build((None, 3))
+    return layer
+
+
+def test_patched_call_wraps_the_call_and_restores_the_bound_method():
+    layer = _dense()
+    x = np.ones((1, 3), np.float32)
+    plain = layer(x).numpy()
+    with eng_layers.patched_call(layer, lambda call: lambda *a, **k: call(*a, **k) * 2.0) as same:
+        assert same is layer
+        np.testing.assert_allclose(layer(x).numpy(), 2.0 * plain)
+    assert "call" not in layer.__dict__  # the bound method is back, no instance attribute left behind
+    np.testing.assert_allclose(layer(x).numpy(), plain)
+
+
+def test_patched_call_restores_when_the_block_raises():
+    layer = _dense()
+    with pytest.raises(RuntimeError, match="inside"):
+        with eng_layers.patched_call(layer, lambda call: lambda *a, **k: 0.0):
+            raise RuntimeError("inside")
+    assert "call" not in layer.__dict__
+    assert layer(np.ones((1, 3), np.float32)).shape == (1, 2)
+
+
+def test_patched_calls_nest_and_unwind_in_order():
+    layer = _dense()
+    x = np.ones((1, 3), np.float32)
+    plain = layer(x).numpy()
+    with eng_layers.patched_call(layer, lambda call: lambda *a, **k: call(*a, **k) + 1.0):
+        outer = layer.__dict__["call"]
+        with eng_layers.patched_call(layer, lambda call: lambda *a, **k: call(*a, **k) * 10.0):
+            np.testing.assert_allclose(layer(x).numpy(), (plain + 1.0) * 10.0)
+        assert layer.__dict__["call"] is outer  # the inner block restores the outer patch, not the method
+        np.testing.assert_allclose(layer(x).numpy(), plain + 1.0)
+    assert "call" not in layer.__dict__
+
+
+def test_on_call_changes_only_the_selected_call_counted_per_block():
+    layer = _dense()
+    x = np.ones((1, 3), np.float32)
+    plain = layer(x).numpy()
+    seen = []
+
+    def selected(call, *args, **kwargs):
+        seen.append(len(seen))
+        return call(*args, **kwargs) * 0.0
+
+    for _ in range(2):  # the count starts again at 0 in each block
+        with eng_layers.patched_call(layer, eng_layers.on_call(1, selected)):
+            outs = [layer(x).numpy() for _ in range(3)]
+        np.testing.assert_allclose(outs[0], plain)
+        np.testing.assert_allclose(outs[1], 0.0)
+        np.testing.assert_allclose(outs[2], plain)
+    assert seen == [0, 1]
+
+
+def test_replaced_input_feeds_the_selected_call_and_yields_its_output():
+    keras.utils.set_random_seed(0)
+    emb = keras.layers.Embedding(10, 3)
+    ids = np.array([[1, 2]], np.int32)
+    other = np.array([[7, 8]], np.int32)
+    with eng_layers.replaced_input(emb, 0, tf.constant(other)) as outputs:
+        got = emb(ids).numpy()
+    table = emb.embeddings.numpy()
+    np.testing.assert_allclose(got, table[other])  # the layer saw the replacement ids, not its real input
+    np.testing.assert_allclose(outputs[0].numpy(), table[other])
+    np.testing.assert_allclose(emb(ids).numpy(), table[ids])  # restored
+
+
+def test_layer_tap_and_replaced_output_restore_when_the_model_raises():
+    layer = _dense()
+    for block in (eng_layers.LayerTap(layer), eng_layers.replaced_output(layer, tf.zeros((1, 2)))):
+        with pytest.raises(ValueError, match="boom"):
+            with block:
+                raise ValueError("boom")
+        assert "call" not in layer.__dict__

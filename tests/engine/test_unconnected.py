@@ -8,7 +8,9 @@ import tf_pathattr as tpa
 from tf_pathattr.methods import registry
 
 
-def _text_model():
+def float_ids_without_gradient_path():
+    """Float token ids ``[B, 5]`` -> Embedding("emb") -> GAP -> Dense(3): the input reaches the output only through
+    an Embedding lookup, so it has no gradient path (unlike the zoo's int32 text_model, which is refused earlier)."""
     keras.utils.set_random_seed(0)
     return keras.Sequential(
         [
@@ -34,7 +36,7 @@ def _float_methods():
 
 @pytest.mark.parametrize("name", _float_methods())
 def test_float_token_ids_raise_instead_of_returning_zeros(name):
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     x = IDS.astype(np.float32)
     opts = registry.get(name).options_for(x)
     # DIG refuses [B, T] before any gradient (it needs token vectors), with the same advice
@@ -43,13 +45,13 @@ def test_float_token_ids_raise_instead_of_returning_zeros(name):
 
 
 def test_split_ig_float_ids_raise():
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     with pytest.raises(ValueError, match="no gradient path"):
         tpa.split_integrated_gradients(model, IDS.astype(np.float32), 1, n_steps=4)
 
 
 def test_integer_input_error_points_to_layer_and_never_to_casting_ids():
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     with pytest.raises(TypeError) as info:
         tpa.integrated_gradients(model, IDS, 1, n_steps=4)
     msg = str(info.value)
@@ -59,13 +61,13 @@ def test_integer_input_error_points_to_layer_and_never_to_casting_ids():
 
 
 def test_layer_attribution_of_the_same_model_works():
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     attr = tpa.integrated_gradients(model, IDS, 1, n_steps=8, layer="emb")
     assert attr.shape == (2, 5, 4) and np.abs(attr.numpy()).max() > 0
 
 
 def test_callback_keeps_integer_probes_integer(tmp_path):
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     logger = tpa.callbacks.AttributionLogger(
         IDS,
         target=1,
@@ -90,7 +92,7 @@ def test_callback_keeps_integer_probes_integer(tmp_path):
 
 
 def test_export_of_a_model_without_gradient_path_is_refused(tmp_path):
-    model = _text_model()
+    model = float_ids_without_gradient_path()
     with pytest.raises(ValueError, match="no gradient path"):
         tpa.saved_model.export(
             model,

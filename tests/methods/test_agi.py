@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 agi = tpa.adversarial_gradient_integration
 
@@ -109,7 +109,7 @@ def test_seeds(cnn, images):
 
 def test_chain_telescopes_as_epsilon_shrinks():
     """Chained walk, no clip, no early stop: sum(AGI_j) -> p_c(x) - p_c(x_end) (left Riemann sum)."""
-    model, _ = make_linear_model(np.random.default_rng(4).normal(size=(6, 3)))
+    model, _ = zoo.linear_model(np.random.default_rng(4).normal(size=(6, 3)))
     x = np.random.default_rng(5).normal(size=(1, 6)).astype(np.float32)
     c = int(np.argmax(model(x).numpy()))
     j = [i for i in range(3) if i != c][0]
@@ -131,7 +131,7 @@ def test_chain_telescopes_as_epsilon_shrinks():
 
 
 def test_errors(cnn, images):
-    single, _ = make_linear_model([1.0, 2.0])
+    single, _ = zoo.linear_model([1.0, 2.0])
     with pytest.raises(ValueError, match=r"outputs \[B, C\]"):
         agi(single, np.ones((2, 2), np.float32))
     with pytest.raises(ValueError, match="callable"):

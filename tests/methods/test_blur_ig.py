@@ -9,8 +9,8 @@ import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
 
-import reference
-from conftest import make_smooth_cnn
+from tf_pathattr.testing import reference
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.methods.blur_ig import (
     blur_integrated_gradients,
     blur_matrix,
@@ -104,7 +104,7 @@ def test_sigma_schedule_linear_and_sqrt():
 
 
 def test_first_step_contributes_exactly_zero():
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(0).random((2, 12, 12, 3)).astype(np.float32)
     # one step: sigma_0 = 0 and 0 + grad_step = 0.01 are both the identity
     a1 = blur_integrated_gradients(model, x, 3, n_steps=1).numpy()
@@ -119,7 +119,7 @@ def test_first_step_contributes_exactly_zero():
 
 @pytest.mark.parametrize("sqrt", [False, True])
 def test_chunk_size_does_not_change_the_result(sqrt):
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(2).random((2, 12, 12, 3)).astype(np.float32)
     kw = dict(n_steps=50, sqrt=sqrt)
     a1 = blur_integrated_gradients(model, x, 1, internal_batch_size=2, **kw).numpy()  # chunk 1
@@ -134,7 +134,7 @@ def test_chunk_size_does_not_change_the_result(sqrt):
 
 
 def test_parity_with_saliency_blur_ig():
-    model = make_smooth_cnn(16)
+    model = zoo.smooth_cnn(16)
     x = np.random.default_rng(3).random((2, 16, 16, 3)).astype(np.float32)
     ours = blur_integrated_gradients(model, x, 5).numpy()
     cmf = pair_callback(model, 5)
@@ -160,7 +160,7 @@ def test_sqrt_widths_are_per_step_unlike_the_package_batch_quirk():
 
 
 def test_convergence_delta_matches_an_independent_target():
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(5).random((2, 12, 12, 3)).astype(np.float32)
     attr, delta = blur_integrated_gradients(
         model, x, 2, n_steps=20, max_sigma=6.0, sqrt=True, return_convergence_delta=True
@@ -188,7 +188,7 @@ def test_sum_converges_to_completeness_target():
 
 
 def test_bad_inputs_raise_clear_errors():
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(0).random((1, 12, 12, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         blur_integrated_gradients(lambda z: tf.reduce_sum(z, axis=1)[:, None], x[:, :, 0, 0])
@@ -208,7 +208,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_alias_dispatch():
     import tf_pathattr as tpa
 
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(8).random((2, 12, 12, 3)).astype(np.float32)
     a = blur_integrated_gradients(model, x, 1, n_steps=20).numpy()  # XLA: tests/test_contract.py
     np.testing.assert_array_equal(tpa.attribute(model, x, 1, method="blur_ig", n_steps=20).numpy(), a)
@@ -216,7 +216,7 @@ def test_alias_dispatch():
 
 def test_plan_body_runs_on_new_inputs():
     """The planned body depends on the inputs only through flat_x (export / callback embedding)."""
-    model = make_smooth_cnn(12)
+    model = zoo.smooth_cnn(12)
     x = np.random.default_rng(9).random((2, 12, 12, 3)).astype(np.float32)
     x_new = np.random.default_rng(10).random((2, 12, 12, 3)).astype(np.float32)
     plan = blur_integrated_gradients.plan(model, x, 1, n_steps=10)

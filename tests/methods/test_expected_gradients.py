@@ -1,14 +1,13 @@
-import keras
 import numpy as np
 import pytest
 
 import tf_pathattr as tpa
 
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 def test_linear_model_identity_independent_of_alphas(rng):
-    model, w = make_linear_model(rng.normal(size=(5, 3)))
+    model, w = zoo.linear_model(rng.normal(size=(5, 3)))
     x = rng.normal(size=(2, 5)).astype("float32")
     bg = rng.normal(size=(7, 5)).astype("float32")
     idx = rng.integers(0, 7, size=(40, 2))
@@ -50,11 +49,8 @@ def test_errors(toy_cnn, rng):
 
 
 def _dict_model():
-    """Inputs "a" [4] and "b" [3] -> concat -> Dense(6, tanh) -> Dense(2)."""
-    keras.utils.set_random_seed(5)
-    ia, ib = keras.Input((4,), name="a"), keras.Input((3,), name="b")
-    h = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([ia, ib]))
-    return keras.Model({"a": ia, "b": ib}, keras.layers.Dense(2)(h))
+    """The zoo's dict-input model: inputs "a" [4] and "b" [3] -> concat -> Dense(8, tanh) -> Dense(2)."""
+    return zoo.two_input_models(seed=5, widths=(4, 3), classes=2)[1]
 
 
 def test_dict_background_is_paired_by_key_not_by_order(rng):

@@ -3,11 +3,11 @@ import tensorflow as tf
 
 import tf_pathattr as tpa
 
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 def test_linear_gradients_and_gradient_times_input(rng):
-    model, w = make_linear_model(rng.normal(size=(4, 3)))
+    model, w = zoo.linear_model(rng.normal(size=(4, 3)))
     x = rng.normal(size=(2, 4)).astype("float32")
     np.testing.assert_allclose(tpa.gradients(model, x, 2), np.broadcast_to(w[:, 2], (2, 4)), rtol=1e-6)
     np.testing.assert_allclose(tpa.gradients(model, x, 2, multiply_by_inputs=True), x * w[:, 2], rtol=1e-6)

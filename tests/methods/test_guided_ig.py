@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models as zoo
-import reference
+from tf_pathattr.testing import models as zoo
+from tf_pathattr.testing import reference
 import tf_pathattr as tpa
-from conftest import make_linear_model, make_smooth_cnn
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods import guided_ig as gig_mod
 
@@ -49,7 +48,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def smooth():
-    return make_smooth_cnn(size=16)
+    return zoo.smooth_cnn(size=16)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def test_reduces_to_left_riemann_ig(smooth, images, kw):
 
 @pytest.mark.parametrize("kw", [dict(max_dist=1.0, fraction=0.1), dict(), dict(anchors=3, fraction=0.5)])
 def test_linear_model_equals_ig(kw):
-    model, w = make_linear_model(np.linspace(-2, 3, 12))
+    model, w = zoo.linear_model(np.linspace(-2, 3, 12))
     x = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
     attr = gig(model, x, 0, n_steps=16, parity=True, **kw).numpy()
     np.testing.assert_allclose(attr, x * w[:, 0], rtol=1e-6, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_linear_model, make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.methods.idg import allocate, integrated_decision_gradients, place
 
 ROWS = [
@@ -161,7 +161,7 @@ def test_exact_identity_sum_equals_weighted_squared_slopes(smooth_cnn):
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_linear_model_gives_delta_f_times_ig(sign):
     theta = np.array([0.5, -1.0, 2.0, 0.25], np.float32) * sign
-    model, w = make_linear_model(theta, bias=0.3)
+    model, w = zoo.linear_model(theta, bias=0.3)
     x = np.array([[1.0, 0.5, 0.8, -2.0], [0.2, -0.4, 1.0, 1.0]], np.float32)
     xb = np.array([0.1, 0.2, -0.3, 0.0], np.float32)
     attr, det = integrated_decision_gradients(model, x, 0, baseline=xb, n_steps=50, return_details=True)
@@ -265,7 +265,7 @@ def test_quadrature_converges_to_integral_of_squared_slope():
 
 
 def test_reference_compat_matches_numpy_restatement():
-    model = make_smooth_cnn(8, classes=5, seed=1)
+    model = zoo.smooth_cnn(8, classes=5, seed=1)
     x = np.random.default_rng(6).random((2, 8, 8, 3)).astype(np.float32)
     xb = np.full((8, 8, 3), 0.1, np.float32)
     steps = 20

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage as ndi
 
-import reference
+from tf_pathattr.testing import reference
 import tf_pathattr as tpa
-from conftest import make_linear_model, make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 
 idgi = tpa.important_direction_gradient_integration
 
@@ -43,7 +43,7 @@ def grad_and_score(model, target):
 
 @pytest.fixture(scope="module")
 def cnn():
-    return make_smooth_cnn(8, classes=5)
+    return zoo.smooth_cnn(8, classes=5)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_additive_model_vectors(n, expected):
 
 @pytest.mark.parametrize("baseline, expected", [(0.0, (1 / 3, 4 / 3, 1 / 3)), ([0.0, 0.0, 1.0], (0.5, 2.0, 0.5))])
 def test_linear_vectors_credit_unmoved_features(baseline, expected):
-    model, _ = make_linear_model([1.0, 2.0, -1.0], bias=0.1)
+    model, _ = zoo.linear_model([1.0, 2.0, -1.0], bias=0.1)
     base = np.asarray(baseline, np.float32)
     attr = idgi(model, np.ones((1, 3), np.float32), None, n_steps=7, baseline=base)
     np.testing.assert_allclose(attr.numpy()[0], expected, rtol=1e-6)
@@ -220,7 +220,7 @@ def test_linear_model_closed_form(base_method, opts):
 
 
 def test_linear_model_equals_ig_when_the_step_is_along_w():
-    model, w = make_linear_model([0.5, -2.0, 1.0])
+    model, w = zoo.linear_model([0.5, -2.0, 1.0])
     x = (3.0 * w[:, 0])[None].astype(np.float32)  # x - 0 parallel to w
     ig = tpa.integrated_gradients(model, x, None, n_steps=4).numpy()
     for base in ("ig", "guided_ig"):

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-import models as zoo
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 def make_mlp(d=20, hidden=32, classes=3, seed=0, nested=False):
@@ -46,7 +45,7 @@ def hidden(model, z):
 
 def test_reduces_to_ig_with_linear_logits_and_identity_representation():
     rng = np.random.default_rng(0)
-    model, w = make_linear_model(rng.normal(size=(6, 3)))  # last Dense input == the model input
+    model, w = zoo.linear_model(rng.normal(size=(6, 3)))  # last Dense input == the model input
     x_r = rng.normal(size=(6,)).astype(np.float32)
     dist, k = 2.5, 40
     dirs = rng.normal(size=(3, 6))

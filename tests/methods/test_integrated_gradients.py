@@ -5,12 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine.quadrature import RULES
-
-from conftest import make_linear_model, make_smooth_cnn
 
 
 def power_model(p):
@@ -60,7 +58,7 @@ def test_trapezoid_does_not_reproduce_the_captum_bug():
 
 @pytest.mark.parametrize("rule", RULES)
 def test_linear_model_is_exact_under_every_rule(rule, rng):
-    model, w = make_linear_model(rng.normal(size=(6, 3)), bias=0.3)
+    model, w = zoo.linear_model(rng.normal(size=(6, 3)), bias=0.3)
     x = rng.normal(size=(4, 6)).astype("float32")
     base = rng.normal(size=(4, 6)).astype("float32")
     attr = tpa.integrated_gradients(model, x, [0, 1, 2, 1], baseline=base, n_steps=5, rule=rule)
@@ -78,7 +76,7 @@ def test_quadratic_model_exact_rules(rule, rng):
 
 
 def test_completeness_on_smooth_cnn(rng):
-    model = make_smooth_cnn(size=16)
+    model = zoo.smooth_cnn(size=16)
     x = rng.random((4, 16, 16, 3)).astype("float32")
     attr, delta = tpa.integrated_gradients(model, x, [0, 3, 5, 9], n_steps=64, return_convergence_delta=True)
     f = model(x).numpy()[np.arange(4), [0, 3, 5, 9]]
@@ -89,9 +87,9 @@ def test_completeness_on_smooth_cnn(rng):
 
 
 def test_pair_rule_matches_saliency_package(rng):
-    import reference
+    from tf_pathattr.testing import reference
 
-    model = make_smooth_cnn(size=16)
+    model = zoo.smooth_cnn(size=16)
     x = rng.random((2, 16, 16, 3)).astype("float32")
     base = rng.random((16, 16, 3)).astype("float32")
     ours = tpa.integrated_gradients(model, x, 4, baseline=base, n_steps=25, rule="pair").numpy()
@@ -105,7 +103,7 @@ def test_pair_rule_matches_saliency_package(rng):
 
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_right"])
 def test_results_do_not_depend_on_internal_batch_size(rule, rng):
-    model = make_smooth_cnn(size=16)
+    model = zoo.smooth_cnn(size=16)
     x = rng.random((3, 16, 16, 3)).astype("float32")
     results = [
         tpa.integrated_gradients(model, x, 2, n_steps=20, rule=rule, internal_batch_size=ibs).numpy()
@@ -149,7 +147,7 @@ def test_baseline_recipes(toy_cnn, rng):
 
 
 def test_multiply_by_inputs_false_gives_path_average(rng):
-    model, w = make_linear_model(rng.normal(size=(4, 2)))
+    model, w = zoo.linear_model(rng.normal(size=(4, 2)))
     x = rng.normal(size=(3, 4)).astype("float32")
     local = tpa.integrated_gradients(model, x, 1, multiply_by_inputs=False, n_steps=5)
     np.testing.assert_allclose(local, np.broadcast_to(w[:, 1], (3, 4)), rtol=1e-6)
@@ -191,7 +189,7 @@ def test_no_retrace_for_new_inputs_and_targets(toy_cnn, rng):
 
 
 def test_memory_does_not_grow_with_n_steps(rng):
-    model = make_smooth_cnn(size=32, seed=1)
+    model = zoo.smooth_cnn(size=32, seed=1)
     x = rng.random((4, 32, 32, 3)).astype("float32")
     peaks = {}
     for n in (64, 2048):

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_pathattr as tpa
 from tf_pathattr.methods import noise_tunnel as noise_tunnel_module
 
-from conftest import make_linear_model
+from tf_pathattr.testing import models as zoo
 
 
 def test_zero_noise_equals_wrapped_method_and_vargrad_is_zero(toy_cnn, rng):
@@ -21,7 +21,7 @@ def test_zero_noise_equals_wrapped_method_and_vargrad_is_zero(toy_cnn, rng):
 
 
 def test_injected_noise_matches_numpy(rng):
-    model, w = make_linear_model(rng.normal(size=(4, 2)))
+    model, w = zoo.linear_model(rng.normal(size=(4, 2)))
     x = rng.normal(size=(3, 4)).astype("float32")
     eps = rng.normal(size=(5, 3, 4)).astype("float32")
     sigma = 0.2 * (x.max(1) - x.min(1))
@@ -123,12 +123,9 @@ def test_errors(toy_cnn, kwargs, match):
 
 
 def _two_input_model(kind):
-    """Inputs a [4] and b [3] -> concat -> Dense(8, tanh) -> Dense(3): list or dict inputs."""
-    keras.utils.set_random_seed(3)
-    ia, ib = keras.Input((4,), name="a"), keras.Input((3,), name="b")
-    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([ia, ib]))
-    out = keras.layers.Dense(3)(h)
-    return keras.Model({"a": ia, "b": ib} if kind == "dict" else [ia, ib], out)
+    """The zoo's two-input model (a [4], b [3]) with list or dict inputs."""
+    list_model, dict_model = zoo.two_input_models(seed=3, widths=(4, 3))
+    return dict_model if kind == "dict" else list_model
 
 
 @pytest.mark.parametrize("kind", ["list", "dict"])
@@ -227,7 +224,7 @@ def test_only_declared_options_are_tiled(rng):
         seen["table"] = np.asarray(table)
         return tf.zeros_like(inputs)
 
-    model, _ = make_linear_model(rng.normal(size=(4, 2)))
+    model, _ = zoo.linear_model(rng.normal(size=(4, 2)))
     x = rng.random((2, 4)).astype("float32")
     table = rng.random((2, 4)).astype("float32")
     tpa.noise_tunnel(method, model, x, 0, nt_samples=3, table=table)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from conftest import make_linear_model, make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods.smooth_taylor import smooth_taylor
 from tf_pathattr.metrics import total_variation
@@ -36,7 +36,7 @@ def _reference_st(model, x, eps, sigma, cls):
 
 @pytest.fixture
 def cnn16():
-    return make_smooth_cnn(16)
+    return zoo.smooth_cnn(16)
 
 
 def test_formula_with_injected_noise_matches_numpy(toy_cnn, rng):
@@ -75,7 +75,7 @@ def test_multi_input_with_injected_noise(rng):
 
 def test_linear_model_sum_equals_f_x_minus_mean_f_roots(rng):
     w = np.array([[0.5, -1.0], [2.0, 0.0], [0.0, 0.3], [-1.5, 1.0]], np.float32)
-    model, W = make_linear_model(w, bias=0.2)
+    model, W = zoo.linear_model(w, bias=0.2)
     x = rng.normal(size=(3, 4)).astype(np.float32)
     eps = rng.standard_normal((50, 3, 4)).astype(np.float32)
     st, delta = smooth_taylor(model, x, 0, noise=eps, noise_scale=0.7, return_convergence_delta=True)
@@ -336,7 +336,7 @@ def test_adaptive_callable_objective_and_aupc(cnn16, rng):
 
 def test_adaptive_aupc_with_raw_inputs_and_preprocess(rng):
     """The model explained sees normalised inputs; AUPC perturbs the raw images through ``preprocess``."""
-    model = make_smooth_cnn(16)
+    model = zoo.smooth_cnn(16)
     raw = rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
     pre = lambda u: (u - 0.5) / 0.25  # noqa: E731
     opts = {"window": 4, "n_regions": 3, "n_candidates": 4, "raw_inputs": raw, "preprocess": pre}

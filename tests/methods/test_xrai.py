@@ -4,7 +4,7 @@ import pytest
 import tf_pathattr as tpa
 from tf_pathattr.methods.xrai import felzenszwalb_masks, xrai_regions
 
-from conftest import make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 
 
 def smooth_image(rng, size=32):
@@ -17,7 +17,7 @@ def smooth_image(rng, size=32):
 
 @pytest.mark.parametrize("algorithm", ["full", "fast"])
 def test_parity_with_saliency_xrai_given_the_same_base_attribution(rng, algorithm):
-    import reference
+    from tf_pathattr.testing import reference
 
     img = smooth_image(rng)
     base = rng.normal(size=img.shape).astype("float32")
@@ -30,9 +30,9 @@ def test_parity_with_saliency_xrai_given_the_same_base_attribution(rng, algorith
 
 
 def test_parity_with_saliency_xrai_including_ig(rng):
-    import reference
+    from tf_pathattr.testing import reference
 
-    model = make_smooth_cnn(size=32)
+    model = zoo.smooth_cnn(size=32)
     img = smooth_image(rng)
     ref = reference.saliency.XRAI().GetMask(img, reference.call_model_function(model, 3), batch_size=50)
     ours = tpa.xrai(model, img[None], 3).numpy()[0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics import meb_ablation
 
 

@@ -6,7 +6,7 @@ import scipy.integrate
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from conftest import make_smooth_cnn
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics._integrate import auc_unit, simpson, trapezoid
 from tf_pathattr.metrics.aupc import aupc, select_regions
 
@@ -102,7 +102,7 @@ def _ref_curve(model, x, heat, cands, w, cls):
 
 
 def test_aupc_curve_matches_numpy_restatement(rng):
-    model = make_smooth_cnn(16)
+    model = zoo.smooth_cnn(16)
     x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
     attr = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
     R, K, w = 6, 6, 4  # 7 curve points (odd): the Simpson value is SciPy's
@@ -132,7 +132,7 @@ def test_aupc_curve_matches_numpy_restatement(rng):
 
 
 def test_aupc_seeded_draws_are_stateless_uniform_per_region(rng):
-    model = make_smooth_cnn(16)
+    model = zoo.smooth_cnn(16)
     x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
     attr = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
     R, K, w, lo, hi = 3, 5, 4, -1.0, 2.0
@@ -151,7 +151,7 @@ def test_aupc_seeded_draws_are_stateless_uniform_per_region(rng):
 
 
 def test_aupc_fewer_regions_than_requested(rng):
-    model = make_smooth_cnn(8)
+    model = zoo.smooth_cnn(8)
     x = rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
     attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     n_fit = len(select_regions(attr[0].sum(-1), 4, 6))
@@ -161,7 +161,7 @@ def test_aupc_fewer_regions_than_requested(rng):
 
 
 def test_aupc_errors(rng):
-    model = make_smooth_cnn(8)
+    model = zoo.smooth_cnn(8)
     x = rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="attributions must have shape"):
         aupc(model, x, np.zeros((1, 8, 8, 2)), window=2)
@@ -179,7 +179,7 @@ def test_aupc_errors(rng):
 def test_aupc_is_traced_once_per_model_and_preprocess(rng):
     from tf_pathattr.engine import gradients as eng
 
-    model = make_smooth_cnn(16)
+    model = zoo.smooth_cnn(16)
     attr = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
     opts = dict(window=4, n_regions=3, n_candidates=4, preprocess=_pre)
     aupc(model, rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32), attr, seed=0, **opts)

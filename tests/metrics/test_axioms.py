@@ -7,9 +7,9 @@ from tf_pathattr.metrics import completeness_gap
 
 
 def test_linear_model_exact(rng):
-    from conftest import make_linear_model
+    from tf_pathattr.testing import models as zoo
 
-    model, w = make_linear_model([[1.0, -2.0], [0.5, 3.0], [2.0, 0.0]], bias=0.3)
+    model, w = zoo.linear_model([[1.0, -2.0], [0.5, 3.0], [2.0, 0.0]], bias=0.3)
     x = rng.normal(size=(4, 3)).astype(np.float32)
     base = rng.normal(size=(3,)).astype(np.float32)
     exact = (x - base) * w[:, 1]

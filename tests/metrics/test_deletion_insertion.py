@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-import models as zoo
+from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics import deletion, insertion
 from tf_pathattr.metrics.deletion_insertion import gaussian_kernel_rise, step_counts
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
+from tf_pathattr.testing import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
 from saliency.metrics import pic as pair_pic  # noqa: E402
 
 

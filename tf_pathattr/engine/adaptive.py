@@ -106,7 +106,9 @@ def nested_tables(levels: int, first: int = FIRST_INTERVALS):
     [levels]`` (nodes of each level, i.e. gradient evaluations per example to reach it).
     """
     fine = first * 2 ** (levels - 1)
-    order, gen_start, gen_count = [], [], []
+    order: list[int] = []
+    gen_start: list[int] = []
+    gen_count: list[int] = []
     for lev in range(levels):
         stride = fine // (first * 2**lev)
         if lev == 0:

@@ -19,7 +19,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, ParamSpec
 
 import keras
 import numpy as np
@@ -93,6 +93,18 @@ def output_shape(model, forward, flat_x) -> Optional[tuple]:
 
 
 @dataclass
+class LayerInputs:
+    """The raw model inputs (token ids, masks, other inputs) fed unchanged to every model call of a ``layer=`` problem.
+
+    Eagerly, ``tensors`` are the explicands' own inputs. A traced body (the compiled function of a
+    plan, or :meth:`Plan.embed` inside a caller's graph) first points ``tensors`` at its traced
+    arguments, so the graph reads its inputs from its arguments, never from captured constants.
+    """
+
+    tensors: List[tf.Tensor]
+
+
+@dataclass
 class Problem:
     """Checked inputs, model call and target of one attribution request.
 
@@ -107,10 +119,11 @@ class Problem:
     batch_size: int
     target: _targets.TargetSpec
     scorer: Callable
-    context: List[tf.Tensor] = None
+    context: Optional[List[tf.Tensor]] = None
     layer: Any = None
     layer_call: Optional[int] = None  # which call of ``layer`` is replaced (see engine.layers)
-    raw_forward: Callable = None  # the model on its own inputs (= forward without layer=)
+    raw_forward: Optional[Callable] = None  # the model on its own inputs (= forward without layer=)
+    layer_inputs: Optional[LayerInputs] = None  # what ``forward`` feeds the model with ``layer=``
 
     def __post_init__(self):
         if self.raw_forward is None:
@@ -136,10 +149,10 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
     if layer is None:
         flat_x, structure, batch = _shapes.prepare_inputs(inputs, name_inputs, no_layer=no_layer)
         _shapes.check_against_model(model, flat_x, structure, name_inputs)
-        forward = make_forward(model, structure)
-        out_shape = output_shape(model, forward, flat_x)
+        model_call = make_forward(model, structure)
+        out_shape = output_shape(model, model_call, flat_x)
         spec = _targets.resolve_target(target, batch, out_shape)
-        return Problem(model, forward, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
+        return Problem(model, model_call, flat_x, structure, batch, spec, _targets.make_scorer(spec, batch))
 
     from . import layers as _layers
 
@@ -155,12 +168,12 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
         raise TypeError(f"layer {lay.name!r} outputs {acts.dtype.name}; attribution needs a float layer output")
     acts = tf.cast(acts, tf.float32)
     raw_forward = make_forward(model, raw_structure)
-    holder = {"context": raw}
+    layer_inputs = LayerInputs(list(raw))
 
     def forward(flat_points):
         (points,) = flat_points
         groups = points.shape[0] // batch
-        ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in holder["context"]]
+        ctx = [tf.tile(c, [groups] + [1] * (c.shape.rank - 1)) for c in layer_inputs.tensors]
         with _layers.replaced_output(lay, tf.cast(points, lay.compute_dtype or tf.float32), call_index):
             return raw_forward(ctx)
 
@@ -172,7 +185,7 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
         zeros = raw_structure.pack([tf.zeros_like(r) for r in raw])
         return tf.cast(layer_probe(model, lay, call_index, zeros)[0], tf.float32)
 
-    problem = Problem(
+    return Problem(
         model,
         forward,
         _shapes.LayerActivations([acts], zero_input),
@@ -184,9 +197,8 @@ def prepare(model, inputs, target, name_inputs: str = "inputs", layer=None, no_l
         layer=lay,
         layer_call=call_index,
         raw_forward=raw_forward,
+        layer_inputs=layer_inputs,
     )
-    problem._context_holder = holder
-    return problem
 
 
 @dataclass(frozen=True)
@@ -248,15 +260,16 @@ def layer_probe(model, layer, call_index, inputs):
     except TypeError:
         model_ref = (lambda m: lambda: m)(model)
     is_keras = isinstance(model, keras.layers.Layer)
-    found = {}
 
     def build():
+        resolved = _LayerProbe(None)
+
         def probe(inputs):
             m = model_ref()
             with _layers.LayerTap(layer) as tap:
                 out = m(inputs, training=False) if is_keras else m(inputs)
             k = _layers._select_call(layer, tap, call_index, m)
-            found["k"] = k
+            resolved.call_index = k
             acts = tap.call_outputs[k]
             if isinstance(acts, (list, tuple, dict)):
                 raise ValueError(f"layer {layer.name!r} returns several tensors; pick a layer with a single output")
@@ -264,13 +277,20 @@ def layer_probe(model, layer, call_index, inputs):
             first = first if isinstance(first, tf.Tensor) else tf.zeros((0,))
             return tf.convert_to_tensor(acts), first, out
 
-        fn = tf.function(probe, autograph=False, reduce_retracing=False)
-        fn.found = found
-        return fn
+        resolved.function = tf.function(probe, autograph=False, reduce_retracing=False)
+        return resolved
 
-    fn = CACHE.get(model, ("layer_probe", id(layer), call_index, sig, keys), build)
-    acts, first, out = fn(inputs)
-    return acts, fn.found["k"], first, out
+    resolved = CACHE.get(model, ("layer_probe", id(layer), call_index, sig, keys), build)
+    acts, first, out = resolved.function(inputs)
+    return acts, resolved.call_index, first, out
+
+
+@dataclass
+class _LayerProbe:
+    """A cached layer probe: its traced ``function`` and the call index it resolved while tracing."""
+
+    call_index: Optional[int]
+    function: Optional[Callable] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +542,7 @@ def compiled(problem: Problem, key: tuple, python_fn_builder: Callable[[], Calla
     inputs of the same shape and new targets reuse the same trace.
     """
     layer_key = None
-    if problem.layer is not None:
+    if problem.layer is not None and problem.context is not None:
         layer_key = (
             id(problem.layer),
             problem.layer_call,
@@ -545,10 +565,10 @@ def _trace(problem: Problem, python_fn_builder: Callable[[], Callable], jit_comp
     if problem.layer is None:
         body = python_fn
     else:
-        holder = problem._context_holder
+        layer_inputs = problem.layer_inputs
 
         def body(flat_x, indices, context, *extra):
-            holder["context"] = list(context)  # the traced raw inputs feed every model call
+            layer_inputs.tensors = list(context)  # the traced raw inputs feed every model call
             return python_fn(flat_x, indices, *extra)
 
     # One tf.function per key, traced once for its static shapes (batch size included). TF counts
@@ -612,7 +632,7 @@ class Plan:
         with LayerTap(problem.layer) as tap:
             problem.raw_forward(flat_inputs)
         acts = tf.cast(tap.call_outputs[problem.layer_call or 0], tf.float32)
-        problem._context_holder["context"] = flat_inputs
+        problem.layer_inputs.tensors = flat_inputs
         return fn([acts], indices, *self.extra_args)
 
     def raw(self):
@@ -640,7 +660,10 @@ def packed_finish(problem: Problem, return_convergence_delta: bool) -> Callable:
     return finish
 
 
-def planned(plan_fn: Callable) -> Callable:
+_Options = ParamSpec("_Options")
+
+
+def planned(plan_fn: Callable[_Options, Any]) -> Callable[_Options, Any]:
     """Make a public method from its planner ``plan_fn(model, inputs, target, **options) -> Plan``.
 
     The method runs the plan (a planner may also return a finished result, for option combinations
@@ -662,7 +685,7 @@ def planned(plan_fn: Callable) -> Callable:
             )
         return result
 
-    method.plan = plan
+    method.plan = plan  # type: ignore[attr-defined]  # the planner, for export (read by saved_model)
     return method
 
 

@@ -11,8 +11,8 @@ Two uses share this module:
   outputs and a layer's activations: :class:`LayerTap` records a layer's input and output during a
   model call.
 
-Both intercept the layer's ``call`` with an instance attribute for the duration of a ``with``
-block, so they work for functional, sequential, nested and subclassed models without rebuilding
+Both (and text's replaced token ids, :func:`replaced_input`) intercept the layer's ``call`` through
+one context manager, :func:`patched_call`, for the duration of a ``with`` block, so they work for functional, sequential, nested and subclassed models without rebuilding
 the graph (a two-output functional model cannot be built across nested sub-models).
 
 A layer may run several times in one model call. ``layer=(layer, call_index)`` picks one call
@@ -29,7 +29,8 @@ layer's weights.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+import itertools
+from typing import Any, Callable, Iterator, List, Optional
 
 import keras
 import numpy as np
@@ -41,8 +42,11 @@ __all__ = [
     "lookup_layer",
     "find_layer",
     "resolve_layer",
+    "patched_call",
+    "on_call",
     "LayerTap",
     "replaced_output",
+    "replaced_input",
     "layer_activations",
     "layer_call_activations",
     "is_reverse_call",
@@ -157,10 +161,69 @@ def _check_not_quantized(layer):
         )
 
 
+_NO_INSTANCE_CALL = object()
+
+
+@contextlib.contextmanager
+def patched_call(layer: keras.layers.Layer, wrap: Callable[[Callable], Callable]) -> Iterator[keras.layers.Layer]:
+    """Within the block, ``layer.call`` is ``wrap(call)``, where ``call`` is the layer's current ``call``.
+
+    The one way this library patches a layer (taps, replaced outputs, replaced inputs): the patched
+    function shadows the bound method as an instance attribute (``object.__setattr__``, past Keras'
+    attribute tracking) and the layer's previous state is restored on exit, when the block raises
+    too. Blocks nest: an inner patch wraps the outer one and is undone first. Inside a traced
+    function the patch is active while tracing (the graph keeps what the patched call computed).
+
+    Parameters
+    ----------
+    layer : keras.layers.Layer
+        The layer whose ``call`` is replaced for the duration of the block.
+    wrap : callable ``wrap(call) -> call``
+        Receives the layer's current ``call`` and returns its replacement.
+
+    Yields
+    ------
+    keras.layers.Layer
+        ``layer``.
+    """
+    saved = layer.__dict__.get("call", _NO_INSTANCE_CALL)
+    object.__setattr__(layer, "call", wrap(layer.call))
+    try:
+        yield layer
+    finally:
+        if saved is _NO_INSTANCE_CALL:
+            object.__delattr__(layer, "call")
+        else:
+            object.__setattr__(layer, "call", saved)
+
+
+def on_call(call_index: Optional[int], selected: Callable[..., Any]) -> Callable[[Callable], Callable]:
+    """A ``wrap`` for :func:`patched_call` that changes one call of the layer, or every call.
+
+    Calls are counted from 0 each time the block is entered, in call order; call ``call_index``
+    (every call when ``None``) runs ``selected(call, *args, **kwargs)`` and every other call runs
+    ``call(*args, **kwargs)`` unchanged (the ``reverse=True`` projection of a tied embedding keeps
+    computing the logits).
+    """
+
+    def wrap(call):
+        count = itertools.count()
+
+        def patched(*args, **kwargs):
+            k = next(count)
+            if call_index is None or k == call_index:
+                return selected(call, *args, **kwargs)
+            return call(*args, **kwargs)
+
+        return patched
+
+    return wrap
+
+
 class LayerTap:
     """Record the input and output of ``layer`` while the model is called inside the ``with`` block.
 
-    The layer's bound ``call`` is shadowed by an instance attribute for the duration of the block
+    The layer's ``call`` is patched with :func:`patched_call` for the duration of the block
     (restored on exit, also on error). If the layer is called several times (a shared layer), the
     last call wins in ``inputs`` / ``outputs`` and ``calls`` counts them; ``call_inputs``,
     ``call_outputs`` and ``reverse`` hold every call in order (``reverse[k]``: call ``k`` was a
@@ -169,40 +232,35 @@ class LayerTap:
 
     def __init__(self, layer: keras.layers.Layer):
         self.layer = layer
-        self.inputs = None
-        self.outputs = None
+        self.inputs: Any = None
+        self.outputs: Any = None
         self.calls = 0
-        self.call_inputs = []
-        self.call_outputs = []
-        self.reverse = []
-        self._saved = None
+        self.call_inputs: List[Any] = []
+        self.call_outputs: List[Any] = []
+        self.reverse: List[bool] = []
+        self._patch: Optional[contextlib.AbstractContextManager] = None
+
+    def _record(self, call, *args, **kwargs):
+        if args:
+            self.inputs = args[0]
+        elif kwargs:
+            self.inputs = kwargs.get("inputs", next(iter(kwargs.values())))
+        out = call(*args, **kwargs)
+        self.outputs = out
+        self.calls += 1
+        self.call_inputs.append(self.inputs)
+        self.call_outputs.append(out)
+        self.reverse.append(is_reverse_call(args, kwargs))
+        return out
 
     def __enter__(self):
-        layer = self.layer
-        self._saved = layer.__dict__.get("call", None)
-        original = layer.call  # bound method (or an instance attribute that shadows it)
-
-        def tapped_call(*args, **kwargs):
-            if args:
-                self.inputs = args[0]
-            elif kwargs:
-                self.inputs = kwargs.get("inputs", next(iter(kwargs.values())))
-            out = original(*args, **kwargs)
-            self.outputs = out
-            self.calls += 1
-            self.call_inputs.append(self.inputs)
-            self.call_outputs.append(out)
-            self.reverse.append(is_reverse_call(args, kwargs))
-            return out
-
-        object.__setattr__(layer, "call", tapped_call)
+        self._patch = patched_call(self.layer, on_call(None, self._record))
+        self._patch.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self._saved is None:
-            object.__delattr__(self.layer, "call")
-        else:
-            object.__setattr__(self.layer, "call", self._saved)
+        patch, self._patch = self._patch, None
+        patch.__exit__(*exc)
         return False
 
 
@@ -214,27 +272,28 @@ def replaced_output(layer, tensor, call_index=None):
     time the block is entered, in call order) and lets every other call run unchanged (the
     ``reverse=True`` projection of a tied embedding keeps computing the logits).
     """
-    saved = layer.__dict__.get("call", None)
-    if call_index is None:
-        object.__setattr__(layer, "call", lambda *args, **kwargs: tensor)
-    else:
+    if call_index is not None:
         _check_not_quantized(layer)
-        original = layer.call
-        state = {"k": 0}
-
-        def call(*args, **kwargs):
-            k = state["k"]
-            state["k"] = k + 1
-            return tensor if k == call_index else original(*args, **kwargs)
-
-        object.__setattr__(layer, "call", call)
-    try:
+    with patched_call(layer, on_call(call_index, lambda call, *args, **kwargs: tensor)):
         yield
-    finally:
-        if saved is None:
-            object.__delattr__(layer, "call")
-        else:
-            object.__setattr__(layer, "call", saved)
+
+
+@contextlib.contextmanager
+def replaced_input(layer, call_index, tensor) -> Iterator[List[Any]]:
+    """Within the block, call ``call_index`` of ``layer`` receives ``tensor`` as its first argument.
+
+    Yields the list that receives that call's output (empty until the model has run), e.g. the
+    embeddings of token ids that the model itself never saw.
+    """
+    outputs: List[Any] = []
+
+    def with_tensor(call, *args, **kwargs):
+        out = call(tensor, *args[1:], **kwargs) if args else call(**dict(kwargs, inputs=tensor))
+        outputs.append(out)
+        return out
+
+    with patched_call(layer, on_call(call_index, with_tensor)):
+        yield outputs
 
 
 def _graph_call_sources(model, lay):

@@ -3,7 +3,7 @@
 Every rule returns ``(alphas, weights)`` as float64 numpy arrays of length ``n_steps`` with
 ``sum(weights) == 1`` (to float64 rounding), so that a constant integrand is integrated exactly.
 This is the invariant captum's and alibi's ``riemann_trapezoid`` break (their step sizes sum to
-``(n-1)/n``); see ``specs/ig.md`` section 3.
+``(n-1)/n``; tests/engine/test_quadrature.py checks every rule's sum).
 
 Rules
 -----

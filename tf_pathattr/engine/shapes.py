@@ -168,6 +168,8 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False, no
                 f"{label} has batch size {b} but the other inputs have {batch}; all inputs need the same B"
             )
         flat.append(t)
+    if batch is None:  # unreachable: empty lists / dicts are refused above
+        raise ValueError(f"{name}: no input tensors")
     return flat, structure, int(batch)
 
 

@@ -140,7 +140,7 @@ def make_scorer(spec: TargetSpec, batch_size: int) -> Callable[[Any, tf.Tensor],
                 return _squeeze_score(fn(outputs), n_rows)
             parts = []
             for g in range(groups):
-                sl = tf.nest.map_structure(lambda o: o[g * batch_size : (g + 1) * batch_size], outputs)
+                sl = tf.nest.map_structure(lambda o, g=g: o[g * batch_size : (g + 1) * batch_size], outputs)
                 parts.append(_squeeze_score(fn(sl), batch_size))
             return tf.concat(parts, axis=0)
 

@@ -144,19 +144,67 @@ def _build(problem, n_cls, n_classes, max_iter, chunk, compat, softmax, lo, hi, 
 
 @overload
 def adversarial_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[False] = ...,
+    epsilon: float = ...,
+    max_iter: int = ...,
+    k: Any = ...,
+    class_selection: str = ...,
+    false_classes: Any = ...,
+    reference_compat: bool = ...,
+    clip: Any = ...,
+    softmax: bool = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Attributions: ...
 
 
 @overload
 def adversarial_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[True],
+    epsilon: float = ...,
+    max_iter: int = ...,
+    k: Any = ...,
+    class_selection: str = ...,
+    false_classes: Any = ...,
+    reference_compat: bool = ...,
+    clip: Any = ...,
+    softmax: bool = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
 @overload
 def adversarial_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: bool = ...,
+    epsilon: float = ...,
+    max_iter: int = ...,
+    k: Any = ...,
+    class_selection: str = ...,
+    false_classes: Any = ...,
+    reference_compat: bool = ...,
+    clip: Any = ...,
+    softmax: bool = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Any: ...
 
 

@@ -172,19 +172,53 @@ def blur_integrated_gradients(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
-    **options: Any,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
+    idgi: Any = ...,
 ) -> Attributions: ...
 
 
 @overload
 def blur_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def blur_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    max_sigma: float = ...,
+    n_steps: int = ...,
+    grad_step: float = ...,
+    sqrt: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
+    idgi: Any = ...,
 ) -> Any: ...
 
 

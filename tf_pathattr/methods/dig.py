@@ -132,19 +132,59 @@ def discretized_integrated_gradients(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    strategy: str = ...,
+    n_neighbors: int = ...,
+    factor: int = ...,
+    embedding_matrix: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    return_path: bool = ...,
+    seed: int | None = ...,
 ) -> Attributions: ...
 
 
 @overload
 def discretized_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    baseline: Any = ...,
+    n_steps: int = ...,
+    strategy: str = ...,
+    n_neighbors: int = ...,
+    factor: int = ...,
+    embedding_matrix: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    return_path: bool = ...,
+    seed: int | None = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def discretized_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    strategy: str = ...,
+    n_neighbors: int = ...,
+    factor: int = ...,
+    embedding_matrix: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    return_path: bool = ...,
+    seed: int | None = ...,
 ) -> Any: ...
 
 

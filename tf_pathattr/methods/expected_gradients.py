@@ -73,19 +73,50 @@ def expected_gradients(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
-    **options: Any,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
 ) -> Attributions: ...
 
 
 @overload
 def expected_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def expected_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    background: Any = ...,
+    n_samples: int = ...,
+    seed: int | None = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    sample_indices: Any = ...,
+    sample_alphas: Any = ...,
+    layer: Any = ...,
 ) -> Any: ...
 
 

@@ -326,7 +326,17 @@ def guided_integrated_gradients(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    idgi: Any = ...,
 ) -> Attributions: ...
 
 
@@ -338,7 +348,17 @@ def guided_integrated_gradients(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[True],
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
@@ -350,7 +370,17 @@ def guided_integrated_gradients(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
@@ -362,7 +392,17 @@ def guided_integrated_gradients(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[True],
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
@@ -374,7 +414,17 @@ def guided_integrated_gradients(
     *,
     return_convergence_delta: bool = ...,
     return_details: bool = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    fraction: float = ...,
+    max_dist: float = ...,
+    anchors: Any = ...,
+    parity: bool = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    idgi: Any = ...,
 ) -> Any: ...
 
 

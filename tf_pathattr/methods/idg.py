@@ -29,8 +29,7 @@ Exact identity (exact importance, any model): ``sum_i IDG_i = sum_k w_k s_k^2 >=
 complete. For a linear model ``IDG = (F(x) - F(x')) * IG`` exactly. ``normalize="completeness"``
 rescales each example so that ``sum_i IDG_i = F(x) - F(x')`` (third-party convention, opt-in).
 
-``reference_compat=True`` reproduces the released ``IDG`` function (quirks Q1-Q6 of
-``specs/idg.md``): a sentinel entry ``S_0 = 0`` kept in the allocation (it can win a remainder
+``reference_compat=True`` reproduces the released ``IDG`` function and its quirks: a sentinel entry ``S_0 = 0`` kept in the allocation (it can win a remainder
 slot), the released remainder fill (descending ``f`` among zero-count entries, ties broken from the
 highest index, as ``flip(sort(.))`` does), reference placement, finite-difference importance,
 left points and an extra ``1 / M`` factor; it requires ``n_coarse == n_steps``. The degenerate-path
@@ -181,19 +180,67 @@ def place(
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[False] = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Attributions: ...
 
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[True],
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
 @overload
 def integrated_decision_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: bool = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    n_coarse: Any = ...,
+    reference_compat: bool = ...,
+    importance: str = ...,
+    placement: str = ...,
+    sample_point: str = ...,
+    normalize: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Any: ...
 
 

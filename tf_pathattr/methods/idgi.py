@@ -14,14 +14,14 @@ zero gradient (such a step is skipped and its ``d_j`` is what ``return_convergen
 reports: ``delta = -lost``). On a linear model ``F = w . z + b`` the result is
 ``(F(x) - F(x')) w^2 / ||w||^2`` for every path; it equals IG's ``w * (x - x')`` only when
 ``x - x'`` is parallel to ``w``. IDGI is not invariant to rescaling a feature and credits
-features that do not move (``specs/idgi_sig.md`` A.6).
+features that do not move (both follow from the per-step term ``d_j g_j^2 / ||g_j||^2``).
 
 The path, its points and their gradients are the wrapped method's own (one extra forward pass at
 the end point): ``integrated_gradients`` uses ``alpha_k = k / n_steps`` (``k = 0..n_steps``),
 ``guided_integrated_gradients`` its guided states from the baseline to ``x`` and
 ``blur_integrated_gradients`` the blurred images ``blur(x, sigma_i)`` from ``x`` to
 ``blur(x, sigma_end)`` (negated, so the target is ``F(x) - F(blur(x, sigma_end))``). Unlike the
-TMLR reproduction (``specs/idgi_sig.md`` A.4) the last segment of the Guided IG and Blur IG paths is
+TMLR reproduction's released wrappers (arXiv 2409.09043) the last segment of the Guided IG and Blur IG paths is
 included, so completeness holds against the methods' own targets.
 
 Reference: R. Yang, B. Wang, M. Bilgic, "IDGI: A Framework to Eliminate Explanation Noise from
@@ -54,19 +54,35 @@ def important_direction_gradient_integration(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
+    base_method: Any = ...,
+    zero_gradient: str = ...,
     **options: Any,
 ) -> Attributions: ...
 
 
 @overload
 def important_direction_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    base_method: Any = ...,
+    zero_gradient: str = ...,
+    **options: Any,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def important_direction_gradient_integration(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    base_method: Any = ...,
+    zero_gradient: str = ...,
+    **options: Any,
 ) -> Any: ...
 
 

@@ -248,18 +248,65 @@ def _make_rep_fn(problem, mode, obj, indices):
 
 @overload
 def ig2(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[False] = ...,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    max_batch: Any = ...,
 ) -> Attributions: ...
 
 
 @overload
 def ig2(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[True],
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    max_batch: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def ig2(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+def ig2(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: bool = ...,
+    references: Any = ...,
+    step_size: Any = ...,
+    representation: Any = ...,
+    n_steps: int = ...,
+    clip: Any = ...,
+    rule: str = ...,
+    eps: float = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    max_batch: Any = ...,
+) -> Any: ...
 
 
 @eng.planned

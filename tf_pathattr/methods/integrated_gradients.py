@@ -39,7 +39,18 @@ def integrated_gradients(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int | Literal["auto"] = ...,
+    rule: str | None = ...,
+    internal_batch_size: int | None = ...,
+    multiply_by_inputs: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    method: str | None = ...,
+    rtol: float = ...,
+    max_steps: int = ...,
+    idgi: Any = ...,
 ) -> Attributions: ...
 
 
@@ -51,7 +62,18 @@ def integrated_gradients(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[True],
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int | Literal["auto"] = ...,
+    rule: str | None = ...,
+    internal_batch_size: int | None = ...,
+    multiply_by_inputs: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    method: str | None = ...,
+    rtol: float = ...,
+    max_steps: int = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
@@ -63,7 +85,18 @@ def integrated_gradients(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int | Literal["auto"] = ...,
+    rule: str | None = ...,
+    internal_batch_size: int | None = ...,
+    multiply_by_inputs: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    method: str | None = ...,
+    rtol: float = ...,
+    max_steps: int = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
@@ -75,7 +108,18 @@ def integrated_gradients(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[True],
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int | Literal["auto"] = ...,
+    rule: str | None = ...,
+    internal_batch_size: int | None = ...,
+    multiply_by_inputs: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    method: str | None = ...,
+    rtol: float = ...,
+    max_steps: int = ...,
+    idgi: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
@@ -87,7 +131,18 @@ def integrated_gradients(
     *,
     return_convergence_delta: bool = ...,
     return_details: bool = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int | Literal["auto"] = ...,
+    rule: str | None = ...,
+    internal_batch_size: int | None = ...,
+    multiply_by_inputs: bool = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
+    method: str | None = ...,
+    rtol: float = ...,
+    max_steps: int = ...,
+    idgi: Any = ...,
 ) -> Any: ...
 
 

@@ -118,7 +118,14 @@ def noise_tunnel(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
-    **options: Any,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    internal_batch_size: int | None = ...,
+    seed: int | None = ...,
+    noise: Any = ...,
+    nt_samples_batch_size: Any = ...,
+    **method_options: Any,
 ) -> Attributions: ...
 
 
@@ -130,7 +137,14 @@ def noise_tunnel(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[True],
-    **options: Any,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    internal_batch_size: int | None = ...,
+    seed: int | None = ...,
+    noise: Any = ...,
+    nt_samples_batch_size: Any = ...,
+    **method_options: Any,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
@@ -142,7 +156,14 @@ def noise_tunnel(
     target: Target = ...,
     *,
     return_convergence_delta: bool = ...,
-    **options: Any,
+    nt_type: str = ...,
+    nt_samples: int = ...,
+    stdevs: float = ...,
+    internal_batch_size: int | None = ...,
+    seed: int | None = ...,
+    noise: Any = ...,
+    nt_samples_batch_size: Any = ...,
+    **method_options: Any,
 ) -> Any: ...
 
 

@@ -45,19 +45,47 @@ def sequential_integrated_gradients(
     target: Target = ...,
     *,
     return_convergence_delta: Literal[False] = ...,
-    **options: Any,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    rule: str = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Attributions: ...
 
 
 @overload
 def sequential_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: Literal[True],
+    baseline: Any = ...,
+    n_steps: int = ...,
+    rule: str = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
 def sequential_integrated_gradients(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_convergence_delta: bool = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_convergence_delta: bool = ...,
+    baseline: Any = ...,
+    n_steps: int = ...,
+    rule: str = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
+    seed: int | None = ...,
 ) -> Any: ...
 
 

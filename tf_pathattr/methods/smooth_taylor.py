@@ -165,7 +165,18 @@ def smooth_taylor(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[False] = ...,
-    **options: Any,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: int | None = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Attributions: ...
 
 
@@ -177,7 +188,18 @@ def smooth_taylor(
     *,
     return_convergence_delta: Literal[False] = ...,
     return_details: Literal[True],
-    **options: Any,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: int | None = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
@@ -189,7 +211,18 @@ def smooth_taylor(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[False] = ...,
-    **options: Any,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: int | None = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor]: ...
 
 
@@ -201,7 +234,18 @@ def smooth_taylor(
     *,
     return_convergence_delta: Literal[True],
     return_details: Literal[True],
-    **options: Any,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: int | None = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, tf.Tensor, dict]: ...
 
 
@@ -213,7 +257,18 @@ def smooth_taylor(
     *,
     return_convergence_delta: bool = ...,
     return_details: bool = ...,
-    **options: Any,
+    n_roots: int = ...,
+    noise_scale: Any = ...,
+    percent: bool = ...,
+    noise: Any = ...,
+    seed: int | None = ...,
+    adaptive: bool = ...,
+    objective: Any = ...,
+    objective_options: Any = ...,
+    search_options: Any = ...,
+    internal_batch_size: int | None = ...,
+    jit_compile: bool = ...,
+    layer: Any = ...,
 ) -> Any: ...
 
 

@@ -135,18 +135,65 @@ def xrai_regions(
 
 @overload
 def xrai(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[False] = ..., **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[False] = ...,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: int | None = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
 ) -> Attributions: ...
 
 
 @overload
 def xrai(
-    model: Model, inputs: Inputs, target: Target = ..., *, return_details: Literal[True], **options: Any
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: Literal[True],
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: int | None = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
 ) -> Tuple[Attributions, dict]: ...
 
 
 @overload
-def xrai(model: Model, inputs: Inputs, target: Target = ..., *, return_details: bool = ..., **options: Any) -> Any: ...
+def xrai(
+    model: Model,
+    inputs: Inputs,
+    target: Target = ...,
+    *,
+    return_details: bool = ...,
+    base_attribution: Any = ...,
+    baselines: Any = ...,
+    segments: Any = ...,
+    algorithm: str = ...,
+    n_steps: int = ...,
+    area_threshold: float = ...,
+    min_pixel_diff: int = ...,
+    region_score: str = ...,
+    internal_batch_size: int | None = ...,
+    data_format: str | None = ...,
+    layer: Any = ...,
+) -> Any: ...
 
 
 def xrai(

@@ -1,4 +1,4 @@
-"""Faithfulness and quality metrics for attributions (``metrics.md``, ``metrics_faithfulness.md``).
+"""Faithfulness and quality metrics for attributions (docs/evaluation.md).
 
 Every metric takes ``(model, inputs, attributions, target, ...)`` (``sensitivity_max`` takes an
 explainer first and no attributions; ``total_variation`` only the attributions) and returns

@@ -9,8 +9,7 @@ better; the LeRF - MoRF gap: higher is better.
 Draw ``r`` is keyed by ``(seed, r)`` and shared by every fraction and both orders (common random
 numbers), so at ``q = 1`` MoRF and LeRF give the same score, the score of a pure MEB sample.
 
-Reconstruction (``metrics.md`` section 5, ``smooth_taylor_and_meb.md`` B.2) of the "improved
-ablation evaluation" of H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
+A reconstruction, from the paper's description of its evaluation, of the "improved ablation evaluation" of H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023,
 arXiv 2204.05948; no code was released, so the exact protocol is not confirmed.
 """
 
@@ -27,6 +26,10 @@ from ..engine.shapes import check_choice, check_positive_int
 from . import _common as C
 
 __all__ = ["AblationResult", "meb_ablation", "meb_noise"]
+
+#: the default fractions q = 0, 0.1, ..., 1 (read-only: a shared default must not be changed in place)
+DEFAULT_FRACTIONS = np.linspace(0, 1, 11)
+DEFAULT_FRACTIONS.setflags(write=False)
 
 
 @dataclass
@@ -73,7 +76,7 @@ def meb_ablation(
     low,
     high,
     preprocess=None,
-    fractions=np.linspace(0, 1, 11),
+    fractions=DEFAULT_FRACTIONS,
     order: str = "morf",
     n_draws: int = 5,
     seed=None,
@@ -103,7 +106,7 @@ def meb_ablation(
     """
     check_choice(order, "order", ("morf", "lerf", "both"))
     n_draws = check_positive_int(n_draws, "n_draws")
-    fr = np.asarray(fractions, np.float64)
+    fr = np.array(fractions, np.float64)  # a copy: the result never aliases the shared default
     if fr.ndim != 1 or fr.size < 2 or np.any(fr < 0) or np.any(fr > 1) or np.any(np.diff(fr) <= 0):
         raise ValueError("fractions must be at least 2 strictly increasing values in [0, 1]")
     C.check_score_name(score)

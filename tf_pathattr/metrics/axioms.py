@@ -7,7 +7,7 @@
 
 ``F_ref`` is ``mean_k F(x'_k)`` over the baseline(s) (IG, Guided IG, MEB-IG, anchors...) or given
 directly as ``reference_scores`` for methods whose target is not a baseline value (SmoothGrad-IG,
-Blur IG, IG2: see the table in ``metrics.md`` section 8). ``F`` is the raw explained output (the
+Blur IG, IG2: their target is not the value at a baseline). ``F`` is the raw explained output (the
 logit for a logits model), as for the attribution methods.
 
 Reference: M. Sundararajan, A. Taly, Q. Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.

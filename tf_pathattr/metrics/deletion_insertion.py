@@ -158,7 +158,9 @@ def _curve(
         try:
             v = np.broadcast_to(v, shape)
         except ValueError:
-            raise ValueError(f"substrate_value must broadcast to the inputs' shape {shape}, got shape {v.shape}")
+            raise ValueError(
+                f"substrate_value must broadcast to the inputs' shape {shape}, got shape {v.shape}"
+            ) from None
         sub_arg = tf.constant(v)
         kernel = None
     else:

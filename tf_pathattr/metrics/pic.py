@@ -1,4 +1,6 @@
-"""Performance Information Curves: SIC (softmax) and AIC (accuracy), per ``metrics.md`` section 2.
+"""Performance Information Curves: SIC (softmax) and AIC (accuracy), as PAIR ``saliency.metrics.pic`` computes them.
+
+Kapishnikov et al., "XRAI: Better Attributions Through Regions", ICCV 2019.
 
 How much of the model's performance comes back as a function of how much *information* of the
 image is revealed, most salient pixels first. The "blurred" (bokeh) image keeps the selected pixels

@@ -1,7 +1,8 @@
 """Independent references for parity tests: the PAIR `saliency` package driven by a TF gradient.
 
 `saliency` 0.2.1 calls `np.quantile(interpolation=...)` and `np.trapz`, both removed in numpy 2.4;
-we shim them here (tests only) instead of pinning numpy for users.
+importing this module shims them (``np.trapz = np.trapezoid``; ``np.quantile`` accepting ``interpolation=``)
+instead of pinning numpy. The library never imports it: tests and benchmarks do, explicitly.
 """
 
 import inspect

@@ -1,6 +1,7 @@
-"""The test model zoo: small Keras models with documented properties, shared by every test.
+"""The model zoo: small Keras models with documented properties, shared by tests, benchmarks and notebooks.
 
-Plain functions (no pytest) so tests, fixtures in ``conftest.py`` and benchmarks can call them.
+``from tf_pathattr.testing import models as zoo``. Plain functions (no pytest), so tests, fixtures in
+``tests/conftest.py``, benchmarks and users' own checks can call them.
 Every builder seeds Keras first (``seed=``), so the same call gives the same weights. ``dtype=`` is a
 *per-layer* dtype policy (``"float64"``, ``"mixed_float16"``, ``"mixed_bfloat16"``), never the global
 policy, so no test leaks a policy into the next; :func:`variant` builds such a variant with the
@@ -24,6 +25,7 @@ __all__ = [
     "DUMMY_ROWS",
     "two_input_models",
     "text_model",
+    "masked_text_model",
     "embedding_tail",
     "single_output_model",
     "multi_output_model",
@@ -205,6 +207,21 @@ def linear_text_model(vocab=20, length=6, dim=4, classes=3, seed=0):
     ids_in = keras.Input((length,), dtype="int32")
     h = keras.layers.Flatten()(keras.layers.Embedding(vocab, dim, name="embedding")(ids_in))
     return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
+
+def masked_text_model(vocab=30, length=7, dim=5, hidden=8, classes=3, seed=0, embedding_name="embedding"):
+    """Two inputs, ``[ids [B, length] int32, mask [B, length] float]``: ``Embedding(vocab, dim, name=embedding_name)
+    -> Dense(hidden, tanh) -> (times mask) -> GlobalAveragePooling1D -> Dense(classes)``.
+
+    A position whose mask is 0 contributes nothing after its embedding (its attribution to the embedding is
+    exactly zero, whatever its id); the ids reach the output only through the Embedding, so they are explained
+    with ``layer=embedding_name`` while the mask is fed unchanged. Smooth (tanh, average pooling).
+    """
+    keras.utils.set_random_seed(seed)
+    ids_in = keras.Input((length,), dtype="int32", name="ids")
+    mask_in = keras.Input((length,), name="mask")
+    h = keras.layers.Dense(hidden, activation="tanh")(keras.layers.Embedding(vocab, dim, name=embedding_name)(ids_in))
+    h = h * keras.ops.expand_dims(mask_in, -1)
+    return keras.Model([ids_in, mask_in], keras.layers.Dense(classes)(keras.layers.GlobalAveragePooling1D()(h)))
 
 
 def embedding_tail(model):

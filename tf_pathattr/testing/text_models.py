@@ -6,6 +6,13 @@ import tensorflow as tf
 
 
 def token_model(seed=0, vocab=40, length=6, dim=4):
+    """Token ids ``[B, length] -> Embedding(vocab, dim, name="embedding") -> Dense(5, tanh) -> GAP -> Dense(3)``.
+
+    Returns ``(model, twin, embedding_matrix)``: ``twin`` is the same function on embeddings ``[B, length, dim]``
+    (the same layer objects, so the same weights), ``model(ids) == twin(embedding_matrix[ids])``; its plain
+    ``GradientTape`` gradients (:func:`twin_gradients`) are an independent oracle for methods that move through
+    the embedding space (DIG, SIG). Smooth (tanh, average pooling).
+    """
     keras.utils.set_random_seed(seed)
     ids = keras.Input((length,), dtype="int32")
     emb = keras.layers.Embedding(vocab, dim, name="embedding")
