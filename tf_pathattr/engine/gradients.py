@@ -287,10 +287,20 @@ def layer_probe(model, layer, call_index, inputs):
 
 @dataclass
 class _LayerProbe:
-    """A cached layer probe: its traced ``function`` and the call index it resolved while tracing."""
+    """A cached layer probe: its traced ``function`` and the call index it resolved while tracing.
+
+    Behaves as the traced function where the cache is inspected (callable, tracing count), so every cached
+    value answers ``experimental_get_tracing_count()``.
+    """
 
     call_index: Optional[int]
-    function: Optional[Callable] = None
+    function: Any = None  # the tf.function, set right after construction
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def experimental_get_tracing_count(self) -> int:
+        return self.function.experimental_get_tracing_count()
 
 
 # --------------------------------------------------------------------------------------------
