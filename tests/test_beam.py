@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
@@ -15,21 +14,10 @@ beam = pytest.importorskip("apache_beam")
 import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr import dataset as D  # noqa: E402
 from tf_pathattr.beam import AttributionModelHandler, ExplainRecords, explain_files  # noqa: E402
+from tf_pathattr.testing.models import digits_cnn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
-
-
-def digits_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 @pytest.fixture(scope="module")

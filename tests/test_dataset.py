@@ -8,27 +8,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
 from tf_pathattr import dataset as D
+from tf_pathattr.testing.models import digits_cnn
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def digits_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +227,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     import numpy as np
     import tf_pathattr as tpa
     from tf_pathattr import dataset as D
-    sys.path.insert(0, {tests!r})
-    from test_dataset import digits_cnn
+    from tf_pathattr.testing.models import digits_cnn
 
     x = tpa.data.load_digits_images()[0][:40]
     kill_at = int(sys.argv[2])
@@ -297,8 +284,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np
     import tf_pathattr as tpa
     from tf_pathattr import dataset as D
-    sys.path.insert(0, {tests!r})
-    from test_dataset import digits_cnn
+    from tf_pathattr.testing.models import digits_cnn
 
     seen = []
     part = D.BatchExplainer._explain_part

@@ -109,10 +109,7 @@ def test_methods_import_no_workflow_text_or_dataset_module():
 
 
 #: known violations, each with the issue that removes it (a strict ledger: delete the entry when it is fixed)
-KNOWN_VIOLATIONS = {
-    # issue 17 moves model loading and pixel scaling out of the command line (tf_pathattr/files.py)
-    "tf_pathattr.dataset imports tf_pathattr.cli": "issue 17",
-}
+KNOWN_VIOLATIONS: dict = {}  # empty: issue 17 moved model loading and pixel scaling into tf_pathattr/files.py
 
 
 @pytest.mark.parametrize("lower", ["tf_pathattr.cli", "tf_pathattr.testing"])

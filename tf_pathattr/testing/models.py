@@ -61,6 +61,23 @@ def toy_cnn(seed=0, dtype=None, size=8, channels=3):
     )
 
 
+def digits_cnn(seed=0):
+    """``[B, 8, 8, 1]`` digits -> ``Conv2D(8, 3, tanh, same) -> Flatten -> Dense(10)`` logits, untrained.
+
+    The small image model of the dataset-scale tests (scikit-learn's digits are 8x8x1): smooth, cheap,
+    and rebuilt identically from ``seed`` in another process (resume and Beam worker tests).
+    """
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
 def smooth_cnn(size=16, channels=3, classes=10, seed=0, dtype=None):
     """``Conv-tanh -> AvgPool -> Conv-softplus -> GAP -> Dense-tanh -> Dense`` logits, ``[B, size, size, channels]``.
 
@@ -207,6 +224,7 @@ def linear_text_model(vocab=20, length=6, dim=4, classes=3, seed=0):
     ids_in = keras.Input((length,), dtype="int32")
     h = keras.layers.Flatten()(keras.layers.Embedding(vocab, dim, name="embedding")(ids_in))
     return keras.Model(ids_in, keras.layers.Dense(classes, name="logits")(h))
+
 
 def masked_text_model(vocab=30, length=7, dim=5, hidden=8, classes=3, seed=0, embedding_name="embedding"):
     """Two inputs, ``[ids [B, length] int32, mask [B, length] float]``: ``Embedding(vocab, dim, name=embedding_name)
