@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
-from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 from tf_pathattr.testing import models as zoo  # noqa: E402
 
 RTOL = 1e-3

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from _harness import machine, table, time_interleaved, write_section  # noqa: E402
+
 from tf_pathattr.callbacks import AttributionLogger  # noqa: E402
 from tf_pathattr.demo import build_digits_cnn, load_digits_data  # noqa: E402
 

@@ -30,9 +30,9 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
-from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 from tf_pathattr.engine import gradients as eng  # noqa: E402
 
 

@@ -17,10 +17,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-import tf_pathattr as tpa  # noqa: E402
 from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 from bench_models import cnn_100k, mobilenet_v2  # noqa: E402
+
+import tf_pathattr as tpa  # noqa: E402
 from tf_pathattr.engine.gradients import chunk_size  # noqa: E402
 
 

@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 
 import tf_pathattr as tpa  # noqa: E402
-from _harness import machine, table, time_interleaved, write_section  # noqa: E402
 from tf_pathattr.engine import layers as layers_mod  # noqa: E402
 from tf_pathattr.engine.gradients import chunk_size  # noqa: E402
 

@@ -11,10 +11,10 @@ result within the method's declared ``batch_tolerance``.
 import keras
 import numpy as np
 import pytest
-
-from tf_pathattr.testing import models as zoo
 from test_contract import KNOWN_DEFECTS, check_result, explain, rel_diff, take
+
 from tf_pathattr.methods import registry
+from tf_pathattr.testing import models as zoo
 
 pytestmark = pytest.mark.slow
 

@@ -139,7 +139,7 @@ def test_methods_with_a_random_baseline_recipe_take_seed(name):
 def _hidden_layer_model():
     """zoo.dense_head with a nonzero hidden bias: the hidden layer's output at a zero input,
     tanh(b1), is not zero (so captum's layer baseline differs from zeros in the layer's space)."""
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.dense_head(3, classes=2, hidden=4, seed=0)
     hidden = model.layers[0]

@@ -14,11 +14,10 @@ import tensorflow as tf
 from PIL import Image
 
 import tf_pathattr as tpa
-from tf_pathattr.methods import registry
 from tf_pathattr import viz
 from tf_pathattr.callbacks import AttributionLogger
 from tf_pathattr.engine import gradients as eng
-
+from tf_pathattr.methods import registry
 
 REPO = Path(__file__).resolve().parents[1]
 

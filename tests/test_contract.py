@@ -23,9 +23,9 @@ import pytest
 import tensorflow as tf
 from tf_keras_vis.utils.scores import CategoricalScore
 
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods import registry
+from tf_pathattr.testing import models as zoo
 
 SPECS = registry.specs()
 

@@ -121,8 +121,6 @@ def test_no_import_circles():
 
 def test_no_library_module_imports_the_command_line():
     offenders = sorted(
-        name
-        for name, deps in import_graph().items()
-        if "tf_pathattr.cli" in deps and name != "tf_pathattr.cli"
+        name for name, deps in import_graph().items() if "tf_pathattr.cli" in deps and name != "tf_pathattr.cli"
     )
     assert offenders == [], f"library modules importing tf_pathattr.cli: {offenders}"

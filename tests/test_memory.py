@@ -12,10 +12,10 @@ import weakref
 
 import numpy as np
 import pytest
-
-from tf_pathattr.testing import models as zoo
 from test_contract import explain
+
 from tf_pathattr.methods import registry
+from tf_pathattr.testing import models as zoo
 
 N_MODELS = 30
 RSS_BUDGET_MIB = 30.0

@@ -7,10 +7,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.metrics.randomization import RandomizationResult
 from tf_pathattr.report import MethodRun, ReportData, _html, _run, build, sanity_status, verdict
+from tf_pathattr.testing import models as zoo
 
 EVIL = "<script>alert('x')</script>"
 
@@ -170,9 +170,9 @@ def test_page_size_budget_eight_images_six_methods():
 
 @pytest.mark.slow
 def test_image_report_of_the_digits_cnn_has_every_figure(tmp_path):
-    from tf_pathattr import demo
-
     import os
+
+    from tf_pathattr import demo
 
     os.environ.setdefault("TF_PATHATTR_CACHE", str(tmp_path / "cache"))
     model, _, _ = demo.digits_model(quick=True)
@@ -193,7 +193,6 @@ def test_image_report_of_the_digits_cnn_has_every_figure(tmp_path):
 @pytest.mark.slow
 def test_report_command_through_a_subprocess(tmp_path, capsys):
     import keras
-
     from test_cli import assert_one_error_line, cli, cli_inprocess
 
     keras.utils.set_random_seed(0)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import models as zoo
 import tf_pathattr as tpa
+from tf_pathattr.testing import models as zoo
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,6 @@ import tf_pathattr as tpa
 from tf_pathattr import saved_model
 from tf_pathattr.methods import registry
 
-
 EXPORTABLE = [s.name for s in registry.specs() if s.exportable is True]
 
 SHAPE = (8, 8, 1)

@@ -66,7 +66,7 @@ def test_gradients_default_to_the_l2_score_after_a_layer_norm():
     """Issue 18 item 8: raw gradients summed over the embedding axis are ~0 behind a LayerNorm (its
     Jacobian annihilates the ones vector), so methods without completeness report the L2 score by
     default and name the reduction; complete methods keep the signed sum."""
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.text_model(layer_norm=True)
     ids = zoo.ids(2)

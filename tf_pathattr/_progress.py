@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 __all__ = ["progress", "PlainProgress"]
 
@@ -22,7 +22,7 @@ class PlainProgress:
     The ETA is ``(total - done) / rate`` with ``rate = done / elapsed``.
     """
 
-    def __init__(self, iterable=None, total: Optional[int] = None, desc: str = "", unit: str = "it", file=None):
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", unit: str = "it", file=None):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.file = file if file is not None else sys.stderr
         if self.total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -56,7 +56,7 @@ class PlainProgress:
         self.close()
 
 
-def progress(iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "", unit: str = "it"):
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it"):
     """A progress bar over ``iterable`` (or updated by hand with ``.update(k)`` / ``.close()``).
 
     With ``total`` known it shows ``done/total`` and the ETA. tqdm draws it when installed.

@@ -24,7 +24,7 @@ H. Tan, "Maximum Entropy Baseline for Integrated Gradients", IJCNN 2023, arXiv 2
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -53,14 +53,14 @@ class Baseline:
 
     name = "baseline"
 
-    def __init__(self, n: int = 1, seed: Optional[int] = None, preprocess: Optional[Callable] = None):
+    def __init__(self, n: int = 1, seed: int | None = None, preprocess: Callable | None = None):
         self.n = check_positive_int(n, "n")
         self.seed = as_numpy_seed(seed)
         if preprocess is not None and not callable(preprocess):
             raise TypeError("preprocess must be a callable mapping raw-space baselines to model inputs")
         self.preprocess = preprocess
 
-    def draw(self, x, seed: Optional[int] = None, input_index: int = 0) -> tf.Tensor:
+    def draw(self, x, seed: int | None = None, input_index: int = 0) -> tf.Tensor:
         """Baselines for explicands ``x`` (``[B, *S]``): a float32 tensor ``[n, B or 1, *S]``."""
         x = tf.convert_to_tensor(x, tf.float32)
         s = self.seed if seed is None else as_numpy_seed(seed)
@@ -98,7 +98,7 @@ def zeros() -> Baseline:
     return _Constant(0.0)
 
 
-def constant(value, preprocess: Optional[Callable] = None) -> Baseline:
+def constant(value, preprocess: Callable | None = None) -> Baseline:
     """A constant baseline: a scalar or an array broadcastable to one example."""
     return _Constant(value, preprocess)
 
@@ -159,8 +159,8 @@ def uniform(
     low=0.0,
     high=1.0,
     n: int = 1,
-    seed: Optional[int] = None,
-    preprocess: Optional[Callable] = None,
+    seed: int | None = None,
+    preprocess: Callable | None = None,
     discrete: bool = False,
 ) -> Baseline:
     """Uniform noise on the box ``[low, high]`` (per feature): the Maximum Entropy Baseline (MEB).
@@ -214,7 +214,7 @@ class _Gaussian(Baseline):
 
 
 def gaussian_noise(
-    stddev: float, n: int = 1, seed: Optional[int] = None, clip=None, preprocess: Optional[Callable] = None
+    stddev: float, n: int = 1, seed: int | None = None, clip=None, preprocess: Callable | None = None
 ) -> Baseline:
     """The explicand plus Gaussian noise, ``x + stddev * eps`` (Sturmfels et al.'s Gaussian baseline),
     optionally clipped to ``clip = (low, high)``."""
@@ -279,7 +279,7 @@ class _Blurred(Baseline):
         return gaussian_blur(x, self.sigma)[None]
 
 
-def blurred(sigma: float, preprocess: Optional[Callable] = None) -> Baseline:
+def blurred(sigma: float, preprocess: Callable | None = None) -> Baseline:
     """A Gaussian-blurred copy of each explicand (image inputs ``[B, H, W, C]``)."""
     return _Blurred(sigma, preprocess)
 
@@ -310,7 +310,7 @@ class _FromData(Baseline):
 
 
 def from_data(
-    background, n: Optional[int] = None, seed: Optional[int] = None, preprocess: Optional[Callable] = None
+    background, n: int | None = None, seed: int | None = None, preprocess: Callable | None = None
 ) -> Baseline:
     """Baselines taken from reference data ``[M, *S]``: all ``M`` of them (``n=None``), or ``n``
     drawn with replacement (seeded). Each baseline is shared by every explicand."""

@@ -37,14 +37,12 @@ import sys
 from pathlib import Path
 
 from . import files as _files
-
 from ._cli_common import EXIT_ERROR, CLIError, load_model, prefixed  # noqa: F401  (re-exported)
 from ._cli_common import err as _err
 from ._cli_common import load_preprocess as load_preprocess
 from ._cli_common import method_options as _method_options
 from .cli_dataset import add_parser as _add_dataset_parser
 from .cli_dataset import cmd_explain_dataset  # noqa: F401  (re-exported)
-
 
 # --------------------------------------------------------------------------------------------
 # loading
@@ -153,7 +151,6 @@ def predictions(model, x, batch_size: int):
     """
     import keras
     import numpy as np
-
     import tensorflow as tf
 
     parts = []

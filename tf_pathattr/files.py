@@ -14,9 +14,9 @@ import io
 import os
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -65,9 +65,9 @@ class Record:
     """One input record: ``x`` (float32, per-example shape) or ``error`` (why it cannot be explained)."""
 
     id: str
-    x: Optional[np.ndarray] = None
-    target: Optional[int] = None
-    error: Optional[str] = None
+    x: np.ndarray | None = None
+    target: int | None = None
+    error: str | None = None
 
 
 def first_line(exc) -> str:
@@ -253,7 +253,7 @@ class ImageTransform:
     Picklable (Beam workers re-import the preprocessing function by name).
     """
 
-    def __init__(self, scale: str = "0,1", preprocess: Optional[str] = None):
+    def __init__(self, scale: str = "0,1", preprocess: str | None = None):
         self.scale = check_scale(scale)
         self.preprocess = preprocess
         self._fn = None
@@ -405,7 +405,7 @@ def _parse_example(payload: bytes, shape, default_id: str, transform):
     return rid, x, target
 
 
-def decode_file(path: str, data: bytes, shape=None, scale="0,1") -> List[Record]:
+def decode_file(path: str, data: bytes, shape=None, scale="0,1") -> list[Record]:
     """The records in one file (``data`` = its bytes), each checked with :func:`check_example`.
 
     * image (PNG / JPEG): one record ``path``, converted to the model's channel count, resized to
@@ -421,7 +421,7 @@ def decode_file(path: str, data: bytes, shape=None, scale="0,1") -> List[Record]
     path = str(path)
     transform = _as_transform(scale)
     suffix = os.path.splitext(path)[1].lower()
-    out: List[Record] = []
+    out: list[Record] = []
 
     def add(rid, fn, target=None):
         try:
@@ -458,7 +458,7 @@ def decode_file(path: str, data: bytes, shape=None, scale="0,1") -> List[Record]
     return out
 
 
-def list_files(pattern) -> List[str]:
+def list_files(pattern) -> list[str]:
     """The sorted files of a glob pattern, a file, a folder (its supported files) or a list of those."""
     if isinstance(pattern, (list, tuple)):
         files = [f for p in pattern for f in list_files(p)]

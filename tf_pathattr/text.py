@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import numpy as np
@@ -298,9 +298,9 @@ class TokenAttributions:
     attributions: np.ndarray
     mask: np.ndarray
     token_ids: np.ndarray
-    tokens: Optional[list] = None
-    delta: Optional[np.ndarray] = None
-    target_tokens: Optional[np.ndarray] = None
+    tokens: list | None = None
+    delta: np.ndarray | None = None
+    target_tokens: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     reduction: str = "sum"
 

@@ -202,7 +202,7 @@ def plot_attributions(
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r in range(n_rows):
         axes[r, 0].imshow(_image_rgb(imgs[r]), interpolation="nearest")
-        for c, (name, a) in enumerate(maps.items(), start=1):
+        for c, (_name, a) in enumerate(maps.items(), start=1):
             axes[r, c].imshow(overlay(imgs[r], a[r], kind, alpha, percentile), interpolation="nearest")
         for c in range(n_cols):
             axes[r, c].set_xticks([])

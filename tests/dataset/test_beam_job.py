@@ -3,15 +3,16 @@ pickling check, shard counts, --preprocess, and the command line's local default
 
 import json
 
-import models as zoo
 import numpy as np
 import pytest
+
+from tf_pathattr.testing import models as zoo
 
 beam = pytest.importorskip("apache_beam")
 
 import tf_pathattr as tpa  # noqa: E402
-from tf_pathattr import dataset as D  # noqa: E402
 from tf_pathattr import beam as B  # noqa: E402
+from tf_pathattr import dataset as D  # noqa: E402
 from tf_pathattr.beam import AttributionModelHandler, default_pipeline_args, explain_files  # noqa: E402
 
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]

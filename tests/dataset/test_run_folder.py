@@ -4,13 +4,13 @@ dead letters independent of position, and the shared progress bar."""
 import json
 
 import keras
-import models as zoo
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
 from tf_pathattr import dataset as D
+from tf_pathattr.testing import models as zoo
 
 IG8 = {"n_steps": 8}
 

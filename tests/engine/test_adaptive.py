@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine.adaptive import clenshaw_curtis, fejer2, levels_for_budget, nested_tables
+from tf_pathattr.testing import models as zoo
 
 ig = tpa.integrated_gradients
 

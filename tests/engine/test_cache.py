@@ -6,9 +6,8 @@ import weakref
 import numpy as np
 
 import tf_pathattr as tpa
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
-
+from tf_pathattr.testing import models as zoo
 
 X = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
 

@@ -286,6 +286,7 @@ def test_call_index_errors_list_each_call_in_execution_order_with_its_input(rng)
     with pytest.raises(ValueError, match=listing):
         tpa.layer_activations(model, ("shared", 5), x)
 
+
 # --------------------------------------------------------------------------------------------------
 # patched_call: the one way a layer's call is patched (taps, replaced outputs, replaced inputs)
 

@@ -79,8 +79,8 @@ def test_no_retracing_over_batch_sizes(toy_cnn, tf_log, name):
 def test_token_attributions_probe_the_model_once(monkeypatch):
     # issue 21: tpa.text probes the embedding layer (one forward pass) and the method's prepare used to
     # probe it again on the same inputs; the method now takes the activations from the caller
-    import models as zoo
     import tf_pathattr as tpa
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.text_model()
     ids = zoo.ids(2)

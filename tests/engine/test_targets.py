@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_pathattr.testing import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine import targets as tgt
+from tf_pathattr.testing import models as zoo
 
 
 def test_resolve_kinds():

@@ -9,8 +9,6 @@ import pytest
 import scipy.ndimage as ndi
 import tensorflow as tf
 
-from tf_pathattr.testing import reference
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.methods.blur_ig import (
     blur_integrated_gradients,
     blur_matrix,
@@ -18,6 +16,8 @@ from tf_pathattr.methods.blur_ig import (
     gaussian_kernel1d,
     sigma_schedule,
 )
+from tf_pathattr.testing import models as zoo
+from tf_pathattr.testing import reference
 
 SIGMAS = [0.0, 0.01, 0.124, 0.125, 0.5, 3.0, 50.0]
 

@@ -8,9 +8,7 @@ from sklearn.neighbors import kneighbors_graph
 
 import tf_pathattr as tpa
 from tf_pathattr.methods.dig import dig_path
-
 from tf_pathattr.testing.text_models import token_model, twin_gradients
-
 
 # ---- numpy re-statement of the released algorithm, on word indices and a sklearn KNN graph ----
 

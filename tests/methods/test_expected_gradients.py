@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 import tf_pathattr as tpa
-
 from tf_pathattr.testing import models as zoo
 
 

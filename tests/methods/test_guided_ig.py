@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_pathattr.testing import models as zoo
-from tf_pathattr.testing import reference
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods import guided_ig as gig_mod
+from tf_pathattr.testing import models as zoo
+from tf_pathattr.testing import reference
 
 gig = tpa.guided_integrated_gradients
 

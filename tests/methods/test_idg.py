@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.methods.idg import allocate, integrated_decision_gradients, place
+from tf_pathattr.testing import models as zoo
 
 ROWS = [
     # coarse logits, counts (reference), reference alphas, weights, segment-placement alphas

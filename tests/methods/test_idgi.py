@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage as ndi
 
-from tf_pathattr.testing import reference
 import tf_pathattr as tpa
 from tf_pathattr.testing import models as zoo
+from tf_pathattr.testing import reference
 
 idgi = tpa.important_direction_gradient_integration
 

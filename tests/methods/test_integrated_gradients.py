@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_pathattr.testing import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.engine.quadrature import RULES
+from tf_pathattr.testing import models as zoo
 
 
 def power_model(p):

@@ -5,7 +5,6 @@ import tensorflow as tf
 
 import tf_pathattr as tpa
 from tf_pathattr.methods import noise_tunnel as noise_tunnel_module
-
 from tf_pathattr.testing import models as zoo
 
 
@@ -258,7 +257,7 @@ def test_smoothgrad_over_a_layer_of_a_linear_tail_is_the_exact_layer_gradient():
     """Issue 18 item 6: ids -> Embedding -> Flatten -> Dense is linear in the embedding output, so its
     gradient there is the Dense kernel at every point: SmoothGrad over layer= equals it exactly,
     whatever the noise."""
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.linear_text_model()
     ids = zoo.ids(3)
@@ -274,7 +273,7 @@ def test_noise_in_the_layer_space_is_scaled_to_each_examples_activation_range():
     """The noise goes on the layer's output, sigma_b = stdevs * (max - min of example b's activations)
     (AllenNLP's SmoothGradient for embeddings): SmoothGrad over layer= equals the mean of the tail
     model's gradients (plain GradientTape) at the noisy embeddings."""
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.text_model()
     tail = zoo.embedding_tail(model)
@@ -306,7 +305,7 @@ def test_noise_in_the_layer_space_is_scaled_to_each_examples_activation_range():
 
 
 def test_noise_tunnel_layer_refuses_a_base_method_without_layer():
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.text_model()
     with pytest.raises(ValueError, match="layer="):

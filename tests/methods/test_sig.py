@@ -7,7 +7,6 @@ import pytest
 
 import tf_pathattr as tpa
 from tf_pathattr.methods import registry
-
 from tf_pathattr.testing.text_models import token_model, twin_gradients
 
 U = np.array([[0.5, -1], [1.5, 0.25], [-0.75, 2]], np.float32)

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.engine import gradients as eng
 from tf_pathattr.methods.smooth_taylor import smooth_taylor
 from tf_pathattr.metrics import total_variation
+from tf_pathattr.testing import models as zoo
 
 
 def _grads_at(model, z, cls):

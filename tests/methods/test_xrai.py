@@ -3,7 +3,6 @@ import pytest
 
 import tf_pathattr as tpa
 from tf_pathattr.methods.xrai import felzenszwalb_masks, xrai_regions
-
 from tf_pathattr.testing import models as zoo
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics import meb_ablation
+from tf_pathattr.testing import models as zoo
 
 
 def softmax(z):

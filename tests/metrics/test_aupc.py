@@ -6,10 +6,9 @@ import scipy.integrate
 import tensorflow as tf
 
 import tf_pathattr as tpa
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics._integrate import auc_unit, simpson, trapezoid
 from tf_pathattr.metrics.aupc import aupc, select_regions
-
+from tf_pathattr.testing import models as zoo
 
 # ------------------------------------------------------------------------------------------
 # Simpson / trapezoid
@@ -195,7 +194,7 @@ def test_aupc_is_traced_once_per_model_and_preprocess(rng):
 
 def test_aupc_refuses_inputs_outside_value_range(rng):
     """issue 18 item 7: the drawn candidates live in value_range; images outside it are refused."""
-    model = make_smooth_cnn(8)
+    model = zoo.smooth_cnn(8)
     x = rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)
     attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     opts = dict(window=4, n_regions=2, n_candidates=3, seed=0)
@@ -210,7 +209,7 @@ def test_aupc_on_a_softmax_model_names_its_own_default_score(rng):
     not call 'probability' the default."""
     import keras
 
-    model = keras.Sequential([make_smooth_cnn(8), keras.layers.Softmax()])
+    model = keras.Sequential([zoo.smooth_cnn(8), keras.layers.Softmax()])
     x = rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32)
     attr = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     with pytest.raises(ValueError) as info:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from tf_pathattr.testing import models as zoo
 from tf_pathattr.metrics import deletion, insertion
 from tf_pathattr.metrics.deletion_insertion import gaussian_kernel_rise, step_counts
+from tf_pathattr.testing import models as zoo
 
 
 def pixel_weight_model(weights_hw, channels, n_out=2):

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-import models as zoo
 from tf_pathattr import metrics
+from tf_pathattr.testing import models as zoo
 
 B = 2
 _PERTURBED = np.random.default_rng(5).uniform(0.0, 1.0, (3, B, 8, 8, 3)).astype(np.float32)

@@ -3,10 +3,7 @@
 import keras
 import numpy as np
 import pytest
-
-from tf_pathattr.testing import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
 from saliency.metrics import pic as pair_pic  # noqa: E402
-
 
 from tf_pathattr.metrics.pic import (  # noqa: E402
     DEFAULT_THRESHOLDS,
@@ -19,6 +16,7 @@ from tf_pathattr.metrics.pic import (  # noqa: E402
     pic,
     pic_curve,
 )
+from tf_pathattr.testing import reference  # noqa: F401  (numpy-2.4 shims before importing saliency.metrics)
 
 
 def smooth_image(rng, h=32, w=32, c=3):
@@ -236,7 +234,7 @@ def test_pic_on_model_equals_pair_with_model_pred_func(softmax_head):
 
 
 def test_pic_refuses_inputs_outside_value_range_and_agrees_with_uint8_inside_it():
-    import models as zoo
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.smooth_cnn(size=16, classes=3)
     rng = np.random.default_rng(0)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import models as zoo
 import tf_pathattr as tpa
 from tf_pathattr.metrics.randomization import spearman_rows, ssim_maps
+from tf_pathattr.testing import models as zoo
 
 
 def _x(batch=3, size=8, channels=3, seed=0):

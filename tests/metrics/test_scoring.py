@@ -366,8 +366,8 @@ def test_one_unit_callable_is_read_as_the_user_says_never_from_the_batch():
 
 
 def test_forward_only_metrics_read_uint8_images_as_float_pixels_and_refuse_ids_for_the_right_reason():
-    import models as zoo
     from tf_pathattr.metrics import aupc, infidelity, mu_fidelity
+    from tf_pathattr.testing import models as zoo
 
     model = zoo.smooth_cnn(size=8, classes=3)
     rng = np.random.default_rng(0)

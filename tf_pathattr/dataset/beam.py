@@ -38,8 +38,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +65,8 @@ from ..files import (
     first_line,
     load_model,
 )
+from .beam_handler import NAMESPACE, AttributionModelHandler, Example, ExplainRecords  # noqa: F401
 from .beam_options import LOCAL_RUNNERS, check_pipeline_args, default_pipeline_args  # noqa: F401
-from .beam_handler import NAMESPACE, AttributionModelHandler, ExplainRecords, Example  # noqa: F401
 from .explainer import BatchExplainer
 from .fingerprint import differences, jsonable, path_fingerprint
 from .output import RESULT_GLOBS, arrays_bytes, dead_letters_bytes, table_bytes, table_columns
@@ -170,7 +171,7 @@ class _WriteShard(beam.DoFn):
         yield k
 
 
-def _existing_results(out: str) -> List[str]:
+def _existing_results(out: str) -> list[str]:
     found = []
     for pat in RESULT_GLOBS:
         for m in FileSystems.match([FileSystems.join(out, pat)])[0].metadata_list:
@@ -182,7 +183,7 @@ def _existing_results(out: str) -> List[str]:
 # explain_files
 
 
-def _match_files(patterns) -> List[str]:
+def _match_files(patterns) -> list[str]:
     files = []
     for pat in patterns:
         if os.path.isdir(pat):
@@ -194,7 +195,7 @@ def _match_files(patterns) -> List[str]:
     return files
 
 
-def _files_fingerprint(files: List[str]) -> Dict[str, Any]:
+def _files_fingerprint(files: list[str]) -> dict[str, Any]:
     listing = [[m.path, m.size_in_bytes, getattr(m, "last_updated_in_seconds", None)] for m in _metadata(files)]
     return {
         "kind": "files",
@@ -210,7 +211,7 @@ def _metadata(files):
     return out
 
 
-def _count_records(files: List[str], shape) -> int:
+def _count_records(files: list[str], shape) -> int:
     """Records in local files (``.npy`` batches and TFRecords counted from their contents); a remote
     file counts as one."""
     from .sources import FileSource
@@ -222,7 +223,7 @@ def _count_records(files: List[str], shape) -> int:
 RECORDS_PER_SHARD = 1024
 
 
-def default_num_shards(files: List[str], shape) -> int:
+def default_num_shards(files: list[str], shape) -> int:
     """One output shard per :data:`RECORDS_PER_SHARD` records (a ``.npy`` batch counts its rows), at least one."""
     return max(1, -(-_count_records(files, shape) // RECORDS_PER_SHARD))
 
@@ -256,7 +257,7 @@ def _claim_beam_folder(out: str, config: dict, overwrite: bool) -> None:
     _write(FileSystems.join(out, "run.json"), json.dumps(config, indent=1, sort_keys=True).encode())
 
 
-def _inflight_ids(out: str) -> List[str]:
+def _inflight_ids(out: str) -> list[str]:
     ids = []
     for m in FileSystems.match([FileSystems.join(out, INFLIGHT, "run-*.json")])[0].metadata_list:
         try:
@@ -314,8 +315,8 @@ def _pipeline(p, files, shape, use_labels, transform, handler, out, num_shards, 
     )
 
 
-def _counters(result) -> Dict[str, int]:
-    counters: Dict[str, int] = {}
+def _counters(result) -> dict[str, int]:
+    counters: dict[str, int] = {}
     for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
@@ -357,15 +358,15 @@ def explain_files(
     metrics=("completeness_gap",),
     score=None,
     batch_size: int = 32,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     format: str = "npz",
     input_shape=None,
     scale: str = "0,1",
-    preprocess: Optional[str] = None,
+    preprocess: str | None = None,
     pipeline_args: Sequence[str] = (),
     overwrite: bool = False,
     progress: bool = False,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Explain every record of ``inputs`` (glob patterns or files) on a Beam runner; write into ``out``.
 
     Parameters
@@ -475,7 +476,7 @@ class _ProgressLine:
     """A line on stderr, redrawn every 2 s while the job runs: records explained (counted from the notes
     finished batches leave in ``out/_inflight``), of the total, and the ETA."""
 
-    def __init__(self, out: str, total: Optional[int]):
+    def __init__(self, out: str, total: int | None):
         import threading
 
         self.out, self.total, self.t0 = out, total, time.perf_counter()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Example(NamedTuple):
 
     id: str
     x: Any
-    target: Optional[int] = None
+    target: int | None = None
 
 
 def _split_example(example):
@@ -174,7 +175,7 @@ class AttributionModelHandler(ModelHandler):
 
     def _groups(self, xs, ts, shape_known):
         """Indices explained together: one label kind and (shape unknown) one input shape per group."""
-        groups: Dict[tuple, list] = {}
+        groups: dict[tuple, list] = {}
         for j, (x, t) in enumerate(zip(xs, ts)):
             key = (t is None, None if shape_known else tuple(x.shape))
             groups.setdefault(key, []).append(j)
@@ -182,7 +183,7 @@ class AttributionModelHandler(ModelHandler):
 
     def run_inference(self, batch: Sequence[Any], model: _Loaded, inference_args=None) -> Iterable[PredictionResult]:
         note = self._note_inflight(batch)
-        results: List[Optional[PredictionResult]] = [None] * len(batch)
+        results: list[PredictionResult | None] = [None] * len(batch)
         xs, ts, idx = [], [], []
         for i, example in enumerate(batch):
             x, t, _ = _split_example(example)
@@ -206,7 +207,7 @@ class AttributionModelHandler(ModelHandler):
             FileSystems.delete([note])
         return results
 
-    def _note_inflight(self, batch) -> Optional[str]:
+    def _note_inflight(self, batch) -> str | None:
         """Leave the batch's record ids in ``inflight_dir`` while it runs (removed when it returns)."""
         if self._inflight_dir is None:
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 __all__ = ["check_pipeline_args", "default_pipeline_args", "LOCAL_RUNNERS"]
 
@@ -35,7 +35,7 @@ def _beam_option_parser():
     return parser
 
 
-def check_pipeline_args(args: Sequence[str]) -> List[str]:
+def check_pipeline_args(args: Sequence[str]) -> list[str]:
     """``args`` when Beam knows every one of them; else ``ValueError`` naming the unknown ones."""
     args = [str(a) for a in args]
     parser = _beam_option_parser()
@@ -50,7 +50,7 @@ def check_pipeline_args(args: Sequence[str]) -> List[str]:
     return args
 
 
-def _runner_of(args: Sequence[str]) -> Optional[str]:
+def _runner_of(args: Sequence[str]) -> str | None:
     for i, a in enumerate(args):
         if a.startswith("--runner="):
             return a.split("=", 1)[1]
@@ -59,7 +59,7 @@ def _runner_of(args: Sequence[str]) -> Optional[str]:
     return None
 
 
-def default_pipeline_args(args: Sequence[str] = ()) -> List[str]:
+def default_pipeline_args(args: Sequence[str] = ()) -> list[str]:
     """``args`` plus the local defaults: Beam's Python runner (``FnApiRunner``) in multi-threading mode,
     one thread per core, unless ``args`` choose a runner or a mode.
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
 
 import numpy as np
-
 
 __all__ = ["BatchExplainer", "METRICS", "failure_reason"]
 
@@ -102,7 +100,7 @@ class BatchExplainer:
         self.strategy = strategy
         self._score_fns = {}
         #: table columns that failed: ``{name: [count, first reason]}`` (the column holds NaN there)
-        self.column_errors: Dict[str, list] = {}
+        self.column_errors: dict[str, list] = {}
 
     def array_names(self):
         return ("attributions_left", "attributions_right") if self.output == "split" else ("attributions",)
@@ -151,7 +149,7 @@ class BatchExplainer:
             fn = self._score_fns[key] = tf.function(score_fn, autograph=False)
         return fn(problem.flat_x[0], problem.target.indices)
 
-    def __call__(self, x, target=None, n_valid: Optional[int] = None) -> Dict[str, np.ndarray]:
+    def __call__(self, x, target=None, n_valid: int | None = None) -> dict[str, np.ndarray]:
         """Per-example arrays for the batch ``x``; ``n_valid``: only the first rows are real (the rest
         padding), and the metric columns are computed for those only (NaN on the padding)."""
         x = np.asarray(x, np.float32)
@@ -226,10 +224,10 @@ class BatchExplainer:
     # ------------------------------------------------------------------
     def explain_records(
         self,
-        xs: List[np.ndarray],
-        targets: List[Optional[int]],
+        xs: list[np.ndarray],
+        targets: list[int | None],
         target=None,
-        pad_to: Optional[int] = None,
+        pad_to: int | None = None,
     ):
         """Explain checked examples; one ``(per-example dict, None)`` or ``(None, reason)`` per example.
 

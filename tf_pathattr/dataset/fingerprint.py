@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
@@ -41,7 +40,7 @@ def jsonable(v):
     return {"object": type(v).__name__}
 
 
-def path_fingerprint(path) -> Dict[str, str]:
+def path_fingerprint(path) -> dict[str, str]:
     """sha1 of a model file, or of every file of a SavedModel folder (relative names and bytes)."""
     p = Path(path)
     h = hashlib.sha1()
@@ -54,7 +53,7 @@ def path_fingerprint(path) -> Dict[str, str]:
     return {"file": os.path.basename(os.path.normpath(str(p))), "sha1": h.hexdigest()}
 
 
-def model_fingerprint(model, path=None) -> Dict[str, str]:
+def model_fingerprint(model, path=None) -> dict[str, str]:
     """The model's identity: its file's hash when loaded from ``path``; else the sha1 of its
     architecture (Keras config) and of every weight; for another callable, its qualified name and
     the hash of the variables it holds (if any)."""
@@ -100,7 +99,7 @@ def _architecture(model) -> str:
         return type(model).__name__ + ":" + ",".join(type(layer).__name__ for layer in model._flatten_layers())
 
 
-def differences(old: dict, new: dict, prefix: str = "") -> List[str]:
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """The keys (dotted) where two configurations differ."""
     out = []
     for k in sorted(set(old) | set(new)):

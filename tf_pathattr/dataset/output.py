@@ -14,7 +14,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def have_pyarrow() -> bool:
     return True
 
 
-def _tfrecord_bytes(payloads: List[bytes]) -> bytes:
+def _tfrecord_bytes(payloads: list[bytes]) -> bytes:
     """TFRecord framing of ``payloads`` (google-crc32c when installed, else TensorFlow's writer)."""
     try:
         import google_crc32c  # noqa: F401
@@ -74,7 +74,7 @@ def _tfrecord_bytes(payloads: List[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def arrays_bytes(ids: List[str], arrays: Dict[str, np.ndarray], fmt: str) -> bytes:
+def arrays_bytes(ids: list[str], arrays: dict[str, np.ndarray], fmt: str) -> bytes:
     """One attributions shard: ``.npz`` (``id`` + the arrays) or TFRecord (one ``tf.train.Example``
     per example: ``id`` bytes, ``<name>`` flat floats, ``<name>_shape`` int64)."""
     if fmt == "npz":
@@ -94,7 +94,7 @@ def arrays_bytes(ids: List[str], arrays: Dict[str, np.ndarray], fmt: str) -> byt
     return _tfrecord_bytes(payloads)
 
 
-def table_columns(ids, rows: Dict[str, Any], metrics) -> Dict[str, np.ndarray]:
+def table_columns(ids, rows: dict[str, Any], metrics) -> dict[str, np.ndarray]:
     """The per-example table: ``id``, ``target``, ``score`` and the requested metrics, in that order."""
     cols = {
         "id": np.asarray(ids, dtype=object),
@@ -107,7 +107,7 @@ def table_columns(ids, rows: Dict[str, Any], metrics) -> Dict[str, np.ndarray]:
     return cols
 
 
-def table_bytes(cols: Dict[str, np.ndarray], kind: str) -> bytes:
+def table_bytes(cols: dict[str, np.ndarray], kind: str) -> bytes:
     """The table as Parquet (pyarrow) or CSV bytes."""
     if kind == "parquet":
         import pyarrow as pa
@@ -130,12 +130,12 @@ def table_bytes(cols: Dict[str, np.ndarray], kind: str) -> bytes:
     return buf.getvalue().encode()
 
 
-def dead_letters_bytes(dead: List[tuple]) -> bytes:
+def dead_letters_bytes(dead: list[tuple]) -> bytes:
     """JSON lines ``{"id": ..., "reason": ...}``."""
     return "".join(json.dumps({"id": rid, "reason": reason}) + "\n" for rid, reason in dead).encode()
 
 
-def _read_table(path: Path) -> Dict[str, np.ndarray]:
+def _read_table(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -159,7 +159,7 @@ def _read_table(path: Path) -> Dict[str, np.ndarray]:
     return cols
 
 
-def _read_tfrecord_arrays(path: Path) -> Dict[str, np.ndarray]:
+def _read_tfrecord_arrays(path: Path) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     ids, arrays = [], {}
@@ -176,7 +176,7 @@ def _read_tfrecord_arrays(path: Path) -> Dict[str, np.ndarray]:
     return out
 
 
-def _read_arrays(path: Path) -> Dict[str, np.ndarray]:
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -188,7 +188,7 @@ def _shard_name(path: Path) -> str:
     return path.name.split("-", 1)[1].split(".", 1)[0]
 
 
-def _read_dead_letters(path: Path) -> List[tuple]:
+def _read_dead_letters(path: Path) -> list[tuple]:
     dead = []
     for line in path.read_text().splitlines():
         if line.strip():
@@ -197,7 +197,7 @@ def _read_dead_letters(path: Path) -> List[tuple]:
     return dead
 
 
-def read_results(out) -> Dict[str, Any]:
+def read_results(out) -> dict[str, Any]:
     """Everything an :func:`explain_dataset` (or Beam) run wrote into ``out``, concatenated over shards.
 
     Returns a dict: ``id`` (str array), the attribution arrays (``attributions``, or the split
@@ -207,8 +207,8 @@ def read_results(out) -> Dict[str, Any]:
     """
     out = Path(out)
     tables = {_shard_name(f): f for f in out.glob("examples-*") if f.suffix in (".parquet", ".csv")}
-    arrays: Dict[str, list] = {}
-    table: Dict[str, list] = {}
+    arrays: dict[str, list] = {}
+    table: dict[str, list] = {}
     for f in sorted(out.glob("attributions-*")):
         if f.suffix not in (".npz", ".tfrecord"):
             continue
@@ -226,7 +226,7 @@ def read_results(out) -> Dict[str, Any]:
             arrays.setdefault(k, []).append(v)
         for k, v in cols.items():
             table.setdefault(k, []).append(v)
-    res: Dict[str, Any] = {k: np.concatenate(v) for k, v in arrays.items()}
+    res: dict[str, Any] = {k: np.concatenate(v) for k, v in arrays.items()}
     if "id" not in res:
         res["id"] = np.asarray([], dtype=str)
     res["table"] = {k: np.concatenate(v) for k, v in table.items()}
@@ -262,7 +262,7 @@ class RunFolder:
     def run_file(self) -> Path:
         return self.out / "run.json"
 
-    def result_files(self) -> List[Path]:
+    def result_files(self) -> list[Path]:
         return sorted({f for p in RESULT_GLOBS for f in self.out.glob(p)})
 
     def clear(self) -> None:
@@ -272,7 +272,7 @@ class RunFolder:
         for f in self.out.glob("*.tmp"):
             f.unlink()
 
-    def read_config(self) -> Optional[dict]:
+    def read_config(self) -> dict | None:
         return json.loads(self.run_file.read_text()) if self.run_file.exists() else None
 
     def write_config(self, config: dict) -> None:
@@ -290,7 +290,7 @@ class RunFolder:
             self.out / f"inputs-{k:05d}.sha1",
         )
 
-    def finished(self) -> List[int]:
+    def finished(self) -> list[int]:
         """The shards whose table exists (written last, so complete)."""
         done = []
         for f in self.out.glob(f"examples-*.{self.table}"):
@@ -300,7 +300,7 @@ class RunFolder:
                 continue
         return sorted(done)
 
-    def shard_digest(self, k: int) -> Optional[str]:
+    def shard_digest(self, k: int) -> str | None:
         p = self.paths(k)[3]
         return p.read_text().strip() if p.exists() else None
 
@@ -311,7 +311,7 @@ class RunFolder:
         dead = _read_dead_letters(d_path) if d_path.exists() else []
         return len(ids), len(dead), ids + [str(d[0]) for d in dead]
 
-    def write_shard(self, k: int, ids, arrays, rows, metrics, dead, digest: str) -> List[str]:
+    def write_shard(self, k: int, ids, arrays, rows, metrics, dead, digest: str) -> list[str]:
         """Write shard ``k``: attributions, dead letters, the inputs' digest, then the table (last)."""
         a_path, t_path, d_path, i_path = self.paths(k)
         atomic_write(a_path, arrays_bytes(ids, arrays, self.fmt))

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +54,8 @@ class DatasetResult:
     shards_skipped: int
     n_explained: int
     seconds: float
-    files: List[str] = field(default_factory=list)
-    column_errors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    column_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def read(self):
         return read_results(self.out)
@@ -100,11 +100,11 @@ class _Run:
             if source.n is not None and len(self.per_example_target) != source.n:
                 raise ValueError(f"target: has {len(self.per_example_target)} entries for {source.n} examples")
         self.counts = {"records": 0, "results": 0, "dead": 0, "explained": 0, "skipped": 0}
-        self.files: List[str] = []
-        self.seen: Dict[str, int] = {}
+        self.files: list[str] = []
+        self.seen: dict[str, int] = {}
         self.done = set(folder.finished())
         self.n_shards = 0
-        self.failures: Optional[Dict[str, int]] = {} if not self.done else None
+        self.failures: dict[str, int] | None = {} if not self.done else None
         self.bar = None
         if progress:
             total = source.n if source.n is not None else getattr(source, "count", lambda: None)()
@@ -159,7 +159,7 @@ class _Run:
         if self.shape is not None:
             groups = [good]
         else:
-            by_shape: Dict[tuple, list] = {}
+            by_shape: dict[tuple, list] = {}
             for item in good:
                 by_shape.setdefault(tuple(item[1].x.shape), []).append(item)
             groups = list(by_shape.values())
@@ -182,7 +182,7 @@ class _Run:
         explainer = self.explainer
         dead = {pos: (r.id, r.error) for pos, r in shard if r.error is not None}
         good = [(pos, r) for pos, r in shard if r.error is None]
-        rows: Dict[int, dict] = {}
+        rows: dict[int, dict] = {}
         for chunk in self._batches(good):
             targets, batch_target = self._batch_target(chunk)
             results = explainer.explain_records([r.x for _, r in chunk], targets, batch_target, pad_to=self.batch_size)
@@ -311,16 +311,16 @@ def explain_dataset(
     out,
     options=None,
     batch_size: int = 32,
-    shard_size: Optional[int] = None,
+    shard_size: int | None = None,
     format: str = "npz",
-    table: Optional[str] = None,
+    table: str | None = None,
     metrics=("completeness_gap",),
     score=None,
     strategy=None,
-    batched: Optional[bool] = None,
+    batched: bool | None = None,
     input_shape=None,
     scale: str = "0,1",
-    preprocess: Optional[str] = None,
+    preprocess: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> DatasetResult:

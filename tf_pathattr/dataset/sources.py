@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +46,9 @@ def _is_files(data) -> bool:
     return isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(d, (str, Path)) for d in data)
 
 
-def first_duplicate(ids) -> Optional[tuple]:
+def first_duplicate(ids) -> tuple | None:
     """``(id, first position, second position)`` of the first repeated id, or ``None``."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     for i, rid in enumerate(ids):
         rid = str(rid)
         if rid in seen:
@@ -62,11 +63,11 @@ class Source:
     ``replayable``: reading it again gives the same records (arrays, files); a stream may not.
     """
 
-    n: Optional[int] = None
-    fingerprint: Dict[str, Any] = {}
+    n: int | None = None
+    fingerprint: dict[str, Any] = {}
     replayable = True
 
-    def records(self, skip: Sequence[bool] = (), shard_size: int = 1) -> Iterator[Optional[Record]]:
+    def records(self, skip: Sequence[bool] = (), shard_size: int = 1) -> Iterator[Record | None]:
         """Yield records in order; ``None`` for a record of a shard listed as done in ``skip``
         (read past, not decoded where the source allows it)."""
         raise NotImplementedError
@@ -124,7 +125,7 @@ class StreamSource(Source):
 
     replayable = False
 
-    def __init__(self, data, batched: Optional[bool]):
+    def __init__(self, data, batched: bool | None):
         self.data, self.batched = data, batched
         self.n = None
         spec = getattr(data, "element_spec", None)
@@ -175,12 +176,12 @@ class StreamSource(Source):
         if self._used:
             raise RuntimeError("internal error: a stream source is read once")
         self._used = True
-        for i, rec in enumerate(itertools.chain(self._head, self._iter)):
+        for _i, rec in enumerate(itertools.chain(self._head, self._iter)):
             yield rec  # streams are always read in full: skipped shards are checked against their digest
 
 
 class FileSource(Source):
-    def __init__(self, files: List[str], shape, transform="0,1"):
+    def __init__(self, files: list[str], shape, transform="0,1"):
         self.files, self.shape, self.transform = files, shape, transform
         self.n = None
         listing = []
@@ -197,7 +198,7 @@ class FileSource(Source):
             "files": listing if len(listing) <= 1000 else None,
         }
 
-    def count(self) -> Optional[int]:
+    def count(self) -> int | None:
         """The number of records, read from the files' headers (``None`` when a file cannot tell)."""
         from ..files import IMAGE_SUFFIXES, TFRECORD_SUFFIXES, tfrecord_payloads
 

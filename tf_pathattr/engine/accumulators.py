@@ -23,7 +23,7 @@ Integrated Gradients", CVPR 2023, arXiv 2303.14242 (released function: yangruo12
 
 from __future__ import annotations
 
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -33,8 +33,8 @@ ZERO_GRADIENT = ("skip", "nan")
 
 
 class IDGIState(NamedTuple):
-    acc: List[tf.Tensor]  # [B, *S_i] per input
-    g_prev: List[tf.Tensor]  # gradient at the last point seen
+    acc: list[tf.Tensor]  # [B, *S_i] per input
+    g_prev: list[tf.Tensor]  # gradient at the last point seen
     f_prev: tf.Tensor  # [B] output at the last point seen
     lost: tf.Tensor  # [B] output change of skipped (zero-gradient) steps
     started: tf.Tensor  # scalar bool: a previous point exists
@@ -64,7 +64,7 @@ class ImportantDirection:
             raise ValueError(f"zero_gradient must be one of {list(ZERO_GRADIENT)}, got {zero_gradient!r}")
         self.zero_gradient = zero_gradient
 
-    def init(self, like: List[tf.Tensor]) -> IDGIState:
+    def init(self, like: list[tf.Tensor]) -> IDGIState:
         """Empty state for explicands shaped like ``like`` (a list of ``[B, *S_i]`` tensors)."""
         batch = tf.shape(like[0])[0]
         zeros = tf.zeros([batch], tf.float32)

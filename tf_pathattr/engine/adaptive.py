@@ -190,7 +190,7 @@ def _build(problem, k_count, levels, rows_per_call, compact, pad, rtol, multiply
                 node = start_node + p // slots
                 a = tf.gather(alpha_all, node)
                 pts = []
-                for xe, be, de, s in zip(x_e, b_e, d_e, shapes):
+                for _xe, be, de, s in zip(x_e, b_e, d_e, shapes):
                     pt = tf.gather(be, ex) + a[:, None] * tf.gather(de, ex)
                     pts.append(
                         tf.reshape(pt, tf.concat([[size], list(s)], 0))

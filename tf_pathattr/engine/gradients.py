@@ -18,8 +18,9 @@ import inspect
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, ParamSpec
+from typing import Any, ParamSpec
 
 import keras
 import numpy as np
@@ -35,7 +36,7 @@ DEFAULT_INTERNAL_BATCH_SIZE = 256
 # model calls
 
 
-def make_forward(model, structure: _shapes.Structure) -> Callable[[List[tf.Tensor]], Any]:
+def make_forward(model, structure: _shapes.Structure) -> Callable[[list[tf.Tensor]], Any]:
     """A function ``flat_points -> outputs`` that calls ``model`` in inference mode.
 
     Keras models and layers (``keras.layers.TFSMLayer`` too) get ``training=False``; other
@@ -64,10 +65,10 @@ def _model_key(model):
     return id(model)
 
 
-_OUTPUT_SHAPES: "OrderedDict[tuple, Any]" = OrderedDict()
+_OUTPUT_SHAPES: OrderedDict[tuple, Any] = OrderedDict()
 
 
-def output_shape(model, forward, flat_x) -> Optional[tuple]:
+def output_shape(model, forward, flat_x) -> tuple | None:
     """Per-example output shape (``None`` for list/dict outputs), from one cached probe call."""
     key = (_model_key(model), tuple(tuple(x.shape[1:]) for x in flat_x), tuple(x.dtype.name for x in flat_x))
     if key in _OUTPUT_SHAPES:
@@ -101,7 +102,7 @@ class LayerInputs:
     arguments, so the graph reads its inputs from its arguments, never from captured constants.
     """
 
-    tensors: List[tf.Tensor]
+    tensors: list[tf.Tensor]
 
 
 @dataclass
@@ -114,16 +115,16 @@ class Problem:
 
     model: Any
     forward: Callable
-    flat_x: List[tf.Tensor]
+    flat_x: list[tf.Tensor]
     structure: _shapes.Structure
     batch_size: int
     target: _targets.TargetSpec
     scorer: Callable
-    context: Optional[List[tf.Tensor]] = None
+    context: list[tf.Tensor] | None = None
     layer: Any = None
-    layer_call: Optional[int] = None  # which call of ``layer`` is replaced (see engine.layers)
-    raw_forward: Optional[Callable] = None  # the model on its own inputs (= forward without layer=)
-    layer_inputs: Optional[LayerInputs] = None  # what ``forward`` feeds the model with ``layer=``
+    layer_call: int | None = None  # which call of ``layer`` is replaced (see engine.layers)
+    raw_forward: Callable | None = None  # the model on its own inputs (= forward without layer=)
+    layer_inputs: LayerInputs | None = None  # what ``forward`` feeds the model with ``layer=``
 
     def __post_init__(self):
         if self.raw_forward is None:
@@ -218,7 +219,7 @@ class _KnownActivations:
         )
 
 
-_KNOWN_ACTIVATIONS: "contextvars.ContextVar[Optional[_KnownActivations]]" = contextvars.ContextVar(
+_KNOWN_ACTIVATIONS: contextvars.ContextVar[_KnownActivations | None] = contextvars.ContextVar(
     "tf_pathattr_known_activations", default=None
 )
 
@@ -293,7 +294,7 @@ class _LayerProbe:
     value answers ``experimental_get_tracing_count()``.
     """
 
-    call_index: Optional[int]
+    call_index: int | None
     function: Any = None  # the tf.function, set right after construction
 
     def __call__(self, *args):
@@ -482,7 +483,7 @@ class _Cache:
 
     def __init__(self, maxsize: int = 64):
         self.maxsize = maxsize
-        self._owners: "List[weakref.ref]" = []
+        self._owners: list[weakref.ref] = []
 
     def _store(self, model, create: bool):
         owner = _cache_owner(model)
@@ -612,7 +613,7 @@ class Plan:
     builder: Callable[[], Callable]
     extra_args: tuple = ()
     jit_compile: bool = False
-    finish: Optional[Callable[[Any], Any]] = None
+    finish: Callable[[Any], Any] | None = None
 
     @property
     def function(self):

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Any, Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -65,7 +66,7 @@ def iter_layers(model) -> Iterator[keras.layers.Layer]:
         yield from iter_layers(layer)
 
 
-def find_last_dense(model) -> Optional[keras.layers.Layer]:
+def find_last_dense(model) -> keras.layers.Layer | None:
     """The last ``keras.layers.Dense`` of ``model`` (nearest the output), searching nested models.
 
     For Sequential and functional models ``model.layers`` is in graph order, so walking it backwards
@@ -81,7 +82,7 @@ def find_last_dense(model) -> Optional[keras.layers.Layer]:
     return None
 
 
-def lookup_layer(model, layer) -> Optional[keras.layers.Layer]:
+def lookup_layer(model, layer) -> keras.layers.Layer | None:
     """``layer`` (a layer object or a layer name) inside ``model``, recursively; ``None`` if absent."""
     for candidate in iter_layers(model):
         if isinstance(layer, str):
@@ -197,7 +198,7 @@ def patched_call(layer: keras.layers.Layer, wrap: Callable[[Callable], Callable]
             object.__setattr__(layer, "call", saved)
 
 
-def on_call(call_index: Optional[int], selected: Callable[..., Any]) -> Callable[[Callable], Callable]:
+def on_call(call_index: int | None, selected: Callable[..., Any]) -> Callable[[Callable], Callable]:
     """A ``wrap`` for :func:`patched_call` that changes one call of the layer, or every call.
 
     Calls are counted from 0 each time the block is entered, in call order; call ``call_index``
@@ -235,10 +236,10 @@ class LayerTap:
         self.inputs: Any = None
         self.outputs: Any = None
         self.calls = 0
-        self.call_inputs: List[Any] = []
-        self.call_outputs: List[Any] = []
-        self.reverse: List[bool] = []
-        self._patch: Optional[contextlib.AbstractContextManager] = None
+        self.call_inputs: list[Any] = []
+        self.call_outputs: list[Any] = []
+        self.reverse: list[bool] = []
+        self._patch: contextlib.AbstractContextManager | None = None
 
     def _record(self, call, *args, **kwargs):
         if args:
@@ -279,13 +280,13 @@ def replaced_output(layer, tensor, call_index=None):
 
 
 @contextlib.contextmanager
-def replaced_input(layer, call_index, tensor) -> Iterator[List[Any]]:
+def replaced_input(layer, call_index, tensor) -> Iterator[list[Any]]:
     """Within the block, call ``call_index`` of ``layer`` receives ``tensor`` as its first argument.
 
     Yields the list that receives that call's output (empty until the model has run), e.g. the
     embeddings of token ids that the model itself never saw.
     """
-    outputs: List[Any] = []
+    outputs: list[Any] = []
 
     def with_tensor(call, *args, **kwargs):
         out = call(tensor, *args[1:], **kwargs) if args else call(**dict(kwargs, inputs=tensor))

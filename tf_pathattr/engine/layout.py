@@ -19,8 +19,6 @@ metric call (no copies of the rule):
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import keras
 
 __all__ = [
@@ -55,7 +53,7 @@ IMAGE_LAYERS = (
 AMBIGUOUS = "ambiguous"
 
 
-def resolve_data_format(data_format: Optional[str], name: str = "data_format") -> str:
+def resolve_data_format(data_format: str | None, name: str = "data_format") -> str:
     """``data_format`` checked, with ``None`` read from ``keras.config.image_data_format()``."""
     if data_format is None:
         data_format = keras.config.image_data_format()
@@ -104,7 +102,7 @@ def _layer_input_shape(layer):
     return shapes.pop() if len(shapes) == 1 else AMBIGUOUS
 
 
-def _shape_says(shape) -> Optional[str]:
+def _shape_says(shape) -> str | None:
     """The layout a declared per-example image shape states: ``(None, None, C)`` channels-last,
     ``(C, None, None)`` channels-first (free spatial axes, a fixed channel count); else None."""
     if shape is None or len(shape) != 3:
@@ -116,7 +114,7 @@ def _shape_says(shape) -> Optional[str]:
     return None
 
 
-def model_data_format(model) -> Tuple[Optional[str], str]:
+def model_data_format(model) -> tuple[str | None, str]:
     """The image layout ``model`` declares: ``(data_format, where it was read)``, ``(None, "")`` when the
     model declares none, or ``("ambiguous", why)`` when it has image layers whose layout cannot be read."""
     if not isinstance(model, keras.layers.Layer):
@@ -152,7 +150,7 @@ def model_data_format(model) -> Tuple[Optional[str], str]:
     return None, ""
 
 
-def resolve_image_layout(model, shape, data_format: Optional[str] = None, what: str = "inputs") -> str:
+def resolve_image_layout(model, shape, data_format: str | None = None, what: str = "inputs") -> str:
     """The layout of a batch of images of ``shape`` (batch axis included) explained on ``model``.
 
     The rule of the module doc: an explicit ``data_format`` (checked against the model), else the
@@ -189,7 +187,7 @@ def resolve_image_layout(model, shape, data_format: Optional[str] = None, what: 
     return resolve_data_format(None)
 
 
-def image_axes(shape, data_format: str, name: str = "inputs") -> Tuple[int, int, Optional[int]]:
+def image_axes(shape, data_format: str, name: str = "inputs") -> tuple[int, int, int | None]:
     """``(height_axis, width_axis, channel_axis or None)`` of a batch of images with ``shape``.
 
     ``shape`` includes the batch axis: rank 3 is ``[B, H, W]`` (no channel axis), rank 4 is

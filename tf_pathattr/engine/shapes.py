@@ -8,8 +8,9 @@ the argument and say what was expected.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -176,7 +177,7 @@ def prepare_inputs(inputs, name: str = "inputs", allow_integer: bool = False, no
 def _declared_shapes(model, structure: Structure):
     """The input shapes a Keras model declares (``keras.Input``), one per flat input, or ``None``."""
     try:
-        spec = getattr(model, "input")
+        spec = model.input
     except Exception:  # Sequential models before their first call, subclassed models, plain callables
         spec = None
     if spec is None:

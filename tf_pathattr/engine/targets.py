@@ -20,8 +20,9 @@ always sees exactly the ``B`` rows it was written for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +38,7 @@ class TargetSpec:
 
     kind: str
     indices: tf.Tensor
-    fn: Optional[Callable[[Any], tf.Tensor]] = None
+    fn: Callable[[Any], tf.Tensor] | None = None
     single_unit: bool = False  # the model has one output unit and no class index is needed
 
     @property

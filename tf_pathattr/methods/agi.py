@@ -30,17 +30,16 @@ Integration", IJCAI 2021. Released code: pd90506/AGI.
 from __future__ import annotations
 
 import math
-
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine import targets as _targets
 from ..engine.shapes import check_choice, check_positive_int
 from . import registry
-from .._typing import Attributions, Inputs, Model, Target
 from .registry import MethodSpec
 
 __all__ = ["adversarial_gradient_integration", "agi", "spaced_classes"]

@@ -35,21 +35,20 @@ arXiv 2004.03383.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
-
 import functools
 import math
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..baselines import gaussian_kernel_1d
 from ..engine import accumulators as _acc
 from ..engine import gradients as eng
 from ..engine.layout import image_axes, resolve_image_layout, to_channels_last
 from ..engine.shapes import check_positive_int
 from .registry import MethodSpec, require
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = [
     "blur_integrated_gradients",

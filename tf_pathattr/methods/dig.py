@@ -31,7 +31,7 @@ the target is resolved once on the input, as for every method.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf

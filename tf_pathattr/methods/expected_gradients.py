@@ -17,15 +17,15 @@ Intelligence 2021, arXiv 1906.10670.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.shapes import check_positive_int, prepare_inputs
 from .registry import MethodSpec, tile_batch_axis
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["expected_gradients", "draw_samples"]
 

@@ -34,20 +34,19 @@ Released algorithm: PAIR-code/saliency 0.2.1, ``saliency.core.GuidedIG``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
-
 import math
 import warnings
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import accumulators as _acc
 from ..engine import gradients as eng
 from ..engine.paths import completeness_delta
 from ..engine.shapes import check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["guided_integrated_gradients", "guided_ig_tables", "max_rounds_per_step"]
 

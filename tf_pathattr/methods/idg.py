@@ -44,15 +44,15 @@ Where the Model Makes Its Decision", AAAI 2024, arXiv 2305.20052. Released code:
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int, prepare_baselines
 from .registry import MethodSpec, tile_baseline
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["integrated_decision_gradients", "allocate", "allocate_from_logits", "place"]
 

@@ -30,15 +30,15 @@ Integrated Gradients", CVPR 2023, arXiv 2303.14242; released numpy function yang
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
+from ..engine import gradients as eng
 from ..engine.accumulators import ZERO_GRADIENT, ImportantDirection
 from ..engine.shapes import check_choice
 from . import registry
-from ..engine import gradients as eng
-from .._typing import Attributions, Inputs, Model, Target
 from .registry import MethodSpec, tile_baseline
 
 __all__ = ["important_direction_gradient_integration", "idgi", "BASE_METHODS"]

@@ -38,19 +38,18 @@ Released code: github.com/JoeZhuo-ZY/IG2 (PyTorch).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
-
 import math
+from typing import Any, Literal, overload
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.layers import LayerTap, find_last_dense, lookup_layer
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int, renamed_option
 from .registry import MethodSpec, require, tile_batch_axis
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["ig2", "RULES"]
 

@@ -14,11 +14,12 @@ arXiv 1703.01365.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import accumulators as _acc
 from ..engine import adaptive as _adaptive
 from ..engine import gradients as eng
@@ -26,7 +27,6 @@ from ..engine.paths import completeness_delta, straight_path_sum
 from ..engine.quadrature import RULES, quadrature
 from ..engine.shapes import check_choice, prepare_baselines, renamed_option
 from .registry import MethodSpec, tile_baseline
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["integrated_gradients", "straight_path_sum"]
 

@@ -23,19 +23,19 @@ neural networks lack sensitivity to parameter randomization", 2018 (VarGrad).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
 import warnings
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
-from ..engine import targets as tgt
 from ..engine import shapes as _shapes
+from ..engine import targets as tgt
 from ..engine.shapes import check_choice, check_optional_positive_int, check_positive_int
 from . import registry
 from .registry import MethodSpec, TileContext
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["noise_tunnel", "smoothgrad", "NT_TYPES"]
 

@@ -13,8 +13,9 @@ which is also the error message a user gets when asking for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 import tensorflow as tf
@@ -114,8 +115,8 @@ class MethodSpec:
     function: Callable
     summary: str
     paper: str = ""
-    aliases: Tuple[str, ...] = ()
-    completeness: Optional[str] = None
+    aliases: tuple[str, ...] = ()
+    completeness: str | None = None
     details: bool = False
     layer: Capability = True
     multi_input: Capability = True
@@ -127,17 +128,17 @@ class MethodSpec:
     wraps_method: bool = False
     per_example_options: Mapping[str, Callable] = field(default_factory=dict)
     batch_tolerance: float = 0.0
-    baseline_option: Optional[str] = None
+    baseline_option: str | None = None
     test_options: Mapping[str, Any] = field(default_factory=dict)
 
-    def options_for(self, x) -> Dict[str, Any]:
+    def options_for(self, x) -> dict[str, Any]:
         """``test_options`` with callables evaluated on the probe batch ``x``."""
         x_np = np.asarray(x) if not isinstance(x, (list, tuple, dict)) else x
         return {k: (v(x_np) if callable(v) else v) for k, v in self.test_options.items()}
 
 
-_SPECS: "Dict[str, MethodSpec]" = {}
-_ALIASES: "Dict[str, str]" = {}
+_SPECS: dict[str, MethodSpec] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -169,7 +170,7 @@ def get(name) -> MethodSpec:
     return _SPECS[canonical(name)]
 
 
-def spec_of(method) -> Optional[MethodSpec]:
+def spec_of(method) -> MethodSpec | None:
     """The spec for a name, an alias or a registered function (``None`` for unregistered callables)."""
     if isinstance(method, str):
         return get(method)
@@ -179,17 +180,17 @@ def spec_of(method) -> Optional[MethodSpec]:
     return None
 
 
-def names() -> Tuple[str, ...]:
+def names() -> tuple[str, ...]:
     """Canonical names, sorted."""
     return tuple(sorted(_SPECS))
 
 
-def specs() -> Tuple[MethodSpec, ...]:
+def specs() -> tuple[MethodSpec, ...]:
     """Every spec, sorted by name."""
     return tuple(_SPECS[n] for n in names())
 
 
-def aliases_of(name) -> Tuple[str, ...]:
+def aliases_of(name) -> tuple[str, ...]:
     full = canonical(name)
     return tuple(sorted(a for a, n in _ALIASES.items() if n == full))
 
@@ -200,7 +201,7 @@ def short_name(name) -> str:
     return min(aliases_of(full) + (full,), key=len)
 
 
-def wrapped_baseline_option(spec: MethodSpec, options: Mapping[str, Any]) -> Optional[str]:
+def wrapped_baseline_option(spec: MethodSpec, options: Mapping[str, Any]) -> str | None:
     """The baseline option a call of ``spec`` with ``options`` takes: a wrapping method (IDGI, the noise
     tunnel) passes its baseline to the base method it runs (``options["base_method"]``, else the
     function's default), so it takes exactly that method's ``baseline_option``."""
@@ -242,7 +243,7 @@ def _tile_along(t, axis: int, reps: int):
     return tf.tile(t, multiples)
 
 
-def tile_batch_axis(axis: int = 0, rank: Optional[Callable[[int], int]] = None) -> Callable:
+def tile_batch_axis(axis: int = 0, rank: Callable[[int], int] | None = None) -> Callable:
     """Tiler for an option whose axis ``axis`` is the batch axis.
 
     ``rank(input_rank) -> int`` says at which rank the value is per-example (e.g. ``lambda r: r + 1``

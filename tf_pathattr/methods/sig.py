@@ -24,7 +24,7 @@ explaining language models", Findings of ACL 2023, arXiv 2305.15853 (released as
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf

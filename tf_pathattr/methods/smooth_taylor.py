@@ -25,15 +25,15 @@ released code ``garygsw/smooth-taylor`` (``attribution/analyzer.py``,
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine import gradients as eng
 from ..engine.shapes import check_choice, check_positive_int
 from .registry import MethodSpec, tile_batch_axis
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["smooth_taylor", "adaptive_noise_search"]
 
@@ -81,7 +81,7 @@ def _prepare_noise(noise, problem):
     """Explicit noise: per input ``[N, B, *S]``; returns (list of tensors, N)."""
     per_input = problem.structure.flatten(noise, "noise")
     out, ns = [], set()
-    for i, (e, x) in enumerate(zip(per_input, problem.flat_x)):
+    for _i, (e, x) in enumerate(zip(per_input, problem.flat_x)):
         t = tf.cast(tf.convert_to_tensor(e), tf.float32)
         want = (problem.batch_size,) + tuple(x.shape[1:])
         if t.shape.rank != len(want) + 1 or tuple(t.shape[1:]) != want:

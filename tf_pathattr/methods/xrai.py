@@ -20,16 +20,16 @@ Regions", ICCV 2019, arXiv 1906.02825.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Tuple, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import tensorflow as tf
 
+from .._typing import Attributions, Inputs, Model, Target
 from ..engine.layout import image_axes, resolve_data_format, resolve_image_layout, to_channels_last
 from ..engine.shapes import check_choice, check_positive_int, prepare_inputs
 from .blur_ig import _refuse_integer_images
 from .registry import MethodSpec, require, tile_baseline, tile_batch_axis
-from .._typing import Attributions, Inputs, Model, Target
 
 __all__ = ["xrai", "felzenszwalb_masks", "xrai_regions"]
 

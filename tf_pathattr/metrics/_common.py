@@ -22,7 +22,6 @@ images with a channel axis, ``[B, T]`` for sequences), are accepted. The salienc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -83,9 +82,9 @@ class Layout:
     """
 
     kind: str
-    shape: Tuple[int, ...]
-    grid: Tuple[int, ...]
-    channel_axis: Optional[int]
+    shape: tuple[int, ...]
+    grid: tuple[int, ...]
+    channel_axis: int | None
     data_format: str
 
     @property

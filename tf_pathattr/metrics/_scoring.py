@@ -42,7 +42,6 @@ model returns, so the output kind is detected once per call:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import keras
 import numpy as np
@@ -100,7 +99,7 @@ def _output_chain(model, limit: int = 64):
         yield model
 
 
-def output_activation(model, _depth: int = 0) -> Optional[str]:
+def output_activation(model, _depth: int = 0) -> str | None:
     """``"softmax"``, ``"sigmoid"``, ``"none"`` (a declared non-probability activation) or None
     (unknown: not a Keras model, or no declared activation behind the output).
 

@@ -20,7 +20,6 @@ AAAI 2024 (evaluation protocol: 224 pixels per step at 224x224, substrate zeros 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -55,7 +54,7 @@ class CurveResult:
     curves: np.ndarray
     fractions: np.ndarray
     valid: np.ndarray
-    target: Optional[np.ndarray]
+    target: np.ndarray | None
     score: str = "probability"
     extra: dict = field(default_factory=dict)
 

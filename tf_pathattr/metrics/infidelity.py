@@ -42,7 +42,6 @@ and Sensitivity of Explanations", NeurIPS 2019, arXiv 1901.09392; captum ``captu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +64,7 @@ class InfidelityResult:
     infidelity: np.ndarray
     beta: np.ndarray
     mean_drop: np.ndarray
-    target: Optional[np.ndarray]
+    target: np.ndarray | None
     score: str
 
     def __getitem__(self, key):
@@ -243,7 +242,7 @@ class SensitivityResult:
 
     sensitivity: np.ndarray
     ratios: np.ndarray
-    target: Optional[np.ndarray]
+    target: np.ndarray | None
 
     def __getitem__(self, key):
         return getattr(self, key)

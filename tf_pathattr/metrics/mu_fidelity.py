@@ -34,7 +34,6 @@ Explanations", IJCAI 2020, arXiv 2005.00631 (Definition 3); xplique ``metrics.Mu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -56,7 +55,7 @@ class MuFidelityResult:
     attribution_sums: np.ndarray
     removed: np.ndarray
     constant: np.ndarray
-    target: Optional[np.ndarray]
+    target: np.ndarray | None
     score: str
 
     def __getitem__(self, key):
@@ -102,7 +101,7 @@ def mu_fidelity(
     attributions,
     target=None,
     *,
-    grid_size: Optional[int] = 9,
+    grid_size: int | None = 9,
     subset_percent: float = 0.2,
     baseline=0.0,
     nb_samples: int = 200,

@@ -23,8 +23,8 @@ Needs scipy and Pillow with WebP (``pip install tf_pathattr[metrics]``).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -276,7 +276,7 @@ class PicResult:
     curves: dict
     aggregate: dict
     errors: dict
-    target: Optional[np.ndarray]
+    target: np.ndarray | None
     valid: np.ndarray = None
     score: str = "probability"
 
@@ -307,8 +307,8 @@ def pic(
     kind: str = "both",
     score=None,
     value_range=None,
-    to_uint8: Optional[Callable] = None,
-    preprocess: Optional[Callable] = None,
+    to_uint8: Callable | None = None,
+    preprocess: Callable | None = None,
     random_masks=None,
     random_fraction: float = 0.01,
     seed=None,

@@ -40,8 +40,9 @@ Saliency Maps", NeurIPS 2018, arXiv 1810.03292.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Tuple, Union
+from typing import Union
 
 import numpy as np
 
@@ -69,8 +70,8 @@ class RandomizationResult:
         The explained classes (the trained model's prediction for ``target=None``).
     """
 
-    layers: Tuple[str, ...]
-    similarity: Dict[str, np.ndarray]
+    layers: tuple[str, ...]
+    similarity: dict[str, np.ndarray]
     cascade: bool
     method: str
     original: np.ndarray = field(repr=False, default=None)
@@ -147,7 +148,7 @@ def _as_map(attributions, is_image: bool) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
-def _similarities(original, current, names, is_image) -> Dict[str, np.ndarray]:
+def _similarities(original, current, names, is_image) -> dict[str, np.ndarray]:
     b = original.shape[0]
     out = {}
     for name in names:

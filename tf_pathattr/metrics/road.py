@@ -41,7 +41,6 @@ Methods", ICML 2022, arXiv 2202.00449.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -162,7 +161,7 @@ class RoadResult:
     correct: dict
     probability: dict
     area: dict
-    gap: Optional[float]
+    gap: float | None
     clean_accuracy: float
     labels: np.ndarray
 

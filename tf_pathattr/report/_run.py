@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -24,16 +23,16 @@ class MethodRun:
 
     name: str
     short: str
-    maps: Optional[np.ndarray] = None  # [B, ...] attributions; text: per-token scores [B, T]
-    mask: Optional[np.ndarray] = None  # text: attributed positions [B, T]
+    maps: np.ndarray | None = None  # [B, ...] attributions; text: per-token scores [B, T]
+    mask: np.ndarray | None = None  # text: attributed positions [B, T]
     seconds_per_example: float = float("nan")
-    gap: Optional[np.ndarray] = None  # [B] relative completeness gap |delta| / |F(x) - F(start)|
-    deletion: Optional[np.ndarray] = None  # [B] AUC (lower is better)
-    insertion: Optional[np.ndarray] = None  # [B] AUC (higher is better)
-    pic: Optional[np.ndarray] = None  # [B] SIC AUC (higher is better; NaN for skipped images)
+    gap: np.ndarray | None = None  # [B] relative completeness gap |delta| / |F(x) - F(start)|
+    deletion: np.ndarray | None = None  # [B] AUC (lower is better)
+    insertion: np.ndarray | None = None  # [B] AUC (higher is better)
+    pic: np.ndarray | None = None  # [B] SIC AUC (higher is better; NaN for skipped images)
     sanity: object = None  # RandomizationResult
-    notes: List[str] = field(default_factory=list)
-    error: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass
@@ -42,15 +41,15 @@ class ReportData:
 
     kind: str
     x: np.ndarray
-    display: Optional[np.ndarray]
-    classes: Optional[np.ndarray]
-    probabilities: Optional[np.ndarray]
-    target: Optional[np.ndarray]
-    class_names: Dict[int, str]
-    runs: List[MethodRun]
-    skipped: Dict[str, str]
+    display: np.ndarray | None
+    classes: np.ndarray | None
+    probabilities: np.ndarray | None
+    target: np.ndarray | None
+    class_names: dict[int, str]
+    runs: list[MethodRun]
+    skipped: dict[str, str]
     model_name: str
-    tokens: Optional[list] = None
+    tokens: list | None = None
     target_text: str = "the predicted class"
     title: str = "tf_pathattr report"
 

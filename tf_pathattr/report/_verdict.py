@@ -14,7 +14,6 @@ multiply by the input, such as IG's ``(x - x') * gradient``); ``"pass"`` otherwi
 from __future__ import annotations
 
 import math
-from typing import Dict, List
 
 import numpy as np
 
@@ -59,9 +58,9 @@ def sanity_status(result) -> str:
     return "pass"
 
 
-def mean_ranks(runs) -> Dict[str, float]:
+def mean_ranks(runs) -> dict[str, float]:
     """``{method: mean rank}`` over the faithfulness figures computed for at least two methods."""
-    ranks: Dict[str, List[float]] = {r.name: [] for r in runs}
+    ranks: dict[str, list[float]] = {r.name: [] for r in runs}
     for attr, _, higher_better in FIGURES:
         scored = [(r.name, nanmean(getattr(r, attr))) for r in runs]
         scored = [(n, v) for n, v in scored if math.isfinite(v)]
@@ -118,7 +117,7 @@ def verdict(runs, n_examples: int):
     return sentence, caveats
 
 
-def _close_call(runs, first, second, short) -> List[str]:
+def _close_call(runs, first, second, short) -> list[str]:
     by_name = {r.name: r for r in runs}
     out = []
     for attr, label, _ in FIGURES[:2]:
