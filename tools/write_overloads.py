@@ -97,7 +97,7 @@ def block(name, leading, flags, options):
     for values in itertools.product((False, True), repeat=len(flags)):
         kw = ", ".join(f"{f}: Literal[{v}]" + (" = ..." if not v else "") for f, v in zip(flags, values))
         extra = [RETURNS[f] for f, v in zip(flags, values) if v]
-        ret = "Attributions" if not extra else f"Tuple[{', '.join(['Attributions'] + extra)}]"
+        ret = "Attributions" if not extra else f"tuple[{', '.join(['Attributions'] + extra)}]"
         out.append(f"@overload\ndef {name}({head}, *, {kw}{tail}) -> {ret}: ...\n")
     kw = ", ".join(f"{f}: bool = ..." for f in flags)
     out.append(f"@overload\ndef {name}({head}, *, {kw}{tail}) -> Any: ...\n")

@@ -182,7 +182,7 @@ def adversarial_gradient_integration(
     internal_batch_size: int | None = ...,
     jit_compile: bool = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload

@@ -199,7 +199,7 @@ def blur_integrated_gradients(
     data_format: str | None = ...,
     layer: Any = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

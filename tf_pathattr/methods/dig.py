@@ -164,7 +164,7 @@ def discretized_integrated_gradients(
     layer: Any = ...,
     return_path: bool = ...,
     seed: int | None = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

@@ -99,7 +99,7 @@ def expected_gradients(
     sample_indices: Any = ...,
     sample_alphas: Any = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

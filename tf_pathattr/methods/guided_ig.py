@@ -358,7 +358,7 @@ def guided_integrated_gradients(
     layer: Any = ...,
     seed: int | None = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload
@@ -380,7 +380,7 @@ def guided_integrated_gradients(
     layer: Any = ...,
     seed: int | None = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
@@ -402,7 +402,7 @@ def guided_integrated_gradients(
     layer: Any = ...,
     seed: int | None = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, tf.Tensor, dict]: ...
+) -> tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload

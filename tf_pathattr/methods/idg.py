@@ -219,7 +219,7 @@ def integrated_decision_gradients(
     jit_compile: bool = ...,
     layer: Any = ...,
     seed: int | None = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload

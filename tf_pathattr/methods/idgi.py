@@ -70,7 +70,7 @@ def important_direction_gradient_integration(
     base_method: Any = ...,
     zero_gradient: str = ...,
     **options: Any,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

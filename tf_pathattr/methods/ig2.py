@@ -284,7 +284,7 @@ def ig2(
     jit_compile: bool = ...,
     layer: Any = ...,
     max_batch: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload

@@ -74,7 +74,7 @@ def integrated_gradients(
     rtol: float = ...,
     max_steps: int = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload
@@ -97,7 +97,7 @@ def integrated_gradients(
     rtol: float = ...,
     max_steps: int = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
@@ -120,7 +120,7 @@ def integrated_gradients(
     rtol: float = ...,
     max_steps: int = ...,
     idgi: Any = ...,
-) -> Tuple[Attributions, tf.Tensor, dict]: ...
+) -> tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload

@@ -145,7 +145,7 @@ def noise_tunnel(
     noise: Any = ...,
     nt_samples_batch_size: Any = ...,
     **method_options: Any,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

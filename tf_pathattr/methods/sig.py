@@ -69,7 +69,7 @@ def sequential_integrated_gradients(
     jit_compile: bool = ...,
     layer: Any = ...,
     seed: int | None = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload

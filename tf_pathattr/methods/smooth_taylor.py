@@ -200,7 +200,7 @@ def smooth_taylor(
     internal_batch_size: int | None = ...,
     jit_compile: bool = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload
@@ -223,7 +223,7 @@ def smooth_taylor(
     internal_batch_size: int | None = ...,
     jit_compile: bool = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, tf.Tensor]: ...
+) -> tuple[Attributions, tf.Tensor]: ...
 
 
 @overload
@@ -246,7 +246,7 @@ def smooth_taylor(
     internal_batch_size: int | None = ...,
     jit_compile: bool = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, tf.Tensor, dict]: ...
+) -> tuple[Attributions, tf.Tensor, dict]: ...
 
 
 @overload

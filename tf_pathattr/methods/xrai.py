@@ -172,7 +172,7 @@ def xrai(
     internal_batch_size: int | None = ...,
     data_format: str | None = ...,
     layer: Any = ...,
-) -> Tuple[Attributions, dict]: ...
+) -> tuple[Attributions, dict]: ...
 
 
 @overload
