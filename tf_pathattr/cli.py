@@ -352,6 +352,23 @@ def _common_options(default) -> argparse.ArgumentParser:
     return p
 
 
+def _add_image_input_options(p) -> None:
+    """``--scale``, ``--preprocess`` and ``--target``: how ``explain`` and ``report`` read an image and pick the class."""
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=None,
+        help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
+    )
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs",
+    )
+    p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tf-pathattr",
@@ -373,19 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="FILE.npy (attributions), FILE.png (signed overlays) or a folder (both)"
     )
-    p.add_argument(
-        "--scale",
-        choices=SCALES,
-        default=None,
-        help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
-    )
-    p.add_argument(
-        "--preprocess",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs",
-    )
-    p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
+    _add_image_input_options(p)
     p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"n_steps\": 32}'")
     p.add_argument("--png", action="store_true", help="with --out FILE.npy: also write signed overlays as FILE.png")
     p.add_argument("--batch-size", type=int, default=32, help="explicands per call (default 32)")
@@ -396,19 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="tf_pathattr_report.html", help="the HTML file (default tf_pathattr_report.html)")
     p.add_argument("--methods", nargs="+", default=None, help="method names (default: every method that applies)")
     p.add_argument("--labels", default=None, help="text file with one class name per line")
-    p.add_argument(
-        "--scale",
-        choices=SCALES,
-        default=None,
-        help="image inputs: the model's input range, 0,1 (default) | -1,1 | 0,255 | caffe | torch",
-    )
-    p.add_argument(
-        "--preprocess",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="image inputs: a function mapping 0..255 pixels [B, H, W, C] to model inputs",
-    )
-    p.add_argument("--target", type=int, default=None, help="class index (default: the predicted class)")
+    _add_image_input_options(p)
     p.add_argument("--options", default=None, help='per-method options as JSON, e.g. \'{"ig": {"n_steps": 32}}\'')
     p.add_argument("--max-examples", type=int, default=16, help="explain at most this many examples (default 16)")
     p.add_argument("--no-sanity-check", action="store_true", help="skip the model-randomization sanity check")

@@ -116,14 +116,6 @@ def _progress(iterable, **kw):
     return progress(iterable, **kw)
 
 
-def _first_array(attr):
-    if isinstance(attr, dict):
-        attr = next(iter(attr.values()))
-    if isinstance(attr, (list, tuple)):
-        attr = attr[0]
-    return np.asarray(attr.numpy() if hasattr(attr, "numpy") else attr)
-
-
 def _write_report(model, x, maps, path, x_tr, y_tr, quick: bool, warn):
     """``tpa.report`` of the methods that ran, with the demo's options (``None`` if it fails, with a warning)."""
     from .report import report
@@ -152,7 +144,7 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
     import tf_pathattr as tpa
 
     from . import viz
-    from .methods.calling import explain_with_gap
+    from .methods.calling import explain_with_gap, first_array
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +169,7 @@ def run_demo(out, quick: bool = False, n_examples: int = None, methods=None, war
         except Exception as exc:  # a method the demo cannot feed: one warning line, go on
             warn(f"warning: skipped {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
-        a = _first_array(attr)
+        a = first_array(attr)
         maps[name] = a
         row = {
             "method": name,

@@ -156,7 +156,7 @@ def public_names_block() -> str:
         for name in (spec.name,) + registry.aliases_of(spec.name):
             alias = "" if name == fn.__name__ else f" as {name}"
             lines.append(f"from {module} import {fn.__name__}{alias}  # noqa: F401\n")
-    return BEGIN + "".join(lines) + END
+    return BEGIN + "".join(lines) + "\n" + END  # the blank line ruff format puts before a comment
 
 
 def rewrite_public_names(path: Path = INIT) -> bool:

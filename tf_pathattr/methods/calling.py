@@ -66,6 +66,15 @@ def completeness_mode(method) -> str:
     return "none"
 
 
+def first_array(attr) -> np.ndarray:
+    """The first input's attributions as a numpy array (a dict's first value, a list's first item)."""
+    if isinstance(attr, dict):
+        attr = next(iter(attr.values()))
+    if isinstance(attr, (list, tuple)):
+        attr = attr[0]
+    return np.asarray(attr.numpy() if hasattr(attr, "numpy") else attr)
+
+
 def _numpy(t):
     return np.asarray(t.numpy() if hasattr(t, "numpy") else t)
 

@@ -161,19 +161,11 @@ def relative_gap(delta, attr_sum) -> np.ndarray:
     return np.abs(delta) / np.maximum(change, 1e-12)
 
 
-def _first_array(attr):
-    if isinstance(attr, dict):
-        attr = next(iter(attr.values()))
-    if isinstance(attr, (list, tuple)):
-        attr = attr[0]
-    return np.asarray(attr.numpy() if hasattr(attr, "numpy") else attr)
-
-
 def explain(name, model, x, target, opts, kind, text_args) -> MethodRun:
     """Run one method (timed) and keep its maps and completeness gap."""
     from .. import text as _text
     from ..methods import registry, resolve_method
-    from ..methods.calling import explain_with_gap
+    from ..methods.calling import explain_with_gap, first_array
 
     run = MethodRun(name=name, short=registry.short_name(name))
     t0 = time.perf_counter()
@@ -189,7 +181,7 @@ def explain(name, model, x, target, opts, kind, text_args) -> MethodRun:
         return run
     attr, delta = explain_with_gap(resolve_method(name), model, x, target, opts)
     run.seconds_per_example = (time.perf_counter() - t0) / len(x)
-    run.maps = _first_array(attr).astype(np.float32)
+    run.maps = first_array(attr).astype(np.float32)
     if delta is not None:
         run.gap = relative_gap(delta, run.maps.reshape(len(x), -1).sum(axis=1))
     else:
