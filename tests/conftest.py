@@ -63,3 +63,24 @@ def smooth_cnn():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``tf-pathattr demo --quick`` run once as a user runs it (a fresh interpreter, no TF_CPP_MIN_LOG_LEVEL),
+    shared by the tests that check its picture, table and report: ``(completed process, out folder, cache)``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), TF_PATHATTR_CACHE=str(root / "cache"))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "tf_pathattr.cli", "demo", "--out", str(root / "demo"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    return res, root / "demo", root / "cache"

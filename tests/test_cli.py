@@ -195,13 +195,13 @@ def test_explain_errors_are_one_line(files, tmp_path, capsys, case, pattern):
 
 
 @pytest.mark.slow
-def test_demo_quick_writes_picture_and_table(tmp_path):
+def test_demo_quick_writes_picture_and_table(quick_demo):
     # as a user runs it (no TF_CPP_MIN_LOG_LEVEL): stderr carries no TensorFlow native log lines at all
-    res = cli("demo", "--out", tmp_path / "demo", "--quick", cache=tmp_path / "cache", user_env=True)
+    res, demo, cache = quick_demo
     assert res.returncode == 0, res.stderr[-3000:]
     assert "retracing" not in res.stderr and not _info_lines(res.stderr), res.stderr[-3000:]
-    assert list((tmp_path / "cache").glob("digits_cnn_*.keras"))
-    info = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert list(cache.glob("digits_cnn_*.keras"))
+    info = json.loads((demo / "metrics.json").read_text())
     assert info["test_accuracy"] > 0.5
     ran = [r["method"] for r in info["rows"]]
     skipped = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: skipped")]
@@ -209,9 +209,9 @@ def test_demo_quick_writes_picture_and_table(tmp_path):
     assert len(ran) + len(skipped) == len(shown) and "integrated_gradients" in ran
     ig = next(r for r in info["rows"] if r["method"] == "integrated_gradients")
     assert ig["completeness_gap"] is not None and ig["completeness_gap"] < 0.05
-    with Image.open(tmp_path / "demo" / "attributions.png") as im:
+    with Image.open(demo / "attributions.png") as im:
         assert im.size == (round((1 + len(ran)) * 1.2 * 100), round(3 * 1.2 * 100))
-    table = (tmp_path / "demo" / "metrics.md").read_text()
+    table = (demo / "metrics.md").read_text()
     assert "| integrated_gradients |" in table
 
 

@@ -123,13 +123,11 @@ def test_screenshots_are_not_blank_and_differ_by_toggle_state(browser, page, tmp
 
 
 @pytest.mark.slow
-def test_demo_report_screenshot(browser, tmp_path):
+def test_demo_report_screenshot(browser, quick_demo, tmp_path):
     """The demo writes report.html; Chromium draws it (docs/report.png with TF_PATHATTR_UPDATE_SCREENSHOTS=1)."""
-    from test_cli import cli
-
-    res = cli("demo", "--out", tmp_path / "demo", "--quick", cache=tmp_path / "cache")
+    res, demo, _ = quick_demo
     assert res.returncode == 0, res.stderr[-3000:]
-    report = tmp_path / "demo" / "report.html"
+    report = demo / "report.html"
     assert report.exists() and report.stat().st_size < 5 * 1024 * 1024
     dom = dump(browser, report)
     assert 'data-ready="1"' in dom and "integrated_gradients" in dom
