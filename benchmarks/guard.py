@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ._harness import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -573,24 +574,6 @@ def _children_cpu() -> float:
 def _median_ratio(rec, key="wall"):
     fkey = "floor_" + key
     return statistics.median(c / f for c, f in zip(rec[key], rec[fkey]))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tensorflow as tf
-
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    return (
-        f"{cpu}, {os.cpu_count()} logical cores, {gpus} GPU(s), Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}"
-    )
 
 
 def _load() -> str:
