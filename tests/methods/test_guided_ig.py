@@ -519,13 +519,13 @@ def test_batch_difference_of_a_plain_model_is_within_the_declared_tolerance():
 
 
 def test_selection_rounds_compile_once_per_shape_not_per_model():
-    # issue 21: the fast mode's XLA-compiled round halves are module-level functions of tensors only, so a
+    # issue 21: the fast mode's XLA-compiled step rounds are a module-level function of tensors only, so a
     # new model of the same input shape adds no trace (and no XLA executable); the former module flag
     # XLA_ROUNDS compiled a new nested function for every model and grew XLA's cache with each one
     assert not hasattr(gig_mod, "XLA_ROUNDS")
     x = np.random.default_rng(0).uniform(0.0, 1.0, (2, 8, 8, 3)).astype(np.float32)
     gig(zoo.toy_cnn(seed=1), x, 0, n_steps=4)
-    fns = (gig_mod._select_round_xla, gig_mod._move_round_xla)
+    fns = (gig_mod._step_rounds_xla,)
     counts = [f.experimental_get_tracing_count() for f in fns]
     for seed in (2, 3):
         gig(zoo.toy_cnn(seed=seed), x, 0, n_steps=4)
@@ -533,16 +533,30 @@ def test_selection_rounds_compile_once_per_shape_not_per_model():
 
 
 def test_fast_rounds_match_the_plain_tf_rounds(cnn, images):
-    # the XLA-compiled round halves compute what the same functions compute as plain TF ops
+    # the XLA-compiled step rounds compute what the same function computes as plain TF ops
     eng.CACHE.clear()
     fast = gig(cnn, images[:2], 0, n_steps=20).numpy()
-    orig = gig_mod._select_round_xla, gig_mod._move_round_xla
+    orig = gig_mod._step_rounds_xla
     try:
-        gig_mod._select_round_xla, gig_mod._move_round_xla = gig_mod._select_round, gig_mod._move_round
+        gig_mod._step_rounds_xla = gig_mod._step_rounds
         eng.CACHE.clear()
         plain = gig(cnn, images[:2], 0, n_steps=20).numpy()
     finally:
-        gig_mod._select_round_xla, gig_mod._move_round_xla = orig
+        gig_mod._step_rounds_xla = orig
         eng.CACHE.clear()
     assert np.corrcoef(fast.ravel(), plain.ravel())[0, 1] > 0.999
     np.testing.assert_allclose(fast.sum(axis=(1, 2, 3)), plain.sum(axis=(1, 2, 3)), rtol=1e-3)
+
+
+@pytest.mark.parametrize("width", [3072, 3071, 27648, 1])
+def test_fixed_order_row_sums_do_not_depend_on_the_batch_under_xla(width):
+    # issue 21: the fast mode sums each row inside one XLA cluster. XLA's own row reduction picks its
+    # vector split by the whole shape (a row of a [16, 3072] matrix summed 1.5e-5 away from the same row
+    # alone), which would make an example's path depend on its batch; the fixed-order halving must not
+    rng = np.random.default_rng(width)
+    v = np.abs(rng.standard_normal((16, width))).astype(np.float32)
+    sums = tf.function(gig_mod._row_sums_fixed_order, jit_compile=True, autograph=False)
+    full = sums(tf.constant(v)).numpy()
+    for rows in (slice(0, 1), slice(3, 6), slice(9, 16)):
+        np.testing.assert_array_equal(sums(tf.constant(v[rows])).numpy(), full[rows])
+    np.testing.assert_allclose(full, v.astype(np.float64).sum(axis=1), rtol=1e-6)
