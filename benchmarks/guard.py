@@ -11,8 +11,11 @@ How it measures
 * Each case runs in a **fresh process** (``--worker``); inside it, every candidate is run right next
   to its **floor** in interleaved rounds (the order alternates between rounds) after one warm-up,
   and each round gives a ratio ``candidate / floor`` measured seconds apart on the same loaded
-  machine. The table reports the **median of the per-round ratios** over all rounds of all
-  processes (``n``), wall time and CPU (process) time; absolute seconds are medians too.
+  machine. A call shorter than ``MIN_SAMPLE_S`` (0.25 s) is timed as the mean of as many calls in a
+  row as fill that time (counted once after the warm-up, per candidate and floor), so a 30 ms call is
+  not measured at the resolution of the machine's noise. The table reports the **median of the
+  per-round ratios** over all rounds of all processes (``n``), wall time and CPU (process) time, per
+  call; absolute seconds are medians too.
 * **Floor** = a compiled function doing only the model work of the candidate: the same number of
   input-gradient rows in the same number of model calls (and the same forward-only rows), nothing
   else. For the registry sweep the work is *counted*, not declared: the method runs once on a
@@ -63,10 +66,21 @@ def _force(result):
     return result
 
 
-def _run(fn):
+MIN_SAMPLE_S = 0.25  # a timed sample repeats a short call until it lasts about this long
+
+
+def _run(fn, reps: int = 1):
+    """Wall and CPU seconds per call of ``fn``, averaged over ``reps`` calls in a row."""
     w0, c0 = time.perf_counter(), time.process_time()
-    _force(fn())
-    return time.perf_counter() - w0, time.process_time() - c0
+    for _ in range(reps):
+        _force(fn())
+    return (time.perf_counter() - w0) / reps, (time.process_time() - c0) / reps
+
+
+def _reps(fn) -> int:
+    """Calls per timed sample: enough for ``MIN_SAMPLE_S`` (one for calls that long), from one timed call."""
+    took = _run(fn)[0]
+    return max(1, min(50, math.ceil(MIN_SAMPLE_S / max(took, 1e-6))))
 
 
 def interleaved(rows: dict, rounds: int) -> dict:
@@ -77,10 +91,14 @@ def interleaved(rows: dict, rounds: int) -> dict:
     groups = {}
     for name, (cand, floor) in rows.items():
         groups.setdefault(id(floor), (floor, []))[1].append((name, cand))
-    for floor, cands in groups.values():  # warm-up: traces and first-call costs
+    reps = {}
+    for floor, cands in groups.values():  # warm-up: traces and first-call costs, then the calls per sample
         _force(floor())
         for _, cand in cands:
             _force(cand())
+        reps[None, id(floor)] = _reps(floor)
+        for name, cand in cands:
+            reps[name] = _reps(cand)
     out = {name: {"wall": [], "cpu": [], "floor_wall": [], "floor_cpu": []} for name in rows}
     for r in range(rounds):
         for floor, cands in groups.values():
@@ -89,7 +107,7 @@ def interleaved(rows: dict, rounds: int) -> dict:
             sequence = order[:half] + [(None, floor)] + order[half:]
             times = {}
             for name, fn in sequence:
-                times[name] = _run(fn)
+                times[name] = _run(fn, reps[name] if name is not None else reps[None, id(floor)])
             fw, fc = times[None]
             for name, _ in cands:
                 cw, cc = times[name]
@@ -656,7 +674,8 @@ def main(argv=None):
         + "`)\n\n"
         f"Machine: {machine()}; load average (1, 5, 15 min) {load0} at the start, {_load()} at the end. "
         f"{processes} fresh process(es) per case, {rounds} interleaved rounds each after a warm-up; ratios are the "
-        f"median of the per-round ratios (candidate / its floor, run next to each other). Total {total:.0f} s.\n"
+        f"median of the per-round ratios (candidate / its floor, run next to each other; a call under "
+        f"{MIN_SAMPLE_S} s is timed as the mean of enough calls in a row to last that long). Total {total:.0f} s.\n"
     )
     text = head + "\n" + "\n\n".join(sections)
     if problems:

@@ -260,3 +260,16 @@ def test_idgi_integrates_from_the_padding_baseline_like_ig(models, name):
     # the tolerance is meaningful: IDGI from a zero embedding (the old behaviour) misses it
     zero = tpa.text.token_attributions(model, x, target, method="idgi", n_steps=64, baseline="zeros")
     assert np.max(np.abs(zero.scores.sum(1) - ig_sum) - 2 * quad) > 0
+
+
+def test_an_explicit_next_token_gives_what_the_greedy_target_gives(models):
+    # issue 21: with an explicit token (and position) the layer probe skips the logits (shape only); the
+    # result must equal the greedy target's, which reads the logits' values
+    model, x = models["gpt2"], batch("gpt2")
+    greedy = tpa.text.token_attributions(model, x, tpa.text.next_token(), n_steps=8)
+    pos = np.array([7, 5])  # the last real position of each example
+    explicit = tpa.text.token_attributions(model, x, tpa.text.next_token(greedy.target_tokens, position=pos), n_steps=8)
+    np.testing.assert_array_equal(explicit.target_tokens, greedy.target_tokens)
+    np.testing.assert_allclose(explicit.attributions, greedy.attributions, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=f"ids must lie in 0..{V - 1}"):  # the vocabulary from the shape alone
+        tpa.text.token_attributions(model, x, tpa.text.next_token(V, position=pos), n_steps=8)

@@ -346,10 +346,11 @@ def _flat_lm_inputs(inputs, tokens, positions, weights):
     return flat
 
 
-def _baseline_array(baseline, acts, pad_id, mask_id, model, lay, call_index, inputs, ids):
+def _baseline_array(baseline, acts, pad_id, mask_id, model, lay, call_index, inputs, ids) -> np.ndarray:
+    """The baseline embeddings ``[B, T, E]`` (float32 numpy) for ``baseline`` (a name or an array)."""
     if isinstance(baseline, str):
         if baseline == "zeros":
-            return tf.zeros_like(acts)
+            return np.zeros(acts.shape, np.float32)
         if baseline == "pad":
             fill = pad_id
         elif baseline == "mask":
@@ -358,16 +359,20 @@ def _baseline_array(baseline, acts, pad_id, mask_id, model, lay, call_index, inp
             fill = mask_id
         else:
             raise ValueError(f"baseline must be 'auto', 'pad', 'mask', 'zeros' or an array, got {baseline!r}")
-        fill_ids = tf.fill(tf.shape(ids), tf.cast(fill, ids.dtype))
         table = getattr(lay, "embeddings", None)
         if table is not None and tuple(table.shape[1:]) == tuple(acts.shape[2:]):
-            if bool(tf.reduce_all(tf.equal(tf.gather(tf.cast(table, tf.float32), ids), acts))):
-                return tf.gather(tf.cast(table, tf.float32), fill_ids)  # a plain lookup: its rows are the outputs
-        return _embed_ids(model, lay, call_index, inputs, fill_ids)
-    arr = tf.cast(tf.convert_to_tensor(baseline), tf.float32)
+            # a plain lookup (its outputs are the table rows of the ids): the baseline is the fill id's row
+            wanted = np.append(np.asarray(ids).ravel(), fill)  # one gather: the ids' rows and the fill id's row
+            rows = tf.cast(tf.gather(getattr(table, "value", table), wanted), tf.float32).numpy()
+            if np.array_equal(rows[:-1].reshape(acts.shape), acts):
+                return np.broadcast_to(rows[-1], acts.shape).astype(np.float32)
+        return np.asarray(
+            _embed_ids(model, lay, call_index, inputs, np.full(ids.shape, fill, ids.dtype.as_numpy_dtype))
+        )
+    arr = np.asarray(tf.cast(tf.convert_to_tensor(baseline), tf.float32))
     try:
-        return tf.broadcast_to(arr, tf.shape(acts))
-    except (tf.errors.InvalidArgumentError, ValueError) as exc:
+        return np.broadcast_to(arr, acts.shape).astype(np.float32)
+    except ValueError as exc:
         raise ValueError(
             f"baseline: an array must broadcast to the embedding output {tuple(acts.shape)}, got {tuple(arr.shape)}"
         ) from exc
@@ -456,7 +461,12 @@ def token_attributions(
     if layer is None:
         layer = find_token_embedding(model)
     lay, call_index = _layers.resolve_layer(model, layer)
-    acts, call_index, ids, out = _eng.layer_probe(model, lay, call_index, inputs)
+    # the logits' values are needed only to find the model's own next token; otherwise their shape will do,
+    # and the probe skips the model's ops after the embedding
+    need_logits = target is None or (isinstance(target, NextToken) and target.token_id is None)
+    acts, call_index, ids, out = _eng.layer_probe(model, lay, call_index, inputs, outputs=need_logits)
+    if not need_logits and not all(d is not None for t in tf.nest.flatten(out) for d in t.shape):
+        acts, call_index, ids, out = _eng.layer_probe(model, lay, call_index, inputs)  # a shape known only at run time
     acts = tf.cast(acts, tf.float32)
     if acts.shape.rank != 3 or ids.shape.rank != 2 or not ids.dtype.is_integer:
         raise ValueError(
@@ -464,6 +474,7 @@ def token_attributions(
             f"{lay.name!r} maps {ids.dtype.name} {tuple(ids.shape)} to {tuple(acts.shape)}"
         )
     ids_np = ids.numpy()
+    acts_np = acts.numpy()
     batch, length = ids_np.shape
 
     if pad_id is None:
@@ -502,7 +513,7 @@ def token_attributions(
         if out_rank == 3:
             if target is None:
                 target = next_token()
-            logits = tf.cast(out, tf.float32).numpy()
+            out_shape = tuple(out.shape)
             # decoder-only: logits, ids and the attributed tokens share positions; encoder-decoder: the
             # logits run over the decoder tokens and the (encoder) tokens are attributed whole
             seq2seq = isinstance(inputs, dict) and "decoder_token_ids" in inputs
@@ -516,8 +527,8 @@ def token_attributions(
             else:
                 lm_ids, lm_real = ids_np, real
             lm_len = lm_ids.shape[1]
-            if logits.shape[1] != lm_len:
-                raise ValueError(f"target: the logits cover {logits.shape[1]} positions but the token ids {lm_len}")
+            if out_shape[1] != lm_len:
+                raise ValueError(f"target: the logits cover {out_shape[1]} positions but the token ids {lm_len}")
             if isinstance(target, NextToken):
                 if target.position is None:
                     if not lm_real.any(axis=1).all():
@@ -528,11 +539,12 @@ def token_attributions(
                 if np.any(pos < 0) or np.any(pos >= lm_len):
                     raise ValueError(f"next_token(position=): positions must lie in 0..{lm_len - 1}, got {pos}")
                 if target.token_id is None:
+                    logits = tf.cast(out, tf.float32).numpy()  # a tensor: probed with outputs (need_logits)
                     tok = np.argmax(logits[np.arange(batch), pos], axis=-1)
                 else:
                     tok = _per_example(target.token_id, batch, "next_token(token_id=)")
-                    if np.any(tok < 0) or np.any(tok >= logits.shape[-1]):
-                        raise ValueError(f"next_token(token_id=): ids must lie in 0..{logits.shape[-1] - 1}")
+                    if np.any(tok < 0) or np.any(tok >= out_shape[-1]):
+                        raise ValueError(f"next_token(token_id=): ids must lie in 0..{out_shape[-1] - 1}")
                 target_tokens = tok
                 if not seq2seq:
                     mask &= np.arange(length)[None] <= pos[:, None]
@@ -566,8 +578,8 @@ def token_attributions(
     user_baseline = not (isinstance(baseline, str) and baseline == "auto")
     if b_opt == "baseline" and "baseline" not in opts:
         kind = baseline if user_baseline else ("mask" if mask_id is not None else "pad")
-        base = _baseline_array(kind, acts, pad_id, mask_id, model, lay, call_index, inputs, ids)
-        opts["baseline"] = tf.where(tf.constant(mask)[..., None], base, acts)
+        base = _baseline_array(kind, acts_np, pad_id, mask_id, model, lay, call_index, inputs, ids)
+        opts["baseline"] = np.where(mask[..., None], base, acts_np)
     elif user_baseline and b_opt != "baseline":
         raise ValueError(
             f"baseline=: method {spec.name!r} takes no baseline "

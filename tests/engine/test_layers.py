@@ -277,6 +277,32 @@ def test_layer_probe_is_cached_and_holds_the_model_weakly(rng):
     assert ref() is None
 
 
+def test_layer_probe_without_outputs_gives_the_same_activations_and_the_outputs_shape(rng):
+    # issue 21: tpa.text needs the logits' values only to find the greedy next token; otherwise it asks
+    # the probe for the outputs' shapes, and the probe runs a function that returns no outputs (TF prunes
+    # the model's ops after the layer)
+    from tf_pathattr.engine import gradients as eng
+
+    model = text_model()
+    lay = model.get_layer("embedding")
+    inputs = [tf.constant(rng.integers(1, 30, size=(2, 7)).astype("int32")), tf.constant(np.ones((2, 7), "float32"))]
+    acts, k, first, out = eng.layer_probe(model, lay, None, inputs)
+    for _ in range(2):  # the first call of a signature without outputs may run the full probe; later ones not
+        acts2, k2, first2, spec = eng.layer_probe(model, lay, None, inputs, outputs=False)
+        assert k2 == k and isinstance(spec, tf.TensorSpec)
+        assert tuple(spec.shape) == tuple(out.shape) and spec.dtype == out.dtype
+        np.testing.assert_array_equal(acts2, acts)
+        np.testing.assert_array_equal(first2, first)
+    (probe,) = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model]
+    assert probe.activations_function.experimental_get_tracing_count() == 1
+    assert probe.function.experimental_get_tracing_count() == 1
+    # a fresh signature asked without outputs first: the full probe runs once to learn the outputs' shape
+    fresh = [tf.constant(rng.integers(1, 30, size=(3, 7)).astype("int32")), tf.constant(np.ones((3, 7), "float32"))]
+    acts3, _, _, spec3 = eng.layer_probe(model, lay, None, fresh, outputs=False)
+    assert tuple(spec3.shape) == (3,) + tuple(out.shape[1:])
+    np.testing.assert_allclose(acts3, lay(fresh[0]), rtol=1e-6)
+
+
 def test_call_index_errors_list_each_call_in_execution_order_with_its_input(rng):
     """issue 18 item 8: ``layer=(layer, call_index)`` counts calls in execution order; an index out of
     range (and a shared layer without one) shows which input each call took."""

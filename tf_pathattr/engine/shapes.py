@@ -282,8 +282,11 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
             b = 0.0
         if hasattr(b, "draw") and callable(b.draw):  # a tpa.baselines recipe
             b = b.draw(x, seed=seed, input_index=i)
+        host = isinstance(b, (np.ndarray, np.generic, float, int)) and not isinstance(b, bool)
         t = tf.cast(_to_tensor(b, label), tf.float32)
-        if not bool(tf.reduce_all(tf.math.is_finite(t))):
+        # checked in float32, as the method reads it; a host array on the host (no eager ops, no device sync)
+        finite = np.isfinite(np.asarray(b, np.float32)).all() if host else bool(tf.reduce_all(tf.math.is_finite(t)))
+        if not finite:
             raise ValueError(f"{label} contains NaN or infinite values")
         s = tuple(x.shape[1:])
         bsz = x.shape[0]
@@ -291,14 +294,14 @@ def prepare_baselines(baseline, flat_x, structure: Structure, name: str = "basel
         if len(shape) == 0:
             t = tf.fill((1, bsz) + s, t)
         elif shape == s:
-            t = tf.broadcast_to(t[None, None], (1, bsz) + s)
+            t = tf.broadcast_to(tf.reshape(t, (1, 1) + s), (1, bsz) + s)
         elif len(shape) == len(s) + 1 and shape[1:] == s:
             if shape[0] == bsz:
-                t = t[None]
+                t = tf.expand_dims(t, 0)
             elif shape[0] == 1:
-                t = tf.broadcast_to(t[None], (1, bsz) + s)
+                t = tf.broadcast_to(tf.expand_dims(t, 0), (1, bsz) + s)
             else:  # K shared baselines
-                t = tf.broadcast_to(t[:, None], (shape[0], bsz) + s)
+                t = tf.broadcast_to(tf.expand_dims(t, 1), (shape[0], bsz) + s)
         elif len(shape) == len(s) + 2 and shape[2:] == s and shape[1] in (1, bsz):
             t = tf.broadcast_to(t, (shape[0], bsz) + s)
         else:
