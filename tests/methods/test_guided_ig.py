@@ -437,6 +437,10 @@ def test_order_statistic_helpers(k_frac):
     np.testing.assert_array_equal(
         gig_mod._kth_smallest_bisect(tf.constant(mag), k).numpy(), expected.astype(np.float32)
     )
+    # as the fast mode runs it: under XLA (its counts are float32 dot products of 0/1 values), any batch
+    bisect_xla = tf.function(lambda m: gig_mod._kth_smallest_bisect(m, k), jit_compile=True, autograph=False)
+    np.testing.assert_array_equal(bisect_xla(tf.constant(mag)).numpy(), expected.astype(np.float32))
+    np.testing.assert_array_equal(bisect_xla(tf.constant(mag[3:4])).numpy(), expected[3:4].astype(np.float32))
     np.testing.assert_array_equal(gig_mod._kth_smallest_topk(tf.constant(mag.astype(np.float64)), k).numpy(), expected)
 
 

@@ -129,18 +129,28 @@ def _kth_smallest_bisect(mag, k):
 
     Exact: non-negative IEEE floats order like their int32 bit patterns, so a bisection over the bit
     patterns (at most 31 rounds of one compare-and-count pass) finds the smallest pattern ``v`` with
-    ``count(mag <= v) >= k + 1``, which is the wanted order statistic. About 3x faster on CPU than
-    ``top_k`` with ``k ~ N / 4``.
+    ``count(mag <= v) >= k + 1``, which is the wanted order statistic. Below ``2**24`` features the
+    count is a float32 matrix-vector product of the 0/1 comparison with ones: its partial sums are
+    integers below ``2**24``, so it is exact in any summation order (and any batch size), and XLA runs
+    it as a vectorized dot (measured on ``[8, 3072]`` under XLA: 70 us a bisection, against 260 us
+    counting with an int32 ``reduce_sum`` and ~500 us for ``top_k``); above, an int32 sum.
     """
+    n = int(mag.shape[1])
     bits = tf.bitcast(mag, tf.int32)
     rows = tf.shape(mag)[0]
+    ones = tf.ones([n, 1], tf.float32)
     lo = tf.zeros([rows], tf.int32)
     hi = tf.fill([rows], tf.constant(0x7F800000, tf.int32))  # +inf: count(mag <= inf) = N >= k + 1
 
+    def count_below(mid):
+        below = bits <= mid[:, None]
+        if n < 1 << 24:  # float32 counts stay exact
+            return tf.cast(tf.matmul(tf.cast(below, tf.float32), ones)[:, 0], tf.int32)
+        return tf.reduce_sum(tf.cast(below, tf.int32), axis=1)
+
     def body(lo, hi):
         mid = lo + (hi - lo) // 2
-        count = tf.reduce_sum(tf.cast(bits <= mid[:, None], tf.int32), axis=1)
-        ok = count >= k + 1
+        ok = count_below(mid) >= k + 1
         return [tf.where(ok, lo, mid + 1), tf.where(ok, mid, hi)]
 
     lo, hi = tf.while_loop(lambda lo, hi: tf.reduce_any(lo < hi), body, [lo, hi], maximum_iterations=32)
