@@ -287,7 +287,7 @@ def test_layer_probe_without_outputs_gives_the_same_activations_and_the_outputs_
     lay = model.get_layer("embedding")
     inputs = [tf.constant(rng.integers(1, 30, size=(2, 7)).astype("int32")), tf.constant(np.ones((2, 7), "float32"))]
     acts, k, first, out = eng.layer_probe(model, lay, None, inputs)
-    for _ in range(2):  # the first call of a signature without outputs may run the full probe; later ones not
+    for _ in range(2):
         acts2, k2, first2, spec = eng.layer_probe(model, lay, None, inputs, outputs=False)
         assert k2 == k and isinstance(spec, tf.TensorSpec)
         assert tuple(spec.shape) == tuple(out.shape) and spec.dtype == out.dtype
@@ -296,11 +296,16 @@ def test_layer_probe_without_outputs_gives_the_same_activations_and_the_outputs_
     (probe,) = [f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model]
     assert probe.activations_function.experimental_get_tracing_count() == 1
     assert probe.function.experimental_get_tracing_count() == 1
-    # a fresh signature asked without outputs first: the full probe runs once to learn the outputs' shape
+    # a fresh signature asked without outputs first: one trace, which records the outputs' shape
     fresh = [tf.constant(rng.integers(1, 30, size=(3, 7)).astype("int32")), tf.constant(np.ones((3, 7), "float32"))]
     acts3, _, _, spec3 = eng.layer_probe(model, lay, None, fresh, outputs=False)
     assert tuple(spec3.shape) == (3,) + tuple(out.shape[1:])
     np.testing.assert_allclose(acts3, lay(fresh[0]), rtol=1e-6)
+    (probe3,) = [
+        f for key, (_, f) in eng.CACHE._items.items() if key[1] == "layer_probe" and _() is model and f is not probe
+    ]
+    assert probe3.function.experimental_get_tracing_count() == 0
+    assert probe3.activations_function.experimental_get_tracing_count() == 1
 
 
 def test_call_index_errors_list_each_call_in_execution_order_with_its_input(rng):
