@@ -11,9 +11,10 @@ How it measures
 * Each case runs in a **fresh process** (``--worker``); inside it, every candidate is run right next
   to its **floor** in interleaved rounds (the order alternates between rounds) after one warm-up,
   and each round gives a ratio ``candidate / floor`` measured seconds apart on the same loaded
-  machine. A call shorter than ``MIN_SAMPLE_S`` (0.25 s) is timed as the mean of as many calls in a
-  row as fill that time (counted once after the warm-up, per candidate and floor), so a 30 ms call is
-  not measured at the resolution of the machine's noise. The table reports the **median of the
+  machine. Where the calls are shorter than ``MIN_SAMPLE_S`` (0.25 s), a round repeats the
+  candidate / floor sequence until each has run about that long and takes the mean per call (candidate
+  and floor alternate call by call), so a 30 ms call is not measured at the resolution of the
+  machine's noise. The table reports the **median of the
   per-round ratios** over all rounds of all processes (``n``), wall time and CPU (process) time, per
   call; absolute seconds are medians too.
 * **Floor** = a compiled function doing only the model work of the candidate: the same number of
@@ -69,16 +70,15 @@ def _force(result):
 MIN_SAMPLE_S = 0.25  # a timed sample repeats a short call until it lasts about this long
 
 
-def _run(fn, reps: int = 1):
-    """Wall and CPU seconds per call of ``fn``, averaged over ``reps`` calls in a row."""
+def _run(fn):
+    """Wall and CPU seconds of one call of ``fn`` (its results fetched)."""
     w0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(reps):
-        _force(fn())
-    return (time.perf_counter() - w0) / reps, (time.process_time() - c0) / reps
+    _force(fn())
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def _reps(fn) -> int:
-    """Calls per timed sample: enough for ``MIN_SAMPLE_S`` (one for calls that long), from one timed call."""
+    """Calls for a sample of about ``MIN_SAMPLE_S`` (one for calls that long), from one timed call."""
     took = _run(fn)[0]
     return max(1, min(50, math.ceil(MIN_SAMPLE_S / max(took, 1e-6))))
 
@@ -87,27 +87,30 @@ def interleaved(rows: dict, rounds: int) -> dict:
     """``rows``: name -> (candidate, floor) callables; rows may share a floor. Each round runs, per floor,
     its candidates with the floor in their middle (the order reversed every round), so each candidate runs
     within a few calls of the floor it is divided by; one wall and one CPU ratio per candidate and round.
-    Returns name -> lists of the raw numbers."""
+    Where the group's calls are short, a round repeats that sequence until its slowest member has run for
+    about ``MIN_SAMPLE_S`` and gives each member's mean time per call: candidate and floor alternate call
+    by call, so a drift of the machine's speed reaches both. Returns name -> lists of the raw numbers."""
     groups = {}
     for name, (cand, floor) in rows.items():
         groups.setdefault(id(floor), (floor, []))[1].append((name, cand))
     reps = {}
-    for floor, cands in groups.values():  # warm-up: traces and first-call costs, then the calls per sample
+    for floor, cands in groups.values():  # warm-up: traces and first-call costs, then the calls per round
         _force(floor())
         for _, cand in cands:
             _force(cand())
-        reps[None, id(floor)] = _reps(floor)
-        for name, cand in cands:
-            reps[name] = _reps(cand)
+        reps[id(floor)] = min([_reps(floor)] + [_reps(cand) for _, cand in cands])
     out = {name: {"wall": [], "cpu": [], "floor_wall": [], "floor_cpu": []} for name in rows}
     for r in range(rounds):
         for floor, cands in groups.values():
             order = list(cands) if r % 2 == 0 else list(reversed(cands))
             half = len(order) // 2 if len(order) > 1 else (r % 2)
             sequence = order[:half] + [(None, floor)] + order[half:]
-            times = {}
-            for name, fn in sequence:
-                times[name] = _run(fn, reps[name] if name is not None else reps[None, id(floor)])
+            n = reps[id(floor)]
+            times = {name: (0.0, 0.0) for name, _ in sequence}
+            for _ in range(n):
+                for name, fn in sequence:
+                    w, c = _run(fn)
+                    times[name] = (times[name][0] + w / n, times[name][1] + c / n)
             fw, fc = times[None]
             for name, _ in cands:
                 cw, cc = times[name]
@@ -674,8 +677,8 @@ def main(argv=None):
         + "`)\n\n"
         f"Machine: {machine()}; load average (1, 5, 15 min) {load0} at the start, {_load()} at the end. "
         f"{processes} fresh process(es) per case, {rounds} interleaved rounds each after a warm-up; ratios are the "
-        f"median of the per-round ratios (candidate / its floor, run next to each other; a call under "
-        f"{MIN_SAMPLE_S} s is timed as the mean of enough calls in a row to last that long). Total {total:.0f} s.\n"
+        f"median of the per-round ratios (candidate / its floor, run next to each other; calls under "
+        f"{MIN_SAMPLE_S} s are repeated, candidate and floor alternating, and averaged). Total {total:.0f} s.\n"
     )
     text = head + "\n" + "\n\n".join(sections)
     if problems:
