@@ -363,7 +363,7 @@ def _baseline_array(baseline, acts, pad_id, mask_id, model, lay, call_index, inp
         if table is not None and tuple(table.shape[1:]) == tuple(acts.shape[2:]):
             # a plain lookup (its outputs are the table rows of the ids): the baseline is the fill id's row
             wanted = np.append(np.asarray(ids).ravel(), fill)  # one gather: the ids' rows and the fill id's row
-            rows = tf.cast(tf.gather(getattr(table, "value", table), wanted), tf.float32).numpy()
+            rows = tf.cast(tf.gather(tf.convert_to_tensor(table), wanted), tf.float32).numpy()
             if np.array_equal(rows[:-1].reshape(acts.shape), acts):
                 return np.broadcast_to(rows[-1], acts.shape).astype(np.float32)
         return np.asarray(

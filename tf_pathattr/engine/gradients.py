@@ -271,7 +271,7 @@ def layer_probe(model, layer, call_index, inputs, outputs: bool = True):
     def build():
         resolved = _LayerProbe(None)
 
-        def tapped(inputs):
+        def probe(inputs):
             m = model_ref()
             with _layers.LayerTap(layer) as tap:
                 out = m(inputs, training=False) if is_keras else m(inputs)
@@ -284,11 +284,8 @@ def layer_probe(model, layer, call_index, inputs, outputs: bool = True):
             first = first if isinstance(first, tf.Tensor) else tf.zeros((0,))
             return tf.convert_to_tensor(acts), first, out
 
-        def probe(inputs):
-            return tapped(inputs)
-
         def activations_only(inputs):
-            acts, first, out = tapped(inputs)  # traced whole; the outputs' static shapes are known here
+            acts, first, out = probe(inputs)  # traced whole; the outputs' static shapes are known here
             resolved.out_spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), out)
             return acts, first  # and TF prunes the ops that only the outputs need
 
