@@ -262,6 +262,7 @@ def layer_probe(model, layer, call_index, inputs, outputs: bool = True):
     inputs = tf.nest.pack_sequence_as(inputs, flat)
     sig = tuple((tuple(t.shape), t.dtype.name) for t in flat)
     keys = tuple(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+    model_ref: Callable[[], Any]
     try:
         model_ref = weakref.ref(model)
     except TypeError:
