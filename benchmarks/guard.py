@@ -12,11 +12,11 @@ How it measures
   to its **floor** in interleaved rounds (the order alternates between rounds) after one warm-up,
   and each round gives a ratio ``candidate / floor`` measured seconds apart on the same loaded
   machine. Where the calls are shorter than ``MIN_SAMPLE_S`` (0.25 s), a round repeats the
-  candidate / floor sequence until each has run about that long and takes the mean per call (candidate
-  and floor alternate call by call), so a 30 ms call is not measured at the resolution of the
-  machine's noise. The table reports the **median of the
-  per-round ratios** over all rounds of all processes (``n``), wall time and CPU (process) time, per
-  call; absolute seconds are medians too.
+  candidate / floor sequence until its slowest member has run about that long (the others longer)
+  and takes the mean per call (candidate and floor alternate call by call), so a 30 ms call is not
+  measured at the resolution of the machine's noise. The table reports the **median of the per-round
+  ratios** over all rounds of all processes (``n``), wall time and CPU (process) time, per call;
+  absolute seconds are medians too.
 * **Floor** = a compiled function doing only the model work of the candidate: the same number of
   input-gradient rows in the same number of model calls (and the same forward-only rows), nothing
   else. For the registry sweep the work is *counted*, not declared: the method runs once on a
@@ -67,7 +67,7 @@ def _force(result):
     return result
 
 
-MIN_SAMPLE_S = 0.25  # a timed sample repeats a short call until it lasts about this long
+MIN_SAMPLE_S = 0.25  # a round repeats short calls until its slowest member has run about this long
 
 
 def _run(fn):
